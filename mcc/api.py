@@ -1,0 +1,97 @@
+"""The Python API: ``run``, ``resume``, ``status``, ``clean``. The CLI is a thin layer over these."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from mcc import cleaner
+from mcc.ledger import Ledger, fire, models, open_ledger, queries
+from mcc.prepare import prepare
+from mcc.runspec import PROGRESS
+from mcc.storage import get_json
+from mcc.supervisor import Context, ProgressCallback, create_run, drive, store_of
+
+
+def _ledger(home: str | Path | None) -> Ledger:
+    return open_ledger(home)
+
+
+def run(project_dir: str | Path = ".", *, backend: str | None = None, workers: int | None = None,
+        chunk_size: int | None = None, max_attempts: int | None = None, entry: str | None = None,
+        point_timeout: float | None = None, lease_seconds: float | None = None,
+        detach: bool = False, keep: bool = False, on_progress: ProgressCallback | None = None,
+        on_created: Any = None, home: str | Path | None = None) -> dict[str, Any]:
+    """Run the sweep in ``project_dir``; returns the run summary (see :func:`status`).
+
+    Everything that can be checked is checked before any resource exists. With ``detach`` the call
+    returns once the manager runs; ``resume(run_id)`` follows it later.
+    """
+    overrides = {"backend": backend, "workers": workers, "chunk_size": chunk_size, "max_attempts": max_attempts,
+                 "entry": entry, "point_timeout": point_timeout, "lease_seconds": lease_seconds}
+    prepared = prepare(project_dir, overrides)
+    ledger = _ledger(home)
+    ctx = Context.open(ledger, prepared.settings.backend)
+    run_row = create_run(ledger, prepared)
+    if on_created:
+        on_created(run_row)
+    run_row = drive(ctx, run_row, detach=detach, keep=keep, on_progress=on_progress)
+    return summary(run_row)
+
+
+def resume(run_id: str, *, keep: bool = False, detach: bool = False, on_progress: ProgressCallback | None = None,
+           home: str | Path | None = None) -> dict[str, Any]:
+    """Re-enter the run's current state and drive it to its goal (a failed run is retried)."""
+    ledger = _ledger(home)
+    run_row = queries.get_run(run_id)
+    ctx = Context.open(ledger, run_row.backend)
+    if run_row.state in ("failed", "cancelled"):
+        run_row = fire(run_row, "retry", reason="mcc resume")
+    run_row = drive(ctx, run_row, detach=detach, keep=keep, on_progress=on_progress)
+    return summary(run_row)
+
+
+def status(run_id: str | None = None, *, home: str | Path | None = None) -> dict[str, Any] | list[dict[str, Any]]:
+    """One run's summary (with live progress while it runs), or the list of every run's summary."""
+    _ledger(home)
+    if run_id is not None:
+        return summary(queries.get_run(run_id), live=True)
+    return [summary(r) for r in queries.list_runs()]
+
+
+def clean(run_id: str | None = None, *, all: bool = False, dry_run: bool = False,
+          home: str | Path | None = None) -> dict[str, Any]:
+    """Delete the resources of one run (``run_id``) or of every run (``all=True``); verified by a sweep."""
+    if run_id is None and not all:
+        raise ValueError("clean needs a run id or all=True")
+    ledger = _ledger(home)
+    return cleaner.clean(ledger, run_id, dry_run=dry_run).to_dict()
+
+
+def summary(run_row: models.Run, live: bool = False) -> dict[str, Any]:
+    """The run as one JSON-friendly dict: run_id, state, result, points, done, dead, …"""
+    counts = queries.subproblem_counts(run_row.id)
+    progress = None
+    if live and run_row.state in ("running", "combining", "launching"):
+        store = store_of(run_row)
+        progress = get_json(store, PROGRESS) if store else None
+        if store is not None:
+            from mcc.journal import sync_run
+
+            sync_run(store, run_row)
+            counts = queries.subproblem_counts(run_row.id)
+    done, dead = run_row.done, run_row.dead
+    if progress:
+        done, dead = progress["progress"]["done_points"], progress["progress"]["dead_points"]
+    failures = [
+        {"subproblem": s.index, "first_point": s.first_point, "n_points": s.n_points, "attempts": s.attempts,
+         "state": s.state, "error": s.error}
+        for s in queries.failed_subproblems(run_row.id) if s.state == "dead"
+    ]
+    return {
+        "run_id": run_row.id, "state": run_row.state, "backend": run_row.backend, "project_dir": run_row.project_dir,
+        "result": run_row.result_path, "points": run_row.points, "done": done, "dead": dead,
+        "reason": run_row.reason, "subproblems": counts, "chunk_size": run_row.spec.get("chunk_size"),
+        "entry": f"{run_row.spec.get('entry_kind')} {run_row.spec.get('entry_target')}",
+        "failures": failures, "created_at": run_row.created_at, "updated_at": run_row.updated_at,
+        "workers": (progress or {}).get("workers"),
+    }

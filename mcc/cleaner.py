@@ -1,0 +1,90 @@
+"""Guaranteed cleanup: delete what the ledger knows in dependency order, sweep for anything else
+tagged with this ledger, delete that too, then verify nothing survives."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from mcc.errors import CleanIncomplete
+from mcc.ledger import Ledger, fire, models, queries
+from mcc.providers.base import Found
+from mcc.supervisor import Context, inputs_path
+
+
+@dataclass
+class CleanReport:
+    runs: list[str] = field(default_factory=list)
+    deleted: list[dict[str, Any]] = field(default_factory=list)
+    adopted: list[dict[str, Any]] = field(default_factory=list)
+    survivors: list[dict[str, Any]] = field(default_factory=list)
+    dry_run: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"runs": self.runs, "deleted": self.deleted, "adopted": self.adopted,
+                "survivors": self.survivors, "dry_run": self.dry_run}
+
+
+def _describe(row: models.Resource) -> dict[str, Any]:
+    return {"id": row.id, "kind": row.kind, "name": row.name, "physical_id": row.physical_id,
+            "run": row.run_id, "state": row.state, "backend": row.backend}
+
+
+def _found(kind: str, f: Found) -> dict[str, Any]:
+    return {"kind": kind, "physical_id": f.physical_id, "tags": f.tags}
+
+
+def plan(ledger: Ledger, run_id: str | None) -> tuple[list[models.Run], list[models.Resource]]:
+    """The runs and the live resource rows a clean would delete."""
+    runs = [queries.get_run(run_id)] if run_id else queries.list_runs()
+    query = models.Resource.select().where(models.Resource.state != "deleted")
+    if run_id:
+        query = query.where(models.Resource.run == run_id)
+    return runs, list(query.order_by(models.Resource.id))
+
+
+def clean(ledger: Ledger, run_id: str | None = None, *, dry_run: bool = False) -> CleanReport:
+    """Delete every resource of one run (or of the whole ledger) and prove nothing is left."""
+    runs, rows = plan(ledger, run_id)
+    report = CleanReport(runs=[r.id for r in runs], dry_run=dry_run)
+    backends = sorted({r.backend for r in runs} | {r.backend for r in rows} | {"local"})
+    contexts = {name: Context.open(ledger, name) for name in backends}
+    if dry_run:
+        report.deleted = [_describe(r) for r in rows]
+        for ctx in contexts.values():
+            for kind, provider in ctx.engine.providers.items():
+                known = {r.physical_id for r in rows}
+                report.adopted += [_found(kind, f) for f in provider.sweep(ledger.uuid, run_id) if f.physical_id not in known]
+        return report
+    for run in runs:
+        if run.state not in ("cleaning", "cleaned"):
+            fire(run, "clean")
+    errors = []
+    for name, ctx in contexts.items():
+        mine = [r for r in rows if r.backend == name]
+        errors += ctx.engine.destroy_all(mine, "mcc clean")
+        report.deleted += [_describe(r) for r in mine]
+        adopted = ctx.engine.sweep(run_id)
+        report.adopted += [_describe(r) for r in adopted]
+        errors += ctx.engine.destroy_all(adopted, "mcc clean (found by the sweep)")
+    for run in runs:
+        inputs_path(ledger, run.id).unlink(missing_ok=True)
+    survivors = _verify(ledger, contexts, run_id)
+    report.survivors = survivors + [{"error": msg, **_describe(row)} for row, msg in errors]
+    if report.survivors:
+        lines = "\n".join(f"  - {s.get('kind')} {s.get('physical_id')} {s.get('error', '')}" for s in report.survivors)
+        raise CleanIncomplete(
+            f"clean finished but {len(report.survivors)} resource(s) tagged with ledger {ledger.uuid} survive:\n"
+            f"{lines}\nRun `mcc clean` again; if they persist, delete them by hand.", report)
+    for run in runs:
+        run = queries.get_run(run.id)
+        if run.state == "cleaning":
+            fire(run, "cleaned")
+    return report
+
+
+def _verify(ledger: Ledger, contexts: dict[str, Context], run_id: str | None) -> list[dict[str, Any]]:
+    survivors = []
+    for ctx in contexts.values():
+        for kind, provider in ctx.engine.providers.items():
+            survivors += [_found(kind, f) for f in provider.sweep(ledger.uuid, run_id)]
+    return survivors

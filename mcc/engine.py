@@ -1,0 +1,136 @@
+"""The write-ahead rule over providers: every resource is recorded before it is touched.
+
+ensure():  planned → creating (spec, key and tags recorded) → provider call → active (physical id).
+           On resume a row found in ``creating`` is looked up first (find-before-create): found → adopted
+           into ``active``; not found → created again with the same key.
+destroy(): → deleting → provider delete ("not found" counts as deleted) → deleted.
+sweep():   resources carrying this ledger's tag that the ledger does not know → rows in ``adopted``.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Iterable, Mapping
+
+from mcc.errors import MccError, ProviderError
+from mcc.ledger import create_row, fire, models, queries
+from mcc.providers.base import Found, Provider, ResourceSpec, ownership_tags
+
+# Resource kinds in the order clean deletes them (DESIGN.md "Guaranteed cleanup").
+DELETE_ORDER = [
+    "instance", "cache", "launch_template", "image", "snapshot", "security_group", "key_pair",
+    "instance_profile", "role_policy", "role", "bucket", "directory",
+]
+
+
+class Engine:
+    """Drives providers under the write-ahead rule; the only code that pairs a world call with a ledger write."""
+
+    def __init__(self, ledger_uuid: str, backend: str, providers: Mapping[str, Provider], actor: str = "local") -> None:
+        self.ledger_uuid, self.backend, self.actor = ledger_uuid, backend, actor
+        self.providers = dict(providers)
+
+    def provider(self, kind: str) -> Provider:
+        try:
+            return self.providers[kind]
+        except KeyError:
+            raise MccError(f"the {self.backend} backend has no provider for resource kind {kind!r}") from None
+
+    def spec_of(self, row: models.Resource) -> ResourceSpec:
+        return ResourceSpec(row.kind, row.name, row.idempotency_key, dict(row.tags), dict(row.spec))
+
+    def ensure(self, run_id: str | None, kind: str, name: str, key: str, params: dict[str, Any]) -> models.Resource:
+        """The resource named by ``key``, created if needed; idempotent and resumable at every step."""
+        row = queries.resource_by_key(key)
+        if row is None:
+            tags = ownership_tags(self.ledger_uuid, run_id, key, name)
+            row = create_row(
+                models.Resource, actor=self.actor, run=run_id, kind=kind, name=name, backend=self.backend,
+                idempotency_key=key, spec=params, tags=tags, attrs={}, state="planned",
+            )
+        if row.state in ("active", "adopted"):
+            return row
+        if row.state in ("deleting", "deleted"):
+            raise MccError(f"resource {key} is {row.state}; it cannot be reused")
+        if row.state in ("planned", "failed"):
+            fire(row, "begin_create", actor=self.actor)
+        spec = self.spec_of(row)
+        provider = self.provider(kind)
+        found = provider.find(spec)
+        if found is not None:
+            return fire(row, "adopt", actor=self.actor, reason="found by its tags on resume",
+                        physical_id=found.physical_id, attrs=found.attrs, active_at=time.time())
+        try:
+            found = provider.create(spec)
+        except MccError as exc:
+            fire(row, "create_failed", actor=self.actor, reason=str(exc))
+            raise
+        except Exception as exc:
+            fire(row, "create_failed", actor=self.actor, reason=f"{type(exc).__name__}: {exc}")
+            raise ProviderError(f"creating {kind} {name} failed: {exc}") from exc
+        return fire(row, "created", actor=self.actor, physical_id=found.physical_id, attrs=found.attrs,
+                    active_at=time.time())
+
+    def describe(self, row: models.Resource) -> Found | None:
+        """The resource as it is now, or None if it is gone."""
+        if not row.physical_id:
+            return None
+        return self.provider(row.kind).describe(row.physical_id, dict(row.attrs))
+
+    def destroy(self, row: models.Resource, reason: str | None = None) -> models.Resource:
+        """Delete the resource (idempotent; a missing resource counts as deleted)."""
+        if row.state == "deleted":
+            return row
+        if row.state != "deleting":
+            row = fire(row, "begin_delete", actor=self.actor, reason=reason)
+        provider = self.provider(row.kind)
+        physical_id, attrs = row.physical_id, dict(row.attrs)
+        if not physical_id:  # died between begin_create and created: look it up by its tags
+            found = provider.find(self.spec_of(row))
+            physical_id, attrs = (found.physical_id, found.attrs) if found else (None, {})
+        try:
+            if physical_id:
+                provider.delete(physical_id, attrs)
+        except Exception as exc:
+            fire(row, "delete_failed", actor=self.actor, reason=f"{type(exc).__name__}: {exc}")
+            raise ProviderError(f"deleting {row.kind} {row.name} ({physical_id}) failed: {exc}") from exc
+        return fire(row, "deleted", actor=self.actor, reason=reason, deleted_at=time.time())
+
+    def destroy_all(self, rows: Iterable[models.Resource], reason: str) -> list[tuple[models.Resource, str]]:
+        """Delete rows in dependency order; returns (row, error) for every one that failed."""
+        errors = []
+        for row in sorted(rows, key=lambda r: _order(r.kind)):
+            try:
+                self.destroy(row, reason)
+            except MccError as exc:
+                errors.append((row, str(exc)))
+        return errors
+
+    def sweep(self, run_id: str | None = None) -> list[models.Resource]:
+        """Find resources tagged with this ledger that no live row accounts for; record them as ``adopted``."""
+        adopted = []
+        for kind in sorted(self.providers, key=_order):
+            for found in self.provider(kind).sweep(self.ledger_uuid, run_id):
+                row = models.Resource.get_or_none(
+                    (models.Resource.physical_id == found.physical_id) & (models.Resource.kind == kind)
+                )
+                if row is not None and row.state != "deleted":
+                    continue
+                key = f"sweep:{kind}:{found.physical_id}:{time.time_ns()}"
+                adopted.append(create_row(
+                    models.Resource, actor=self.actor, reason="found by the sweep", run=_run_of(found, run_id),
+                    kind=kind, name=found.tags.get("Name") or found.tags.get("NAME") or found.physical_id,
+                    backend=self.backend, idempotency_key=key, spec={}, tags=found.tags,
+                    physical_id=found.physical_id, attrs=found.attrs, state="adopted",
+                ))
+        return adopted
+
+
+def _order(kind: str) -> int:
+    return DELETE_ORDER.index(kind) if kind in DELETE_ORDER else len(DELETE_ORDER)
+
+
+def _run_of(found: Found, run_id: str | None) -> str | None:
+    run = run_id or found.tags.get("mcc:run") or found.tags.get("MCC_RUN")
+    if run and models.Run.get_or_none(models.Run.id == run) is not None:
+        return run
+    return None

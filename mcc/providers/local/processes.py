@@ -1,0 +1,194 @@
+"""Process identity on the local machine: pid + start time, so pid reuse never kills a stranger.
+
+A local "instance" carries its ownership tags as environment variables (``MCC_TAG_*``); a sweep reads
+/proc/<pid>/environ to find every process tagged with a ledger, the way the EC2 sweep reads tags.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+PROC = Path("/proc")
+TAG_ENV_PREFIX = "MCC_TAG_"
+
+
+@dataclass(frozen=True)
+class ProcessId:
+    """A process as ``pid@start_ticks``: unique across pid reuse."""
+
+    pid: int
+    start: int
+
+    def __str__(self) -> str:
+        return f"{self.pid}@{self.start}"
+
+    @classmethod
+    def parse(cls, text: str) -> "ProcessId":
+        pid, _, start = text.partition("@")
+        return cls(int(pid), int(start))
+
+
+def tag_env(tags: dict[str, str]) -> dict[str, str]:
+    """Ownership tags as environment variables (``mcc:ledger`` → ``MCC_TAG_MCC_LEDGER``)."""
+    return {TAG_ENV_PREFIX + _env_key(k): v for k, v in tags.items()}
+
+
+def _env_key(tag: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in tag).upper()
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        raw = (PROC / str(pid) / "stat").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    # comm may contain spaces and parentheses: split after the last ')'.
+    return raw[raw.rindex(")") + 2 :].split()
+
+
+def start_ticks(pid: int) -> int | None:
+    """The process start time in clock ticks after boot, or None if there is no such live process."""
+    fields = _stat_fields(pid)
+    if fields is None or fields[0] in ("Z", "X"):
+        return None
+    return int(fields[19])
+
+
+def identify(pid: int) -> ProcessId | None:
+    start = start_ticks(pid)
+    return None if start is None else ProcessId(pid, start)
+
+
+def is_alive(proc: ProcessId) -> bool:
+    """True only if the same process (same pid AND start time) still runs (zombies count as gone)."""
+    _reap(proc.pid)
+    return start_ticks(proc.pid) == proc.start
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except (ChildProcessError, OSError):
+        pass
+
+
+def environ_of(pid: int) -> dict[str, str]:
+    try:
+        raw = (PROC / str(pid) / "environ").read_bytes()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return {}
+    env = {}
+    for item in raw.split(b"\0"):
+        key, sep, value = item.partition(b"=")
+        if sep and key.startswith(TAG_ENV_PREFIX.encode()):
+            env[key.decode()] = value.decode(errors="replace")
+    return env
+
+
+def find_tagged(match: dict[str, str]) -> list[ProcessId]:
+    """Every live process whose tag environment contains all of ``match`` (tag → value)."""
+    wanted = tag_env(match)
+    found = []
+    for entry in PROC.iterdir():
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        if pid == os.getpid():
+            continue
+        env = environ_of(pid)
+        if env and all(env.get(k) == v for k, v in wanted.items()):
+            ident = identify(pid)
+            if ident is not None:
+                found.append(ident)
+    return found
+
+
+def tags_of(proc: ProcessId) -> dict[str, str]:
+    """The ownership tags of a process, read back from its environment (keys as env names)."""
+    return {k[len(TAG_ENV_PREFIX) :]: v for k, v in environ_of(proc.pid).items()}
+
+
+def terminate(proc: ProcessId, grace: float = 10.0) -> None:
+    """SIGTERM the process group, wait up to ``grace`` s, then SIGKILL; return once it is gone.
+
+    Signals only if pid and start time still match, so a recycled pid is never touched.
+    """
+    if not is_alive(proc):
+        return
+    _signal_group(proc, signal.SIGTERM)
+    if _wait_gone(proc, grace):
+        return
+    _signal_group(proc, signal.SIGKILL)
+    if not _wait_gone(proc, 10.0):
+        raise OSError(f"process {proc} survived SIGKILL")
+
+
+def _signal_group(proc: ProcessId, sig: int) -> None:
+    if not is_alive(proc):
+        return
+    try:
+        pgid = os.getpgid(proc.pid)
+        if pgid == proc.pid:  # it leads its own group (start_new_session): signal the whole group
+            os.killpg(pgid, sig)
+        else:
+            os.kill(proc.pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _wait_gone(proc: ProcessId, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    delay = 0.01
+    while time.monotonic() < deadline:
+        if not is_alive(proc):
+            return True
+        time.sleep(delay)
+        delay = min(delay * 2, 0.2)
+    return not is_alive(proc)
+
+
+def spawn(
+    argv: list[str],
+    *,
+    tags: dict[str, str],
+    env: dict[str, str] | None = None,
+    cwd: str | Path | None = None,
+    log_path: Path | None = None,
+    stdin_data: bytes | None = None,
+) -> ProcessId:
+    """Start a detached process in its own session and process group, tagged through its environment."""
+    import subprocess
+
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(TAG_ENV_PREFIX)}
+    full_env.update(env or {})
+    full_env.update(tag_env(tags))
+    if log_path:
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    log = open(log_path, "ab") if log_path else subprocess.DEVNULL
+    try:
+        child = subprocess.Popen(
+            argv,
+            env=full_env,
+            cwd=cwd,
+            stdin=subprocess.PIPE if stdin_data is not None else subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT if log_path else subprocess.DEVNULL,
+            start_new_session=True,
+            close_fds=True,
+        )
+    finally:
+        if log_path:
+            log.close()
+    if stdin_data is not None:
+        assert child.stdin is not None
+        child.stdin.write(stdin_data)
+        child.stdin.close()
+    # Popen keeps no reference we need: liveness is checked by identity and reaped by waitpid.
+    child.returncode = 0  # stop Popen.__del__ from warning about a still-running child
+    start = start_ticks(child.pid)
+    if start is None:
+        raise OSError(f"{argv[0]} exited immediately; see {log_path}")
+    return ProcessId(child.pid, start)

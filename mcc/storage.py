@@ -1,0 +1,139 @@
+"""The run's bucket as seen by the library and by remote/: keys → bytes, with atomic puts.
+
+``file:///abs/dir`` is the local backend's bucket (a directory). The AWS backend adds ``s3://``.
+Every put is atomic (temporary name, then rename), so a reader never sees half an object.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlparse
+
+
+class Store(Protocol):
+    url: str
+
+    def put_bytes(self, key: str, data: bytes) -> None: ...
+    def get_bytes(self, key: str) -> bytes | None: ...
+    def put_file(self, key: str, path: Path, *, move: bool = False) -> None: ...
+    def get_file(self, key: str, dest: Path) -> bool: ...
+    def local_path(self, key: str) -> Path | None: ...
+    def exists(self, key: str) -> bool: ...
+    def list(self, prefix: str) -> list[str]: ...
+    def delete(self, key: str) -> None: ...
+
+
+class LocalStore:
+    """A directory used as a bucket."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.url = self.root.resolve().as_uri()
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if self.root.resolve() not in path.parents:
+            raise ValueError(f"key {key!r} escapes the bucket")
+        return path
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            _unlink(tmp)
+            raise
+
+    def get_bytes(self, key: str) -> bytes | None:
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def put_file(self, key: str, path: Path, *, move: bool = False) -> None:
+        dest = self._path(key)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if move:
+            try:
+                os.replace(path, dest)
+                return
+            except OSError:  # another filesystem: fall back to copy
+                pass
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".tmp-")
+        os.close(fd)
+        try:
+            shutil.copyfile(path, tmp)
+            os.replace(tmp, dest)
+        except BaseException:
+            _unlink(tmp)
+            raise
+        if move:
+            _unlink(str(path))
+
+    def get_file(self, key: str, dest: Path) -> bool:
+        src = self._path(key)
+        if not src.exists():
+            return False
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".tmp-")
+        os.close(fd)
+        try:
+            shutil.copyfile(src, tmp)
+            os.replace(tmp, dest)
+        except BaseException:
+            _unlink(tmp)
+            raise
+        return True
+
+    def local_path(self, key: str) -> Path | None:
+        return self._path(key)
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).exists()
+
+    def list(self, prefix: str) -> list[str]:
+        base = self._path(prefix) if prefix else self.root
+        if not base.exists():
+            return []
+        root = self.root.resolve()
+        keys = [
+            str(p.relative_to(root))
+            for p in base.rglob("*")
+            if p.is_file() and not p.name.startswith(".tmp-")
+        ]
+        return sorted(keys)
+
+    def delete(self, key: str) -> None:
+        _unlink(str(self._path(key)))
+
+
+def open_store(url: str) -> Store:
+    """The store behind a bucket URL."""
+    parsed = urlparse(url)
+    if parsed.scheme == "file":
+        return LocalStore(Path(parsed.path))
+    raise ValueError(f"unsupported bucket URL {url!r} (this mcc knows file://)")
+
+
+def put_json(store: Store, key: str, value: Any) -> None:
+    store.put_bytes(key, json.dumps(value, sort_keys=True, default=str).encode())
+
+
+def get_json(store: Store, key: str) -> Any | None:
+    data = store.get_bytes(key)
+    return None if data is None else json.loads(data)
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

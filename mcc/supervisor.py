@@ -1,0 +1,191 @@
+"""The local supervisor: drives a run's state machine from draft to a terminal state.
+
+Each state's step is idempotent, so ``resume`` simply re-enters the current state:
+draft → provisioning (bucket, queue, inputs) → launching (manager) → running (follow the bucket,
+sync the journal, relaunch a dead manager) → combining → collecting (fetch combined.h5) → completed.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from mcc.backends import Backend, get_backend
+from mcc.engine import Engine
+from mcc.errors import MccError
+from mcc.journal import sync_run
+from mcc.ledger import Ledger, TERMINAL_RUN_STATES, create_row, create_subproblems, fire, models
+from mcc.prepare import Prepared
+from mcc.runspec import COMBINED, FINAL, POINTS, PROGRESS, SPEC, RunSpec
+from mcc.storage import LocalStore, Store, get_json
+
+ProgressCallback = Callable[[models.Run, dict[str, Any] | None], None]
+POLL_SECONDS = 0.25
+
+
+@dataclass
+class Context:
+    ledger: Ledger
+    backend: Backend
+    engine: Engine
+
+    @classmethod
+    def open(cls, ledger: Ledger, backend_name: str) -> "Context":
+        backend = get_backend(backend_name, ledger.home, ledger.uuid)
+        return cls(ledger, backend, Engine(ledger.uuid, backend.name, backend.providers))
+
+
+def inputs_path(ledger: Ledger, run_id: str) -> Path:
+    return ledger.home / "inputs" / f"{run_id}.npy"
+
+
+def create_run(ledger: Ledger, prepared: Prepared) -> models.Run:
+    """Record a new run (draft) with its subproblems; the points are saved beside the ledger first."""
+    run_id = models.new_run_id()
+    points_file = inputs_path(ledger, run_id)
+    points_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with open(os.open(points_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as fh:
+        np.save(fh, prepared.project.points, allow_pickle=False)
+    s, p = prepared.settings, prepared.project
+    spec = {
+        "entry_kind": p.entry.kind, "entry_target": p.entry.target, "chunk_size": prepared.chunk_size,
+        "n_subproblems": len(prepared.chunks), "seconds_per_point": prepared.seconds_per_point,
+        "has_combiner": p.combine is not None, "n_dims": int(p.points.shape[1]),
+    }
+    with ledger.atomic():
+        run = create_row(models.Run, id=run_id, state="draft", backend=s.backend, project_dir=str(p.dir),
+                         settings=s.to_dict(), spec=spec, points=len(p.points))
+        create_subproblems(run, prepared.chunks)
+    return run
+
+
+def run_spec(ctx: Context, run: models.Run) -> RunSpec:
+    s, sp = run.settings, run.spec
+    chunk = sp["chunk_size"]
+    n_points = run.points
+    return RunSpec(
+        run_id=run.id, ledger_uuid=ctx.ledger.uuid, n_points=n_points,
+        chunks=[(i, min(chunk, n_points - i)) for i in range(0, n_points, chunk)],
+        entry_kind=sp["entry_kind"], entry_target=sp["entry_target"], project_dir=run.project_dir,
+        workers=s["workers"], max_attempts=s["max_attempts"], point_timeout=s["point_timeout"],
+        lease_seconds=s["lease_seconds"], has_combiner=sp["has_combiner"],
+    )
+
+
+def store_of(run: models.Run) -> Store | None:
+    row = (models.Resource.select().where((models.Resource.run == run.id) & (models.Resource.kind == "directory")
+                                          & (models.Resource.state == "active")).first())
+    return LocalStore(Path(row.physical_id)) if row else None
+
+
+def current_manager(run: models.Run) -> models.Resource | None:
+    return (models.Resource.select().where((models.Resource.run == run.id) & (models.Resource.name == "manager"))
+            .order_by(models.Resource.id.desc()).first())
+
+
+def drive(ctx: Context, run: models.Run, *, detach: bool = False, keep: bool = False,
+          on_progress: ProgressCallback | None = None) -> models.Run:
+    """Advance the run until it is terminal (or running, with ``detach``); idempotent per state."""
+    while True:
+        state = run.state
+        if state == "draft":
+            run = fire(run, "provision")
+        elif state == "provisioning":
+            _provision(ctx, run)
+            run = fire(run, "launch")
+        elif state == "launching":
+            urls = ctx.backend.provision(ctx.engine, run)  # a dead queue is replaced here
+            ctx.backend.launch_manager(ctx.engine, run, urls)
+            run = fire(run, "start")
+        elif state in ("running", "combining"):
+            if detach:
+                return run
+            run = _follow(ctx, run, on_progress)
+        elif state == "collecting":
+            run = _collect(ctx, run)
+        else:
+            if state in TERMINAL_RUN_STATES and state not in ("cleaning", "cleaned") and not keep:
+                ctx.backend.teardown(ctx.engine, run)
+            return run
+
+
+def _provision(ctx: Context, run: models.Run) -> None:
+    ctx.backend.provision(ctx.engine, run)
+    store = store_of(run)
+    assert store is not None
+    spec = run_spec(ctx, run)
+    if store.get_bytes(SPEC) != spec.to_json():
+        store.put_bytes(SPEC, spec.to_json())
+    if not store.exists(POINTS):
+        store.put_file(POINTS, inputs_path(ctx.ledger, run.id))
+    final = get_json(store, FINAL)
+    if final is not None and final.get("state") not in ("completed", "completed_with_failures"):
+        store.delete(FINAL)  # a retried run: let the new manager finish it again
+
+
+def _follow(ctx: Context, run: models.Run, on_progress: ProgressCallback | None) -> models.Run:
+    store = store_of(run)
+    assert store is not None
+    while True:
+        progress = get_json(store, PROGRESS)
+        run = sync_run(store, run, ctx.engine)
+        _record_counts(run, progress)
+        if on_progress:
+            on_progress(run, progress)
+        final = get_json(store, FINAL)
+        if final is None and progress and progress.get("phase") == "combining" and run.state == "running":
+            run = fire(run, "combine", actor="manager")
+        if final is None:
+            manager = current_manager(run)
+            if manager is None or ctx.engine.describe(manager) is None:
+                final = get_json(store, FINAL)  # it may have finished between the two reads
+                if final is None:
+                    return fire(run, "relaunch", reason="the manager process is gone; starting a new one")
+        if final is not None:
+            run = sync_run(store, run, ctx.engine)
+            if run.state == "running":
+                run = fire(run, "combine", actor="manager")
+            if final["state"] in ("completed", "completed_with_failures"):
+                return fire(run, "collect", actor="manager")
+            return fire(run, "fail", actor="manager", reason=final.get("reason"))
+        time.sleep(POLL_SECONDS)
+
+
+def _record_counts(run: models.Run, progress: dict[str, Any] | None) -> None:
+    if not progress:
+        return
+    p = progress["progress"]
+    if (p["done_points"], p["dead_points"]) != (run.done, run.dead):
+        models.Run.update(done=p["done_points"], dead=p["dead_points"]).where(models.Run.id == run.id).execute()
+        run.done, run.dead = p["done_points"], p["dead_points"]
+
+
+def result_path(run: models.Run) -> Path:
+    return Path(run.project_dir) / run.settings.get("results_dir", "results") / run.id / "combined.h5"
+
+
+def _collect(ctx: Context, run: models.Run) -> models.Run:
+    store = store_of(run)
+    assert store is not None
+    final = get_json(store, FINAL) or {}
+    dest = result_path(run)
+    try:
+        if not store.get_file(COMBINED, dest):
+            raise MccError(f"run {run.id}: the bucket {store.url} has no {COMBINED}; `mcc resume {run.id}` recomputes it")
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise MccError(
+                f"no space left on the device while writing {dest}. Nothing is lost: the combined file is still "
+                f"in the bucket. Free some space and run `mcc resume {run.id}`."
+            ) from exc
+        raise MccError(f"could not write {dest}: {exc}. Fix it and run `mcc resume {run.id}`.") from exc
+    p = final.get("progress", {})
+    trigger = "complete" if final.get("state") == "completed" else "complete_with_failures"
+    reason = None if trigger == "complete" else f"{p.get('dead', 0)} subproblem(s) failed every attempt"
+    return fire(run, trigger, reason=reason, result_path=str(dest),
+                done=p.get("done_points", run.done), dead=p.get("dead_points", run.dead))

@@ -1,0 +1,192 @@
+"""The manager: seed the queue once, keep N workers alive, journal events, combine, stop.
+
+A new manager (after a crash) rebuilds the queue from the run spec and the result and failure objects
+already in the bucket if the queue itself was lost, and adopts the workers that still run.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from mcc.combine import combine_files
+from mcc.project import load_combiner
+from mcc.queue import Progress
+from mcc.remote.fleet import LocalFleet
+from mcc.remote.runtime import Runtime, connect, setup_logging
+from mcc.runspec import (
+    COMBINED, FAILURES, FINAL, LOGS, PROGRESS, RESULTS, journal_key, result_key, sub_of_result_key,
+)
+from mcc.storage import put_json
+
+JOURNAL_BATCH = 10_000
+STARTUP_CRASH_LIMIT = 5  # workers that die before their first heartbeat, in a row, before we give up
+
+
+class Manager:
+    def __init__(self, rt: Runtime) -> None:
+        self.rt, self.q, self.spec = rt, rt.queue, rt.spec
+        self.log = setup_logging("manager")
+        self.key = f"mcc:{{{self.spec.run_id}}}:"
+        self.id = f"manager-{os.getpid()}-{int(time.time())}"
+        env = {k: os.environ[k] for k in ("MCC_STORE", "MCC_REDIS_URL", "MCC_RUN_ID") if k in os.environ}
+        self.fleet = LocalFleet(rt, env)
+        self.launched_at: dict[str, float] = {}
+        self.startup_crashes = 0
+
+    def run(self) -> int:
+        self._acquire_lock()
+        self._ensure_seeded()
+        for wid in self.fleet.adopt_workers():
+            self.launched_at[wid] = time.time()
+            self.log.info("adopted running worker %s", wid)
+        cursor = (self.rt.redis.get(self.key + "journal_cursor") or b"0-0").decode()
+        prog = self.q.progress()
+        while True:
+            self._renew_lock()
+            for sub, outcome in self.q.requeue_expired():
+                self.log.info("lease of subproblem %d expired → %s", sub, outcome)
+            prog = self.q.progress()
+            cursor = self._flush_journal(cursor)
+            if prog.finished:
+                break
+            failure = self._maintain_workers(prog)
+            if failure:
+                return self._finish({"state": "failed", "reason": failure}, prog)
+            self._publish("running", prog)
+            time.sleep(self.spec.tick_seconds)
+        self.fleet.terminate_all("run finished")
+        cursor = self._flush_journal(cursor)
+        self._publish("combining", prog)
+        return self._finish(self._combine(prog), prog)
+
+    # -- the queue ---------------------------------------------------------------------------------
+    def _ensure_seeded(self) -> None:
+        if self.q.is_seeded():
+            return
+        store = self.rt.store
+        done = {sub_of_result_key(k) for k in store.list(RESULTS) if k.endswith(".h5")}
+        failures: dict[int, int] = {}
+        for key in store.list(FAILURES):
+            sub = int(key[len(FAILURES) :].split("/")[0])
+            failures[sub] = failures.get(sub, 0) + 1
+        dead = {s for s, n in failures.items() if n >= self.spec.max_attempts and s not in done}
+        sizes = [n for _, n in self.spec.chunks]
+        if self.q.seed(sizes, self.spec.max_attempts, done=done, dead=dead, attempts=failures):
+            self.log.info("seeded %d subproblems (%d already done, %d dead)", len(sizes), len(done), len(dead))
+
+    def _flush_journal(self, cursor: str) -> str:
+        """Copy new queue events into journal objects in the bucket; the laptop syncs them into its ledger."""
+        while True:
+            events = self.q.read_events(cursor, JOURNAL_BATCH)
+            if not events:
+                return cursor
+            lines = [json.dumps({"id": eid, **fields}, sort_keys=True) for eid, fields in events]
+            self.rt.store.put_bytes(journal_key(events[0][0]), ("\n".join(lines) + "\n").encode())
+            cursor = events[-1][0]
+            self.rt.redis.set(self.key + "journal_cursor", cursor)
+            self.q.trim_events(cursor)
+            if len(events) < JOURNAL_BATCH:
+                return cursor
+
+    # -- the workers -------------------------------------------------------------------------------
+    def _maintain_workers(self, prog: Progress) -> str | None:
+        heartbeats = self.q.worker_heartbeats()
+        now = self.q.server_time()
+        for wid, alive in self.fleet.query_workers().items():
+            if not alive:
+                self.fleet.forget_worker(wid, "exited")
+                self.q.forget_worker(wid)
+                if wid not in heartbeats:
+                    self.startup_crashes += 1
+                    self.log.warning("worker %s died before its first heartbeat", wid)
+                continue
+            if wid in heartbeats:
+                self.startup_crashes = 0
+                if now - heartbeats[wid] > self.spec.stall_after:
+                    self.log.warning("worker %s stalled (no heartbeat for %.0f s); replacing it", wid, now - heartbeats[wid])
+                    self.fleet.terminate_worker(wid, "stalled")
+                    self.q.forget_worker(wid)
+        if self.startup_crashes >= STARTUP_CRASH_LIMIT:
+            return (f"{self.startup_crashes} workers in a row died at start-up; "
+                    f"see the worker logs under {LOGS} in the bucket ({self.rt.store.url})")
+        remaining = prog.total - prog.done - prog.dead
+        alive_now = sum(self.fleet.query_workers().values())
+        wanted = min(self.spec.workers, remaining) - alive_now
+        if wanted > 0:
+            for wid in self.fleet.launch_workers(wanted):
+                self.launched_at[wid] = time.time()
+                self.log.info("launched worker %s", wid)
+        return None
+
+    # -- finishing ---------------------------------------------------------------------------------
+    def _combine(self, prog: Progress) -> dict[str, Any]:
+        if prog.done == 0:
+            return {"state": "failed", "reason": "every subproblem failed; see `mcc status RUN` for the errors"}
+        files = [self._local_result(sub) for sub in sorted(self.q.done_ids())]
+        out = self.rt.workdir / "combined.h5"
+        try:
+            combiner = load_combiner(Path(self.spec.project_dir)) if self.spec.has_combiner else None
+            combine_files([str(f) for f in files], out, combiner)
+        except Exception:
+            self.log.error("combining failed:\n%s", traceback.format_exc())
+            return {"state": "combine_failed", "reason": "combine_data raised:\n" + traceback.format_exc(limit=-3)}
+        self.rt.store.put_file(COMBINED, out, move=True)
+        return {"state": "completed" if prog.dead == 0 else "completed_with_failures", "result": COMBINED}
+
+    def _local_result(self, sub: int) -> Path:
+        path = self.rt.store.local_path(result_key(sub))
+        if path is not None:
+            return path
+        path = self.rt.workdir / "results" / f"{sub:07d}.h5"
+        self.rt.store.get_file(result_key(sub), path)
+        return path
+
+    def _finish(self, final: dict[str, Any], prog: Progress) -> int:
+        self.fleet.terminate_all("manager finished")
+        errors = self.q.errors()
+        final.update(
+            progress=prog.to_dict(),
+            dead={str(s): errors.get(s, "") for s in self.q.dead_ids()},
+            finished_at=time.time(),
+        )
+        put_json(self.rt.store, FINAL, final)
+        self._publish("finished", prog)
+        self.rt.redis.delete(self.key + "manager_lock")
+        self.log.info("finished: %s", final["state"])
+        return 0
+
+    def _publish(self, phase: str, prog: Progress) -> None:
+        put_json(self.rt.store, PROGRESS, {
+            "phase": phase, "t": time.time(), "progress": prog.to_dict(),
+            "workers": sum(self.fleet.query_workers().values()), "manager": self.id,
+        })
+
+    # -- one manager at a time ---------------------------------------------------------------------
+    def _acquire_lock(self) -> None:
+        ttl = max(int(self.spec.lease_seconds), 5)
+        while not self.rt.redis.set(self.key + "manager_lock", self.id, nx=True, ex=ttl):
+            self.log.info("another manager holds the lock; waiting")
+            time.sleep(1.0)
+
+    def _renew_lock(self) -> None:
+        self.rt.redis.set(self.key + "manager_lock", self.id, ex=max(int(self.spec.lease_seconds), 5))
+
+
+def main() -> int:
+    rt = connect("manager")
+    try:
+        return Manager(rt).run()
+    except redis.ConnectionError as exc:
+        print(f"manager: queue unreachable: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""What a manager or worker process is given: the bucket, the queue and its identity, from the environment.
+
+MCC_STORE      bucket URL (file:///… locally, s3://… on AWS)
+MCC_REDIS_URL  redis://:password@host:port/0 (rediss:// for TLS)
+MCC_RUN_ID     the run
+MCC_WORKER_ID  this process's worker id (workers only)
+MCC_WORKDIR    scratch directory for partial results (default: a temp dir)
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import redis
+
+from mcc.queue import Queue
+from mcc.runspec import POINTS, SPEC, RunSpec
+from mcc.storage import Store, open_store
+
+
+@dataclass
+class Runtime:
+    spec: RunSpec
+    store: Store
+    redis: redis.Redis
+    queue: Queue
+    workdir: Path
+
+    def points(self) -> np.ndarray:
+        local = self.store.local_path(POINTS)
+        if local is not None:
+            return np.load(local, allow_pickle=False)
+        target = self.workdir / "points.npy"
+        if not self.store.get_file(POINTS, target):
+            raise RuntimeError(f"the bucket {self.store.url} has no {POINTS}")
+        return np.load(target, allow_pickle=False)
+
+
+def connect(role: str) -> Runtime:
+    """Open the store and the queue named by the environment, and read the run spec."""
+    store = open_store(os.environ["MCC_STORE"])
+    data = store.get_bytes(SPEC)
+    if data is None:
+        raise RuntimeError(f"the bucket {store.url} has no {SPEC}")
+    spec = RunSpec.from_json(data)
+    client = redis.Redis.from_url(
+        os.environ["MCC_REDIS_URL"], socket_timeout=30, socket_connect_timeout=10, health_check_interval=30
+    )
+    workdir = Path(os.environ.get("MCC_WORKDIR") or tempfile.mkdtemp(prefix=f"mcc-{role}-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    return Runtime(spec, store, client, Queue(client, spec.run_id), workdir)
+
+
+def setup_logging(name: str) -> logging.Logger:
+    logging.basicConfig(
+        stream=sys.stdout,
+        level=logging.INFO,
+        format=f"%(asctime)s {name} %(levelname)s %(message)s",
+    )
+    return logging.getLogger(name)
