@@ -67,6 +67,23 @@ def clean(run_id: str | None = None, *, all: bool = False, dry_run: bool = False
     return cleaner.clean(ledger, run_id, dry_run=dry_run).to_dict()
 
 
+def ledger_view(*, run_id: str | None = None, kind: str | None = None, state: str | None = None,
+                events: int = 0, home: str | Path | None = None) -> dict[str, Any]:
+    """Runs, resources (and the newest ``events`` events) as plain dicts, for `mcc ledger show`."""
+    ledger = _ledger(home)
+    runs = [queries.get_run(run_id)] if run_id else queries.list_runs()
+    rows = queries.resources(run_id=run_id, kind=kind, state=state)
+    doc: dict[str, Any] = {
+        "ledger": {"uuid": ledger.uuid, "path": str(ledger.path)},
+        "runs": [summary(r) for r in runs],
+        "resources": [{**queries.row_to_dict(r), "run": r.run_id} for r in rows],
+    }
+    if events:
+        evs = queries.events(run_id=run_id, limit=events)
+        doc["events"] = [queries.row_to_dict(e) for e in evs]
+    return doc
+
+
 def summary(run_row: models.Run, live: bool = False) -> dict[str, Any]:
     """The run as one JSON-friendly dict: run_id, state, result, points, done, dead, …"""
     counts = queries.subproblem_counts(run_row.id)

@@ -1,0 +1,139 @@
+"""Rich renderables from plain rows and dicts: tables, the live progress view, messages."""
+from __future__ import annotations
+
+import re
+import time
+from typing import Any, Iterable
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+from rich.text import Text
+
+SECRET_KEYS = re.compile(r"password|secret|token|redis_url", re.I)
+STATE_STYLES = {
+    "completed": "green", "active": "green", "done": "green", "cleaned": "dim", "deleted": "dim",
+    "failed": "red", "dead": "red", "completed_with_failures": "yellow", "adopted": "cyan",
+    "running": "blue", "leased": "blue", "deleting": "yellow", "creating": "yellow", "cleaning": "yellow",
+}
+
+
+def redact(value: Any) -> Any:
+    """A copy with every secret-looking value replaced by '***' (passwords, tokens, redis URLs)."""
+    if isinstance(value, dict):
+        return {k: "***" if SECRET_KEYS.search(str(k)) else redact(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact(v) for v in value]
+    if isinstance(value, str):
+        return re.sub(r"(rediss?://)[^@/]*@", r"\1***@", value)
+    return value
+
+
+def styled(state: str) -> Text:
+    return Text(state, style=STATE_STYLES.get(state, ""))
+
+
+def age(ts: float | None) -> str:
+    if not ts:
+        return ""
+    s = max(0, int(time.time() - ts))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if s >= size:
+            return f"{s // size}{unit}"
+    return f"{s}s"
+
+
+def runs_table(runs: Iterable[dict[str, Any]]) -> Table:
+    table = Table(title="Runs", title_justify="left")
+    for col in ("run", "state", "backend", "points", "done", "dead", "age", "result / reason"):
+        table.add_column(col, justify="right" if col in ("points", "done", "dead", "age") else "left")
+    for r in runs:
+        note = r.get("result") or (r.get("reason") or "").splitlines()[0][:60] if (r.get("result") or r.get("reason")) else ""
+        table.add_row(r["run_id"], styled(r["state"]), r["backend"], str(r["points"]), str(r["done"]),
+                      str(r["dead"]), age(r.get("created_at")), note)
+    return table
+
+
+def resources_table(rows: Iterable[dict[str, Any]]) -> Table:
+    table = Table(title="Resources", title_justify="left")
+    for col in ("id", "kind", "name", "state", "run", "backend", "region", "physical id", "age"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(str(r["id"]), r["kind"], str(r["name"]), styled(r["state"]), str(r.get("run") or ""),
+                      r["backend"], str(r.get("region") or ""), str(r.get("physical_id") or ""), age(r.get("created_at")))
+    return table
+
+
+def events_table(rows: Iterable[dict[str, Any]]) -> Table:
+    table = Table(title="Events", title_justify="left")
+    for col in ("time", "entity", "id", "trigger", "from", "to", "actor", "reason"):
+        table.add_column(col)
+    for e in rows:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["at"]))
+        table.add_row(when, e["entity"], str(e["entity_id"]), e["trigger"], str(e["source"] or ""), styled(e["dest"]),
+                      e["actor"], (e.get("reason") or "").splitlines()[0][:80] if e.get("reason") else "")
+    return table
+
+
+def summary_view(s: dict[str, Any]) -> Group:
+    lines = [Text.assemble(("run ", "bold"), s["run_id"], "  ", styled(s["state"]))]
+    lines.append(Text(f"points {s['points']}  done {s['done']}  dead {s['dead']}  entry {s['entry']}  "
+                      f"chunk {s['chunk_size']}"))
+    if s.get("result"):
+        lines.append(Text.assemble(("result ", "bold"), s["result"]))
+    if s.get("reason"):
+        lines.append(Text.assemble(("reason ", "bold"), s["reason"]))
+    parts: list[Any] = list(lines)
+    if s.get("failures"):
+        table = Table(title="Failed subproblems", title_justify="left")
+        for col in ("subproblem", "points", "attempts", "last error"):
+            table.add_column(col)
+        for f in s["failures"][:50]:
+            first = f["first_point"]
+            table.add_row(str(f["subproblem"]), f"{first}–{first + f['n_points'] - 1}", str(f["attempts"]),
+                          (f.get("error") or "").strip().splitlines()[-1][:100] if f.get("error") else "")
+        parts.append(table)
+    return Group(*parts)
+
+
+class ProgressView:
+    """Live view of a run: a bar of points done with rate and ETA, and a line of counts."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.bar = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+            console=console,
+        )
+        self.task = None
+        self.counts = Text("")
+        self.live = Live(Group(self.bar, self.counts), console=console, refresh_per_second=8, transient=False)
+        self.first: tuple[float, int] | None = None
+
+    def __enter__(self) -> "ProgressView":
+        self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.live.__exit__(*exc)
+
+    def update(self, run: Any, progress: dict[str, Any] | None) -> None:
+        if self.task is None:
+            self.task = self.bar.add_task(run.id, total=run.points, rate="")
+        if not progress:
+            self.bar.update(self.task, description=f"{run.id} {run.state}")
+            return
+        p = progress["progress"]
+        done = p["done_points"]
+        now = time.monotonic()
+        if self.first is None:
+            self.first = (now, done)
+        elapsed = now - self.first[0]
+        rate = (done - self.first[1]) / elapsed if elapsed > 0.5 else 0.0
+        self.bar.update(self.task, completed=done + p["dead_points"], description=f"{run.id} {progress['phase']}",
+                        rate=f"{rate:,.0f} pts/s" if rate else "")
+        self.counts.plain = (f"done {done}  failed {p['dead_points']} (dead subproblems {p['dead']})  "
+                             f"in flight {p['leased']} subproblems  pending {p['pending']}  "
+                             f"retries {p['failures']}  workers {progress.get('workers', 0)}")
