@@ -53,6 +53,8 @@ class Worker:
         self.point_started: float | None = None
         self.current_sub: int | None = None
         spec = rt.spec
+        if spec.project_dir not in sys.path:  # user code may import its siblings at call time
+            sys.path.insert(0, spec.project_dir)
         self.fn = load_function(Path(spec.project_dir), spec.entry_target) if spec.entry_kind == "function" else None
 
     # -- main loop -------------------------------------------------------------------------------
