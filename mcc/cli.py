@@ -213,3 +213,7 @@ def clean(run_id: str | None, all_: bool, dry_run: bool, yes: bool, as_json: boo
     verb = "would delete" if dry_run else "deleted"
     out.print(f"{verb} {len(result['deleted'])} resource(s) from the ledger and {len(result['adopted'])} found by the sweep"
               f"{'' if dry_run else '; nothing tagged with this ledger remains'}")
+
+
+if __name__ == "__main__":
+    main()
