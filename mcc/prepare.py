@@ -12,14 +12,13 @@ import sys
 import tempfile
 import threading
 import time
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 from mcc.config import Settings, load_settings
 from mcc.errors import ProjectError
-from mcc.project import Project, auto_chunk_size, load_function, load_project, rows_from_result
+from mcc.project import Project, auto_chunk_size, failure, load_function, load_project, rows_from_result
 from mcc.runspec import make_chunks
 
 PROBE_BUDGET = 30.0  # seconds; a slower first point means chunks of one point
@@ -66,11 +65,8 @@ def probe_entry(project: Project, budget: float) -> float:
     except _ProbeTimeout:
         return math.inf
     except Exception as exc:
-        raise ProjectError(
-            f"The entry {project.entry.target} raised on the first point {point} "
-            f"({type(exc).__name__}: {exc}). Nothing was created. Fix the entry and run again; "
-            f"the traceback:\n{traceback.format_exc(limit=-4)}"
-        ) from exc
+        raise failure(exc, project.dir, f"The entry {project.entry.target} on the first point {point}",
+                      "Nothing was created. Fix the entry and run again.") from exc
     finally:
         if use_alarm:
             signal.setitimer(signal.ITIMER_REAL, 0)

@@ -104,7 +104,7 @@ def _rel(path: Path, project_dir: Path) -> str:
     return str(path.resolve().relative_to(project_dir)) if _inside(path, project_dir) else str(path)
 
 
-def _failure(exc: BaseException, project_dir: Path, doing: str, fix: str) -> ProjectError:
+def failure(exc: BaseException, project_dir: Path, doing: str, fix: str) -> ProjectError:
     """A ProjectError for user code that raised while ``doing`` something."""
     message = str(exc).strip().replace("\n", " ") or "(no message)"
     return ProjectError(f"{doing} raised {type(exc).__name__}: {message} — at "
@@ -138,7 +138,7 @@ def _import_module(project_dir: Path, module: str, fix: str) -> types.ModuleType
         with _on_sys_path(project_dir):
             return importlib.import_module(f"{alias}.{module}")
     except (Exception, SystemExit) as exc:
-        raise _failure(exc, project_dir, f"Importing {module.replace('.', '/')}.py", fix) from exc
+        raise failure(exc, project_dir, f"Importing {module.replace('.', '/')}.py", fix) from exc
 
 
 def _exec_file(path: Path, project_dir: Path, fix: str) -> types.ModuleType:
@@ -152,7 +152,7 @@ def _exec_file(path: Path, project_dir: Path, fix: str) -> types.ModuleType:
         with _on_sys_path(project_dir):
             spec.loader.exec_module(module)
     except (Exception, SystemExit) as exc:
-        raise _failure(exc, project_dir, f"Importing {path.name}", fix) from exc
+        raise failure(exc, project_dir, f"Importing {path.name}", fix) from exc
     finally:
         sys.modules.pop(name, None)
     return module
@@ -188,7 +188,7 @@ def load_points(project_dir: Path) -> np.ndarray:
         with _on_sys_path(project_dir):
             raw = get_points()
     except (Exception, SystemExit) as exc:
-        raise _failure(exc, project_dir, f"get_points() in {path}", fix) from exc
+        raise failure(exc, project_dir, f"get_points() in {path}", fix) from exc
     return _as_points(raw, path)
 
 
