@@ -1,0 +1,338 @@
+"""The ledger file: modes, pragmas, uuid, migrations, concurrency, locking, volume and the queries."""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import peewee
+import pytest
+
+from mcc.errors import LedgerBusy, LedgerError, UnknownRun
+from mcc.ledger import (
+    Event,
+    Ledger,
+    Resource,
+    Run,
+    Subproblem,
+    create_row,
+    create_subproblems,
+    events,
+    failed_subproblems,
+    fire,
+    fire_bulk,
+    get_run,
+    list_runs,
+    models,
+    open_ledger,
+    resource_by_key,
+    resources,
+    row_to_dict,
+    subproblem_counts,
+)
+from mcc.ledger_schema import LATEST, MIGRATIONS, current_version, migrate
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def ledger(home: Path) -> Iterator[Ledger]:
+    with open_ledger(home) as opened:
+        yield opened
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_file_and_dir_modes(ledger: Ledger, home: Path) -> None:
+    create_row(Run, backend="local", project_dir="/p")  # a write, so the -wal file exists
+    assert ledger.path == home.resolve() / "ledger.db" and ledger.home == home.resolve()
+    assert _mode(home) == 0o700
+    assert _mode(ledger.path) == 0o600
+    for extra in ("ledger.db-wal", "ledger.db-shm"):
+        if (home / extra).exists():
+            assert _mode(home / extra) == 0o600, extra
+    ledger.close()
+    os.chmod(ledger.path, 0o644)
+    open_ledger(home).close()
+    assert _mode(ledger.path) == 0o600
+
+
+def test_home_defaults_to_mcc_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MCC_HOME", str(tmp_path / "from-env"))
+    with open_ledger() as opened:
+        assert opened.path == (tmp_path / "from-env" / "ledger.db").resolve()
+
+
+def test_uuid_is_made_once(home: Path) -> None:
+    with open_ledger(home) as first:
+        uuid = first.uuid
+    with open_ledger(home) as second:
+        assert second.uuid == uuid and len(uuid) == 32 and int(uuid, 16) >= 0
+        assert models.Meta.select().where(models.Meta.key == "ledger_uuid").count() == 1
+
+
+def test_pragmas(ledger: Ledger) -> None:
+    def pragma(name: str) -> object:
+        return ledger.db.execute_sql(f"PRAGMA {name}").fetchone()[0]
+
+    assert pragma("journal_mode") == "wal"
+    assert pragma("foreign_keys") == 1
+    assert pragma("busy_timeout") == 10000
+    assert pragma("synchronous") == 1  # NORMAL
+    assert pragma("cache_size") == -64000
+    with pytest.raises(peewee.IntegrityError):  # foreign keys are enforced
+        create_row(Subproblem, run="r-missing", index=0, first_point=0, n_points=1)
+
+
+def test_schema_matches_models(ledger: Ledger) -> None:
+    """The migrations (plain SQL) and models.py describe the same columns and indexes."""
+    for model in models.MODELS:
+        table = model._meta.table_name
+        info = {r[1]: r for r in ledger.db.execute_sql(f'PRAGMA table_info("{table}")').fetchall()}
+        fields = {f.column_name: f for f in model._meta.sorted_fields}
+        assert set(info) == set(fields), table
+        for name, field in fields.items():
+            if not field.primary_key:
+                assert bool(info[name][3]) == (not field.null), (table, name)
+        indexes = {}
+        for _, index_name, unique, *_ in ledger.db.execute_sql(f'PRAGMA index_list("{table}")').fetchall():
+            columns = [r[2] for r in ledger.db.execute_sql(f'PRAGMA index_info("{index_name}")').fetchall()]
+            indexes[tuple(columns)] = bool(unique)
+        for field in model._meta.sorted_fields:
+            if field.unique or field.index:
+                assert indexes.get((field.column_name,)) == bool(field.unique), (table, field.name)
+        for fields_, unique in model._meta.indexes:
+            columns = tuple(model._meta.fields[f].column_name for f in fields_)
+            assert indexes.get(columns) == unique, (table, columns)
+
+
+def test_migrates_a_version_1_ledger_and_keeps_its_rows(home: Path) -> None:
+    home.mkdir(mode=0o700)
+    path = home / "ledger.db"
+    old = peewee.SqliteDatabase(str(path))
+    assert migrate(old, target=1) == [1]
+    assert current_version(old) == 1
+    old.execute_sql("INSERT INTO runs (id, state, backend, project_dir, settings, spec, created_at, updated_at) "
+                    "VALUES ('r-old', 'running', 'local', '/p', '{\"w\": 2}', '{}', 1.0, 2.0)")
+    columns = {r[1] for r in old.execute_sql("PRAGMA table_info(resources)").fetchall()}
+    assert "attrs" not in columns
+    old.close()
+
+    with open_ledger(home) as ledger:
+        assert current_version(ledger.db) == LATEST == MIGRATIONS[-1][0]
+        versions = ledger.db.execute_sql("SELECT version, applied_at FROM schema_version ORDER BY version")
+        assert [v for v, _ in versions.fetchall()] == list(range(1, LATEST + 1))
+        run = get_run("r-old")
+        assert (run.state, run.settings, run.journal_cursor) == ("running", {"w": 2}, "")
+        res = create_row(Resource, run=run, kind="directory", name="d", backend="local",
+                         idempotency_key="k", attrs={"pid": 1})
+        assert Resource.get_by_id(res.id).attrs == {"pid": 1}
+        assert migrate(ledger.db) == []  # idempotent
+
+
+def test_refuses_a_newer_ledger_and_leaves_it_unchanged(home: Path) -> None:
+    open_ledger(home).close()
+    path = home / "ledger.db"
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute("INSERT INTO schema_version (version, applied_at) VALUES (?, 0)", (LATEST + 1,))
+    conn.close()
+    before = (path.read_bytes(), path.stat().st_mtime_ns, sorted(os.listdir(home)))
+    with pytest.raises(LedgerError) as info:
+        open_ledger(home)
+    message = str(info.value)
+    assert f"version {LATEST + 1}" in message and str(LATEST) in message and "Upgrade mcc" in message
+    assert (path.read_bytes(), path.stat().st_mtime_ns, sorted(os.listdir(home))) == before
+
+
+WRITER = r"""
+import sys
+from mcc.ledger import Resource, Run, create_row, fire, open_ledger
+home, tag, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+ledger = open_ledger(home, busy_timeout_ms=60000)
+for i in range(n):
+    run = create_row(Run, id=f"r-{tag}-{i}", backend="local", project_dir="/p", actor=tag)
+    fire(run, "provision", actor=tag)
+    res = create_row(Resource, run=run, kind="directory", name=f"{tag}{i}", backend="local",
+                     idempotency_key=f"{tag}-{i}", actor=tag)
+    fire(res, "begin_create", actor=tag)
+print(ledger.uuid)
+"""
+
+
+def test_two_processes_write_concurrently(home: Path) -> None:
+    n = 150
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(home), tag, str(n)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for tag in ("a", "b")]
+    outputs = [p.communicate(timeout=240) for p in procs]
+    for proc, (out, err) in zip(procs, outputs):
+        assert proc.returncode == 0, err
+    assert outputs[0][0] == outputs[1][0]  # both created/opened the same ledger: one uuid
+    with open_ledger(home) as ledger:
+        assert ledger.uuid == outputs[0][0].strip()
+        assert ledger.db.execute_sql("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert current_version(ledger.db) == LATEST
+        assert {r.id for r in Run.select()} == {f"r-{t}-{i}" for t in "ab" for i in range(n)}
+        assert Run.select().where(Run.state == "provisioning").count() == 2 * n
+        assert Resource.select().where(Resource.state == "creating").count() == 2 * n
+        assert Event.select().count() == 2 * n * 4
+        applied = ledger.db.execute_sql("SELECT COUNT(*) FROM schema_version").fetchone()[0]
+        assert applied == LATEST
+
+
+HOLDER = r"""
+import sqlite3, sys
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("BEGIN IMMEDIATE")
+conn.execute("INSERT INTO meta (key, value) VALUES ('holder', 'x')")
+print("locked", flush=True)
+sys.stdin.read()
+conn.execute("ROLLBACK")
+"""
+
+
+def test_lock_held_past_busy_timeout_raises_ledger_busy(home: Path) -> None:
+    open_ledger(home).close()
+    path = home / "ledger.db"
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(path)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        ledger = open_ledger(home, busy_timeout_ms=300)
+        started = time.monotonic()
+        with pytest.raises(LedgerBusy) as info:
+            create_row(Run, backend="local", project_dir="/p")
+        assert 0.25 <= time.monotonic() - started < 10
+        assert str(path.resolve()) in str(info.value) and "Another mcc process" in str(info.value)
+        assert not ledger.db.in_transaction()
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    run = create_row(Run, backend="local", project_dir="/p")  # the lock is gone: writes work again
+    assert get_run(run.id).state == "draft"
+    ledger.close()
+
+
+def test_opening_another_path_closes_the_previous(tmp_path: Path) -> None:
+    first = open_ledger(tmp_path / "one")
+    create_row(Run, id="r-one", backend="local", project_dir="/p")
+    second = open_ledger(tmp_path / "two")
+    assert second.db.database == str(second.path) and Run.select().count() == 0
+    first.close()  # no longer bound: must not close the second
+    assert not second.db.is_closed()
+    second.close()
+    assert second.db.is_closed()
+
+
+def test_create_subproblems_200k_and_counts(ledger: Ledger) -> None:
+    run = create_row(Run, backend="local", project_dir="/p")
+    chunks = [(7 * i, 7) for i in range(200_000)]
+    started = time.monotonic()
+    assert create_subproblems(run, chunks) == 200_000
+    assert time.monotonic() - started < 20
+    assert subproblem_counts(run.id) == {"pending": 200_000, "leased": 0, "done": 0, "failed": 0, "dead": 0}
+    assert Event.select().where(Event.run_id == run.id).count() == 2  # run created + one summary
+    last = Subproblem.get((Subproblem.run == run.id) & (Subproblem.index == 199_999))
+    assert (last.first_point, last.n_points, last.state, last.attempts) == (7 * 199_999, 7, "pending", 0)
+    assert create_subproblems(run, chunks) == 0  # idempotent on resume
+    with pytest.raises(LedgerError):
+        create_subproblems(run, chunks[:10])
+    ids = [i for (i,) in Subproblem.select(Subproblem.id).where(Subproblem.run == run.id).limit(1000).tuples()]
+    fire_bulk(Subproblem, "lease", ids, run_id=run.id)
+    fire_bulk(Subproblem, "complete", ids[:600], run_id=run.id)
+    assert subproblem_counts(run.id) == {"pending": 199_000, "leased": 400, "done": 600, "failed": 0, "dead": 0}
+
+
+def test_fire_bulk_100k_is_fast(ledger: Ledger) -> None:
+    run = create_row(Run, backend="local", project_dir="/p")
+    create_subproblems(run, [(i, 1) for i in range(100_000)])
+    ids = [i for (i,) in Subproblem.select(Subproblem.id).where(Subproblem.run == run.id).tuples()]
+    started = time.monotonic()
+    assert fire_bulk(Subproblem, "lease", ids, run_id=run.id, actor="sync") == 100_000
+    elapsed = time.monotonic() - started
+    assert elapsed < 10, elapsed  # ~1-2 s on a laptop; generous for shared CI machines
+
+
+def test_queries(ledger: Ledger) -> None:
+    older = create_row(Run, id="r-20260101-aaaaaa", backend="local", project_dir="/p", created_at=1.0)
+    newer = create_row(Run, id="r-20260102-bbbbbb", backend="aws", project_dir="/q", settings={"n": 1})
+    assert [r.id for r in list_runs()] == [newer.id, older.id]
+    assert get_run(newer.id).settings == {"n": 1}
+    assert get_run("r-20260102").id == newer.id  # a unique prefix is enough
+    for missing in ("r-nope", "r-2026"):  # unknown, and ambiguous
+        with pytest.raises(UnknownRun) as info:
+            get_run(missing)
+        assert "mcc status" in str(info.value) and missing in str(info.value)
+
+    bucket = create_row(Resource, run=newer, kind="bucket", name="b", backend="aws", idempotency_key="kb",
+                        tags={"mcc:run": newer.id})
+    inst = create_row(Resource, run=newer, kind="instance", name="i", backend="aws", idempotency_key="ki")
+    fire(inst, "begin_create")
+    assert [r.id for r in resources(run_id=newer.id)] == [bucket.id, inst.id]
+    assert [r.id for r in resources(kind="instance", state="creating")] == [inst.id]
+    assert resources(run_id=older.id) == []
+    assert resource_by_key("kb").id == bucket.id and resource_by_key("nope") is None
+
+    create_subproblems(newer, [(0, 5), (5, 5), (10, 5)])
+    subs = list(Subproblem.select().where(Subproblem.run == newer.id).order_by(Subproblem.index))
+    for sub in subs[:2]:
+        fire(sub, "lease")
+        fire(sub, "fail", error="boom", attempts=1)
+    fire(subs[1], "give_up")
+    assert [(s.index, s.state) for s in failed_subproblems(newer.id)] == [(0, "failed"), (1, "dead")]
+
+    trail = events(run_id=newer.id)
+    assert [e.trigger for e in trail][:2] == ["create", "create"] and trail == sorted(trail, key=lambda e: e.id)
+    latest = events(run_id=newer.id, limit=2)
+    assert [e.id for e in latest] == [e.id for e in trail[-2:]]
+    assert {e.entity for e in events(entity="resource")} == {"resource"}
+    assert len(events()) == Event.select().count()
+
+    as_dict = row_to_dict(inst)
+    assert as_dict["run_id"] == newer.id and as_dict["state"] == "creating" and as_dict["tags"] == {}
+    assert json.loads(json.dumps([row_to_dict(r) for r in (newer, bucket, subs[0], trail[0])]))
+
+
+def test_a_file_that_is_not_a_ledger_is_refused(home: Path) -> None:
+    home.mkdir(mode=0o700)
+    (home / "ledger.db").write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(LedgerError) as info:
+        open_ledger(home)
+    assert "not a readable mcc ledger" in str(info.value)
+
+
+def test_threads_fire_on_their_own_connections(ledger: Ledger) -> None:
+    import threading
+
+    run = create_row(Run, backend="local", project_dir="/p")
+    create_subproblems(run, [(i, 1) for i in range(200)])
+    subs = list(Subproblem.select().where(Subproblem.run == run.id))
+    errors: list[BaseException] = []
+
+    def work(part: list[Subproblem]) -> None:
+        try:
+            for sub in part:
+                fire(sub, "lease", worker=threading.current_thread().name)
+                fire(sub, "complete")
+        except BaseException as exc:  # surfaced by the assert below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(subs[k::4],)) for k in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == []
+    assert subproblem_counts(run.id)["done"] == 200
+    assert Event.select().where(Event.run_id == run.id).count() == 2 + 400
