@@ -68,6 +68,12 @@ def clean(ledger: Ledger, run_id: str | None = None, *, dry_run: bool = False) -
         errors += ctx.engine.destroy_all(adopted, "mcc clean (found by the sweep)")
     for run in runs:
         inputs_path(ledger, run.id).unlink(missing_ok=True)
+    if run_id is None:  # the whole ledger: drop the now-empty folders too
+        for folder in (ledger.home / "inputs", ledger.home / "buckets"):
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
     survivors = _verify(ledger, contexts, run_id)
     report.survivors = survivors + [{"error": msg, **_describe(row)} for row, msg in errors]
     if report.survivors:
