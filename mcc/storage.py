@@ -67,14 +67,7 @@ class LocalStore:
                 return
             except OSError:  # another filesystem: fall back to copy
                 pass
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".tmp-")
-        os.close(fd)
-        try:
-            shutil.copyfile(path, tmp)
-            os.replace(tmp, dest)
-        except BaseException:
-            _unlink(tmp)
-            raise
+        _copy_atomic(Path(path), dest)
         if move:
             _unlink(str(path))
 
@@ -83,14 +76,7 @@ class LocalStore:
         if not src.exists():
             return False
         dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".tmp-")
-        os.close(fd)
-        try:
-            shutil.copyfile(src, tmp)
-            os.replace(tmp, dest)
-        except BaseException:
-            _unlink(tmp)
-            raise
+        _copy_atomic(src, dest)
         return True
 
     def local_path(self, key: str) -> Path | None:
@@ -130,6 +116,18 @@ def put_json(store: Store, key: str, value: Any) -> None:
 def get_json(store: Store, key: str) -> Any | None:
     data = store.get_bytes(key)
     return None if data is None else json.loads(data)
+
+
+def _copy_atomic(src: Path, dest: Path) -> None:
+    """Copy to a temporary name beside ``dest``, then rename: readers never see half a file."""
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".tmp-")
+    os.close(fd)
+    try:
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dest)
+    except BaseException:
+        _unlink(tmp)
+        raise
 
 
 def _unlink(path: str) -> None:
