@@ -111,4 +111,26 @@ def summary(run_row: models.Run, live: bool = False) -> dict[str, Any]:
         "entry": f"{run_row.spec.get('entry_kind')} {run_row.spec.get('entry_target')}",
         "failures": failures, "created_at": run_row.created_at, "updated_at": run_row.updated_at,
         "workers": (progress or {}).get("workers"),
+        "timings": timings(run_row.id, done),
     }
+
+
+def timings(run_id: str, done_points: int) -> dict[str, float]:
+    """Seconds spent per phase, from the run's transition events (first start → last combine = compute)."""
+    at: dict[str, list[float]] = {}
+    for event in queries.events(run_id=run_id, entity="run"):
+        at.setdefault(event.trigger, []).append(event.at)
+    out: dict[str, float] = {}
+    if "create" in at and "start" in at:
+        out["startup_s"] = round(at["start"][0] - at["create"][0], 3)
+    if "start" in at and "combine" in at:
+        compute = at["combine"][-1] - at["start"][0]
+        out["compute_s"] = round(compute, 3)
+        if compute > 0:
+            out["points_per_second"] = round(done_points / compute, 1)
+    if "combine" in at and "collect" in at:
+        out["combine_s"] = round(at["collect"][-1] - at["combine"][-1], 3)
+    ends = [t for trig in ("complete", "complete_with_failures", "fail") for t in at.get(trig, [])]
+    if "create" in at and ends:
+        out["total_s"] = round(max(ends) - at["create"][0], 3)
+    return out

@@ -80,6 +80,10 @@ def summary_view(s: dict[str, Any]) -> Group:
     lines = [Text.assemble(("run ", "bold"), s["run_id"], "  ", styled(s["state"]))]
     lines.append(Text(f"points {s['points']}  done {s['done']}  dead {s['dead']}  entry {s['entry']}  "
                       f"chunk {s['chunk_size']}"))
+    t = s.get("timings") or {}
+    if "compute_s" in t:
+        lines.append(Text(f"compute {t['compute_s']:.1f} s ({t.get('points_per_second', 0):,.0f} points/s)  "
+                          f"start-up {t.get('startup_s', 0):.1f} s  total {t.get('total_s', 0):.1f} s"))
     if s.get("result"):
         lines.append(Text.assemble(("result ", "bold"), s["result"]))
     if s.get("reason"):
