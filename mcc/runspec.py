@@ -59,7 +59,7 @@ class RunSpec:
     has_combiner: bool
     stall_seconds: float = 0.0  # 0 = 3 × lease
     idle_exit_seconds: float = 120.0  # a worker with nothing to do and no manager exits after this
-    tick_seconds: float = 0.25
+    tick_seconds: float = 0.1
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
