@@ -35,9 +35,9 @@ class Manager:
         self.log = setup_logging("manager")
         self.key = f"mcc:{{{self.spec.run_id}}}:"
         self.id = f"manager-{os.getpid()}-{int(time.time())}"
-        env = {k: os.environ[k] for k in ("MCC_STORE", "MCC_REDIS_URL", "MCC_RUN_ID") if k in os.environ}
-        self.fleet = LocalFleet(rt, env)
+        self.fleet = make_fleet(rt)
         self.launched_at: dict[str, float] = {}
+        self.alive_workers = 0
         self.startup_crashes = 0
 
     def run(self) -> int:
@@ -62,6 +62,7 @@ class Manager:
             self._publish("running", prog)
             time.sleep(self.spec.tick_seconds)
         self.fleet.terminate_all("run finished")
+        self.alive_workers = 0
         cursor = self._flush_journal(cursor)
         self._publish("combining", prog)
         return self._finish(self._combine(prog), prog)
@@ -97,8 +98,10 @@ class Manager:
 
     # -- the workers -------------------------------------------------------------------------------
     def _maintain_workers(self, prog: Progress) -> str | None:
+        """One fleet query per tick (O(1) API calls in the number of workers on EC2)."""
         heartbeats = self.q.worker_heartbeats()
         now = self.q.server_time()
+        alive_now = 0
         for wid, alive in self.fleet.query_workers().items():
             if not alive:
                 self.fleet.forget_worker(wid, "exited")
@@ -113,15 +116,18 @@ class Manager:
                     self.log.warning("worker %s stalled (no heartbeat for %.0f s); replacing it", wid, now - heartbeats[wid])
                     self.fleet.terminate_worker(wid, "stalled")
                     self.q.forget_worker(wid)
+                    continue
+            alive_now += 1
         if self.startup_crashes >= STARTUP_CRASH_LIMIT:
             return (f"{self.startup_crashes} workers in a row died at start-up; "
                     f"see the worker logs under {LOGS} in the bucket ({self.rt.store.url})")
+        self.alive_workers = alive_now
         remaining = prog.total - prog.done - prog.dead
-        alive_now = sum(self.fleet.query_workers().values())
         wanted = min(self.spec.workers, remaining) - alive_now
         if wanted > 0:
             for wid in self.fleet.launch_workers(wanted):
                 self.launched_at[wid] = time.time()
+                self.alive_workers += 1
                 self.log.info("launched worker %s", wid)
         return None
 
@@ -165,7 +171,7 @@ class Manager:
     def _publish(self, phase: str, prog: Progress) -> None:
         put_json(self.rt.store, PROGRESS, {
             "phase": phase, "t": time.time(), "progress": prog.to_dict(),
-            "workers": sum(self.fleet.query_workers().values()), "manager": self.id,
+            "workers": self.alive_workers, "manager": self.id,
         })
 
     # -- one manager at a time ---------------------------------------------------------------------
@@ -177,6 +183,23 @@ class Manager:
 
     def _renew_lock(self) -> None:
         self.rt.redis.set(self.key + "manager_lock", self.id, ex=max(int(self.spec.lease_seconds), 5))
+
+
+def make_fleet(rt: Runtime) -> Any:
+    """Worker processes next to the manager (local backend) or EC2 instances (aws backend)."""
+    if rt.spec.extra.get("backend") != "aws":
+        env = {k: os.environ[k] for k in ("MCC_STORE", "MCC_REDIS_URL", "MCC_RUN_ID") if k in os.environ}
+        return LocalFleet(rt, env)
+    from mcc.providers.aws.clients import AwsContext
+    from mcc.remote.bootstrap import render_user_data
+    from mcc.remote.ec2_fleet import Ec2Fleet
+
+    aws = rt.spec.extra["aws"]
+    user_data = render_user_data(
+        role="worker", store_url=rt.store.url, run_id=rt.spec.run_id, region=aws["region"], wheel=aws["wheel"],
+        requirements=aws.get("requirements", []), max_lifetime_seconds=aws["max_lifetime_seconds"],
+    )
+    return Ec2Fleet(rt, AwsContext.create(rt.spec.ledger_uuid, region=aws["region"]), aws, user_data)
 
 
 def main() -> int:

@@ -8,6 +8,7 @@ MCC_WORKDIR    scratch directory for partial results (default: a temp dir)
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import sys
@@ -48,6 +49,8 @@ def connect(role: str) -> Runtime:
     if data is None:
         raise RuntimeError(f"the bucket {store.url} has no {SPEC}")
     spec = RunSpec.from_json(data)
+    if os.environ.get("MCC_PROJECT_DIR"):  # on an instance the project was downloaded next to it
+        spec = dataclasses.replace(spec, project_dir=os.environ["MCC_PROJECT_DIR"])
     client = redis.Redis.from_url(
         os.environ["MCC_REDIS_URL"], socket_timeout=30, socket_connect_timeout=10, health_check_interval=30
     )

@@ -14,6 +14,7 @@ import threading
 import time
 import traceback
 from pathlib import Path
+from typing import Callable
 
 import h5py
 import numpy as np
@@ -44,8 +45,9 @@ class PointTimeout(Exception):
 
 
 class Worker:
-    def __init__(self, rt: Runtime, worker_id: str) -> None:
+    def __init__(self, rt: Runtime, worker_id: str, notice: Callable[[], bool] | None = None) -> None:
         self.rt, self.id = rt, worker_id
+        self.notice = notice  # e.g. the spot interruption notice from IMDS: hand leases back when it comes
         self.log = setup_logging(worker_id)
         self.points = rt.points()
         self.held: list[int] = []
@@ -205,6 +207,9 @@ class Worker:
                     self.rt.queue.fail(self.id, sub, f"hung past the {self.rt.spec.point_timeout:g} s point timeout")
                 finally:
                     os._exit(75)
+            if self.notice is not None and not self.stop.is_set() and self.notice():
+                self.log.warning("interruption notice: handing back leases and exiting")
+                self.stop.set()
             try:
                 self.rt.queue.heartbeat(self.id, list(self.held), self.rt.spec.lease_seconds)
             except (redis.ConnectionError, redis.TimeoutError):
@@ -215,9 +220,9 @@ def _raise_timeout(signum: int, frame: object) -> None:
     raise PointTimeout
 
 
-def main() -> int:
+def main(notice: Callable[[], bool] | None = None) -> int:
     rt = connect("worker")
-    return Worker(rt, os.environ["MCC_WORKER_ID"]).run()
+    return Worker(rt, os.environ["MCC_WORKER_ID"], notice).run()
 
 
 if __name__ == "__main__":

@@ -60,10 +60,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def server_config(port: int, password: str, workdir: Path) -> str:
+def server_config(port: int, password: str, workdir: Path, host: str = "127.0.0.1") -> str:
     return "\n".join(
         [
-            "bind 127.0.0.1",
+            f"bind {host}",
             f"port {port}",
             f"requirepass {password}",
             'save ""',
@@ -82,24 +82,28 @@ def new_password() -> str:
 
 
 def start_redis(
-    password: str, workdir: Path, tags: dict[str, str], log_path: Path | None = None, timeout: float = 20.0
+    password: str, workdir: Path, tags: dict[str, str], log_path: Path | None = None, timeout: float = 20.0,
+    *, host: str = "127.0.0.1", port: int | None = None,
 ) -> tuple[processes.ProcessId, int]:
-    """Start a tagged redis-server and wait until it answers an authenticated PING."""
+    """Start a tagged redis-server and wait until it answers an authenticated PING.
+
+    Loopback and a free port by default; a manager instance binds ``0.0.0.0:6379`` for its workers.
+    """
     binary = find_redis_server()
     workdir.mkdir(parents=True, exist_ok=True)
     last_error: Exception | None = None
     for _ in range(3):  # the free port can be taken between probe and bind: retry on another one
-        port = free_port()
+        chosen = port or free_port()
         proc = processes.spawn(
             [binary, "-"],
             tags=tags,
             cwd=workdir,
             log_path=log_path,
-            stdin_data=server_config(port, password, workdir).encode(),
+            stdin_data=server_config(chosen, password, workdir, host).encode(),
         )
         try:
-            wait_ready("127.0.0.1", port, password, proc, timeout)
-            return proc, port
+            wait_ready("127.0.0.1", chosen, password, proc, timeout)
+            return proc, chosen
         except ProviderError as exc:
             last_error = exc
             processes.terminate(proc, grace=2)
