@@ -30,7 +30,8 @@ def run(project_dir: str | Path = ".", *, backend: str | None = None, workers: i
                  "entry": entry, "point_timeout": point_timeout, "lease_seconds": lease_seconds}
     prepared = prepare(project_dir, overrides)
     ledger = _ledger(home)
-    ctx = Context.open(ledger, prepared.settings.backend)
+    ctx = Context.open(ledger, prepared.settings.backend, prepared.settings.aws)
+    ctx.backend.preflight()
     run_row = create_run(ledger, prepared)
     if on_created:
         on_created(run_row)
@@ -43,7 +44,7 @@ def resume(run_id: str, *, keep: bool = False, detach: bool = False, on_progress
     """Re-enter the run's current state and drive it to its goal (a failed run is retried)."""
     ledger = _ledger(home)
     run_row = queries.get_run(run_id)
-    ctx = Context.open(ledger, run_row.backend)
+    ctx = Context.for_run(ledger, run_row)
     if run_row.state in ("failed", "cancelled"):
         run_row = fire(run_row, "retry", reason="mcc resume")
     run_row = drive(ctx, run_row, detach=detach, keep=keep, on_progress=on_progress)
@@ -52,9 +53,10 @@ def resume(run_id: str, *, keep: bool = False, detach: bool = False, on_progress
 
 def status(run_id: str | None = None, *, home: str | Path | None = None) -> dict[str, Any] | list[dict[str, Any]]:
     """One run's summary (with live progress while it runs), or the list of every run's summary."""
-    _ledger(home)
+    ledger = _ledger(home)
     if run_id is not None:
-        return summary(queries.get_run(run_id), live=True)
+        run_row = queries.get_run(run_id)
+        return summary(run_row, live=True, ctx=Context.for_run(ledger, run_row))
     return [summary(r) for r in queries.list_runs()]
 
 
@@ -84,12 +86,12 @@ def ledger_view(*, run_id: str | None = None, kind: str | None = None, state: st
     return doc
 
 
-def summary(run_row: models.Run, live: bool = False) -> dict[str, Any]:
+def summary(run_row: models.Run, live: bool = False, ctx: Context | None = None) -> dict[str, Any]:
     """The run as one JSON-friendly dict: run_id, state, result, points, done, dead, …"""
     counts = queries.subproblem_counts(run_row.id)
     progress = None
-    if live and run_row.state in ("running", "combining", "launching"):
-        store = store_of(run_row)
+    if live and ctx is not None and run_row.state in ("running", "combining", "launching"):
+        store = store_of(ctx, run_row)
         progress = get_json(store, PROGRESS) if store else None
         if store is not None:
             from mcc.journal import sync_run

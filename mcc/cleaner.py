@@ -46,8 +46,7 @@ def clean(ledger: Ledger, run_id: str | None = None, *, dry_run: bool = False) -
     """Delete every resource of one run (or of the whole ledger) and prove nothing is left."""
     runs, rows = plan(ledger, run_id)
     report = CleanReport(runs=[r.id for r in runs], dry_run=dry_run)
-    backends = sorted({r.backend for r in runs} | {r.backend for r in rows} | {"local"})
-    contexts = {name: Context.open(ledger, name) for name in backends}
+    contexts = _contexts(ledger, runs, rows)
     if dry_run:
         report.deleted = [_describe(r) for r in rows]
         for ctx in contexts.values():
@@ -60,7 +59,7 @@ def clean(ledger: Ledger, run_id: str | None = None, *, dry_run: bool = False) -
             fire(run, "clean")
     errors = []
     for name, ctx in contexts.items():
-        mine = [r for r in rows if r.backend == name]
+        mine = [r for r in rows if r.backend == ctx.backend.name and (r.region or None) == ctx.backend.region]
         errors += ctx.engine.destroy_all(mine, "mcc clean")
         report.deleted += [_describe(r) for r in mine]
         adopted = ctx.engine.sweep(run_id)
@@ -86,6 +85,22 @@ def clean(ledger: Ledger, run_id: str | None = None, *, dry_run: bool = False) -
         if run.state == "cleaning":
             fire(run, "cleaned")
     return report
+
+
+def _contexts(ledger: Ledger, runs: list[models.Run], rows: list[models.Resource]) -> dict[str, Context]:
+    """One context per backend (and AWS region) that any run or resource lives in; local always."""
+    contexts = {"local": Context.open(ledger, "local")}
+    aws_settings = {}
+    for run in runs:
+        if run.backend == "aws":
+            table = dict((run.settings or {}).get("aws") or {})
+            aws_settings[table.get("region") or ""] = table
+    for row in rows:
+        if row.backend == "aws" and row.region and row.region not in aws_settings:
+            aws_settings[row.region] = {"region": row.region}
+    for region, table in aws_settings.items():
+        contexts[f"aws:{region}"] = Context.open(ledger, "aws", table)
+    return contexts
 
 
 def _verify(ledger: Ledger, contexts: dict[str, Context], run_id: str | None) -> list[dict[str, Any]]:

@@ -25,8 +25,9 @@ DELETE_ORDER = [
 class Engine:
     """Drives providers under the write-ahead rule; the only code that pairs a world call with a ledger write."""
 
-    def __init__(self, ledger_uuid: str, backend: str, providers: Mapping[str, Provider], actor: str = "local") -> None:
-        self.ledger_uuid, self.backend, self.actor = ledger_uuid, backend, actor
+    def __init__(self, ledger_uuid: str, backend: str, providers: Mapping[str, Provider], actor: str = "local",
+                 region: str | None = None) -> None:
+        self.ledger_uuid, self.backend, self.actor, self.region = ledger_uuid, backend, actor, region
         self.providers = dict(providers)
 
     def provider(self, kind: str) -> Provider:
@@ -45,7 +46,7 @@ class Engine:
             tags = ownership_tags(self.ledger_uuid, run_id, key, name)
             row = create_row(
                 models.Resource, actor=self.actor, run=run_id, kind=kind, name=name, backend=self.backend,
-                idempotency_key=key, spec=params, tags=tags, attrs={}, state="planned",
+                idempotency_key=key, spec=params, tags=tags, attrs={}, state="planned", region=self.region,
             )
         if row.state in ("active", "adopted"):
             return row
@@ -69,6 +70,28 @@ class Engine:
             raise ProviderError(f"creating {kind} {name} failed: {exc}") from exc
         return fire(row, "created", actor=self.actor, physical_id=found.physical_id, attrs=found.attrs,
                     active_at=time.time())
+
+    def current(self, run: models.Run, kind: str, base_key: str, params: dict[str, Any],
+                name: str | None = None) -> models.Resource:
+        """The run's live resource in this role, replaced under a new key if the previous one died.
+
+        Keys are ``base_key``, ``base_key-2``, …: one row per physical resource, ever.
+        """
+        rows = list(
+            models.Resource.select().where(
+                (models.Resource.run == run.id) & (models.Resource.idempotency_key.startswith(base_key))
+            ).order_by(models.Resource.id)
+        )
+        current = rows[-1] if rows else None
+        if current is not None and current.state not in ("deleting", "deleted", "failed"):
+            if current.state == "active" and self.describe(current) is None:
+                self.destroy(current, "found dead")
+            else:
+                return self.ensure(run.id, kind, current.name, current.idempotency_key, params)
+        elif current is not None and current.state == "deleting":
+            self.destroy(current, "found dead")
+        key = base_key if not rows else f"{base_key}-{len(rows) + 1}"
+        return self.ensure(run.id, kind, name or base_key.split("/")[-1], key, params)
 
     def describe(self, row: models.Resource) -> Found | None:
         """The resource as it is now, or None if it is gone."""
@@ -119,7 +142,7 @@ class Engine:
                 adopted.append(create_row(
                     models.Resource, actor=self.actor, reason="found by the sweep", run=_run_of(found, run_id),
                     kind=kind, name=found.tags.get("Name") or found.tags.get("NAME") or found.physical_id,
-                    backend=self.backend, idempotency_key=key, spec={}, tags=found.tags,
+                    backend=self.backend, idempotency_key=key, spec={}, tags=found.tags, region=self.region,
                     physical_id=found.physical_id, attrs=found.attrs, state="adopted",
                 ))
         return adopted

@@ -22,10 +22,9 @@ from mcc.journal import sync_run
 from mcc.ledger import Ledger, TERMINAL_RUN_STATES, create_row, create_subproblems, fire, models
 from mcc.prepare import Prepared
 from mcc.runspec import COMBINED, FINAL, POINTS, PROGRESS, SPEC, RunSpec
-from mcc.storage import LocalStore, Store, get_json
+from mcc.storage import Store, get_json
 
 ProgressCallback = Callable[[models.Run, dict[str, Any] | None], None]
-POLL_SECONDS = (0.05, 0.5)  # follow closely at first, then back off: short runs end fast, long ones cost little
 
 
 @dataclass
@@ -35,9 +34,13 @@ class Context:
     engine: Engine
 
     @classmethod
-    def open(cls, ledger: Ledger, backend_name: str) -> "Context":
-        backend = get_backend(backend_name, ledger.home, ledger.uuid)
-        return cls(ledger, backend, Engine(ledger.uuid, backend.name, backend.providers))
+    def open(cls, ledger: Ledger, backend_name: str, aws: dict[str, Any] | None = None) -> "Context":
+        backend = get_backend(backend_name, ledger.home, ledger.uuid, aws)
+        return cls(ledger, backend, Engine(ledger.uuid, backend.name, backend.providers, region=backend.region))
+
+    @classmethod
+    def for_run(cls, ledger: Ledger, run: models.Run) -> "Context":
+        return cls.open(ledger, run.backend, (run.settings or {}).get("aws"))
 
 
 def inputs_path(ledger: Ledger, run_id: str) -> Path:
@@ -64,7 +67,7 @@ def create_run(ledger: Ledger, prepared: Prepared) -> models.Run:
     return run
 
 
-def run_spec(ctx: Context, run: models.Run) -> RunSpec:
+def run_spec(ctx: Context, run: models.Run, urls: dict[str, Any]) -> RunSpec:
     s, sp = run.settings, run.spec
     chunk = sp["chunk_size"]
     n_points = run.points
@@ -74,13 +77,14 @@ def run_spec(ctx: Context, run: models.Run) -> RunSpec:
         entry_kind=sp["entry_kind"], entry_target=sp["entry_target"], project_dir=run.project_dir,
         workers=s["workers"], max_attempts=s["max_attempts"], point_timeout=s["point_timeout"],
         lease_seconds=s["lease_seconds"], has_combiner=sp["has_combiner"],
+        tick_seconds=urls.get("tick_seconds", 0.1), extra=urls.get("extra", {}),
     )
 
 
-def store_of(run: models.Run) -> Store | None:
-    row = (models.Resource.select().where((models.Resource.run == run.id) & (models.Resource.kind == "directory")
-                                          & (models.Resource.state == "active")).first())
-    return LocalStore(Path(row.physical_id)) if row else None
+def store_of(ctx: Context, run: models.Run) -> Store | None:
+    """The run's bucket, once provisioning recorded its URL."""
+    url = (run.spec or {}).get("store_url")
+    return ctx.backend.store(url) if url else None
 
 
 def current_manager(run: models.Run) -> models.Resource | None:
@@ -115,10 +119,13 @@ def drive(ctx: Context, run: models.Run, *, detach: bool = False, keep: bool = F
 
 
 def _provision(ctx: Context, run: models.Run) -> None:
-    ctx.backend.provision(ctx.engine, run)
-    store = store_of(run)
+    urls = ctx.backend.provision(ctx.engine, run)
+    if run.spec.get("store_url") != urls["store_url"]:
+        run.spec = {**run.spec, "store_url": urls["store_url"]}
+        models.Run.update(spec=run.spec).where(models.Run.id == run.id).execute()
+    store = store_of(ctx, run)
     assert store is not None
-    spec = run_spec(ctx, run)
+    spec = run_spec(ctx, run, urls)
     if store.get_bytes(SPEC) != spec.to_json():
         store.put_bytes(SPEC, spec.to_json())
     if not store.exists(POINTS):
@@ -129,7 +136,7 @@ def _provision(ctx: Context, run: models.Run) -> None:
 
 
 def _follow(ctx: Context, run: models.Run, on_progress: ProgressCallback | None) -> models.Run:
-    store = store_of(run)
+    store = store_of(ctx, run)
     assert store is not None
     started = time.monotonic()
     while True:
@@ -154,7 +161,8 @@ def _follow(ctx: Context, run: models.Run, on_progress: ProgressCallback | None)
             if final["state"] in ("completed", "completed_with_failures"):
                 return fire(run, "collect", actor="manager")
             return fire(run, "fail", actor="manager", reason=final.get("reason"))
-        time.sleep(min(POLL_SECONDS[1], POLL_SECONDS[0] + (time.monotonic() - started) / 60))
+        first, most = ctx.backend.poll_seconds
+        time.sleep(min(most, first + (time.monotonic() - started) / 60))
 
 
 def _record_counts(run: models.Run, progress: dict[str, Any] | None) -> None:
@@ -171,7 +179,7 @@ def result_path(run: models.Run) -> Path:
 
 
 def _collect(ctx: Context, run: models.Run) -> models.Run:
-    store = store_of(run)
+    store = store_of(ctx, run)
     assert store is not None
     final = get_json(store, FINAL) or {}
     dest = result_path(run)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 from mcc.engine import Engine
 from mcc.ledger import models
@@ -14,6 +15,9 @@ from mcc.storage import LocalStore
 
 class LocalBackend:
     name = "local"
+    region = None
+    poll_seconds = (0.05, 0.5)  # follow closely at first, then back off: short runs end fast
+    tick_seconds = 0.1
 
     def __init__(self, home: Path, ledger_uuid: str) -> None:
         self.home, self.ledger_uuid = home, ledger_uuid
@@ -22,16 +26,25 @@ class LocalBackend:
     def provision(self, engine: Engine, run: models.Run) -> dict[str, str]:
         bucket = engine.ensure(run.id, "directory", run.id, f"{run.id}/bucket", {})
         root = Path(bucket.physical_id)
-        cache = live_resource(engine, run, "cache", f"{run.id}/queue", {
+        cache = engine.current(run, "cache", f"{run.id}/queue", {
             "password": new_password(), "workdir": str(root / "redis"), "log": str(root / "logs" / "redis.log"),
         })
         url = f"redis://:{cache.spec['password']}@{cache.attrs['host']}:{cache.attrs['port']}/0"
-        return {"store_url": LocalStore(root).url, "redis_url": url}
+        return {"store_url": LocalStore(root).url, "redis_url": url, "extra": {}, "tick_seconds": self.tick_seconds}
 
-    def launch_manager(self, engine: Engine, run: models.Run, urls: dict[str, str]) -> models.Resource:
+    def preflight(self) -> None:
+        """What can fail before anything is created: a usable redis-server."""
+        from mcc.providers.local.cache import find_redis_server
+
+        find_redis_server()
+
+    def store(self, url: str) -> LocalStore:
+        return LocalStore(Path(url[len("file://"):]))
+
+    def launch_manager(self, engine: Engine, run: models.Run, urls: dict[str, Any]) -> models.Resource:
         root = Path(urls["store_url"][len("file://"):])
         n = models.Resource.select().where((models.Resource.run == run.id) & (models.Resource.name == "manager")).count()
-        return live_resource(engine, run, "instance", f"{run.id}/manager", {
+        return engine.current(run, "instance", f"{run.id}/manager", {
             "argv": [sys.executable, "-m", "mcc.remote.manager"],
             "env": {"MCC_STORE": urls["store_url"], "MCC_REDIS_URL": urls["redis_url"], "MCC_RUN_ID": run.id,
                     "MCC_WORKDIR": str(root / "work" / f"manager-{n + 1}")},
@@ -50,22 +63,3 @@ class LocalBackend:
             if row.kind in ("instance", "cache"):
                 engine.destroy(row, "run finished")
 
-
-def live_resource(engine: Engine, run: models.Run, kind: str, base_key: str, params: dict,
-                  name: str | None = None) -> models.Resource:
-    """The run's current resource of this role, replaced (new key) if the previous one died."""
-    rows = list(
-        models.Resource.select().where(
-            (models.Resource.run == run.id) & (models.Resource.idempotency_key.startswith(base_key))
-        ).order_by(models.Resource.id)
-    )
-    current = rows[-1] if rows else None
-    if current is not None and current.state not in ("deleting", "deleted", "failed"):
-        if current.state == "active" and engine.describe(current) is None:
-            engine.destroy(current, "found dead")
-        else:
-            return engine.ensure(run.id, kind, current.name, current.idempotency_key, params)
-    elif current is not None and current.state == "deleting":
-        engine.destroy(current, "found dead")
-    key = base_key if not rows else f"{base_key}-{len(rows) + 1}"
-    return engine.ensure(run.id, kind, name or base_key.split("/")[-1], key, params)

@@ -1,0 +1,162 @@
+"""The AWS backend: a bucket and a security group per ledger and region; per run an IAM role scoped to
+the run's prefix, its instance profile, a launch template, the queue password in SSM, optionally an
+ElastiCache cluster, and the manager instance. Workers are launched by the manager (remote/ec2_fleet)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from mcc.backends.aws_settings import AwsSettings, aws_settings
+from mcc.engine import Engine
+from mcc.errors import MccError
+from mcc.ledger import models
+from mcc.providers.aws.clients import AwsContext
+from mcc.providers.aws.errors import call
+from mcc.remote.bootstrap import render_user_data
+from mcc.storage import Store, open_store
+
+SKIP_UPLOAD = {"results", ".git", "__pycache__", ".venv", "venv", ".mcc"}
+MAX_PROJECT_FILE = 50 * 1024 * 1024
+
+
+class AwsBackend:
+    name = "aws"
+    poll_seconds = (1.0, 5.0)
+    tick_seconds = 5.0
+
+    def __init__(self, home: Path, ledger_uuid: str, settings: AwsSettings) -> None:
+        from mcc.providers.aws.sweep import KIND_CLASSES
+
+        self.home, self.ledger_uuid, self.settings = home, ledger_uuid, settings
+        self.ctx = AwsContext.create(ledger_uuid, region=settings.region, profile=settings.profile)
+        self.region = self.ctx.region
+        self.providers: dict[str, Any] = {}
+        for kind, cls in KIND_CLASSES.items():
+            self.providers[kind] = cls(self.ctx, key_dir=home / "keys") if kind == "key_pair" else cls(self.ctx)
+        self._identity: dict[str, str] | None = None
+
+    # -- identity and names ------------------------------------------------------------------------
+    def identity(self) -> dict[str, str]:
+        """The caller's account (checked before anything is created: missing credentials fail here)."""
+        if self._identity is None:
+            self._identity = call(self.ctx.client("sts").get_caller_identity)
+        return self._identity
+
+    def preflight(self) -> None:
+        """Credentials and region work (checked before any resource is created)."""
+        self.identity()
+
+    def _short(self) -> str:
+        return self.ledger_uuid.replace("-", "")[:12]
+
+    def store(self, url: str) -> Store:
+        return open_store(url, s3_client=self.ctx.client("s3"))
+
+    # -- shared per ledger and region --------------------------------------------------------------
+    def provision_shared(self, engine: Engine) -> dict[str, models.Resource]:
+        from mcc.providers.aws.bucket import bucket_name
+
+        s, r = self.settings, self.region
+        rows = {
+            "bucket": engine.ensure(None, "bucket", bucket_name(self.ledger_uuid, r), f"aws:{r}:bucket",
+                                    {"name": bucket_name(self.ledger_uuid, r)}),
+            "security_group": engine.ensure(None, "security_group", f"mcc-{self._short()}", f"aws:{r}:security_group", {
+                "name": f"mcc-{self._short()}", "vpc_id": s.vpc_id, "queue_port": 6379, "ssh_cidr": s.ssh_cidr}),
+        }
+        if s.ssh_cidr:
+            rows["key_pair"] = engine.ensure(None, "key_pair", f"mcc-{self._short()}", f"aws:{r}:key_pair",
+                                             {"name": f"mcc-{self._short()}", "key_dir": str(self.home / "keys")})
+        return rows
+
+    # -- per run -----------------------------------------------------------------------------------
+    def provision(self, engine: Engine, run: models.Run) -> dict[str, Any]:
+        from mcc.providers.aws.images import base_image_id
+        from mcc.providers.aws.policy import worker_policy
+
+        s, r = self.settings, self.region
+        account = self.identity()["Account"]
+        shared = self.provision_shared(engine)
+        bucket = shared["bucket"].attrs.get("name") or shared["bucket"].physical_id
+        prefix = f"runs/{run.id}/"
+        param_path = f"/mcc/{self.ledger_uuid}/{run.id}/"
+        name = f"mcc-{run.id}"
+        role = engine.ensure(run.id, "role", name, f"{run.id}/role", {"name": name})
+        engine.ensure(run.id, "role_policy", f"{name}/run-access", f"{run.id}/role_policy", {
+            "role_name": name, "policy_name": "run-access",
+            "policy": worker_policy(bucket, prefix, self.ledger_uuid, r, account, role.attrs.get("arn", ""), param_path)})
+        profile = engine.ensure(run.id, "instance_profile", name, f"{run.id}/instance_profile",
+                                {"name": name, "role_name": name})
+        password = engine.ensure(run.id, "parameter", f"{param_path}queue-password", f"{run.id}/parameter",
+                                 {"name": f"{param_path}queue-password", "value_bytes": 32})
+        image_id = base_image_id(self.ctx)
+        template = engine.ensure(run.id, "launch_template", name, f"{run.id}/launch_template", {
+            "name": name, "image_id": image_id, "instance_type": s.worker_type,
+            "security_group_id": shared["security_group"].physical_id,
+            "instance_profile_arn": profile.attrs.get("arn"),
+            "key_name": shared["key_pair"].physical_id if "key_pair" in shared else None,
+            "max_lifetime_hours": s.max_lifetime_hours})
+        queue: dict[str, Any] = {"mode": s.queue, "password_parameter": password.physical_id, "tls": False}
+        if s.queue == "elasticache":
+            cache = engine.ensure(run.id, "cache", name, f"{run.id}/cache", {
+                "cluster_id": name[:40], "node_type": s.cache_node_type,
+                "security_group_id": shared["security_group"].physical_id,
+                "auth_token_parameter": password.physical_id})
+            cache = self._wait_cache(engine, cache)
+            queue.update(host=cache.attrs["host"], port=cache.attrs["port"], tls=True)
+        store_url = f"s3://{bucket}/{prefix}"
+        wheel = self._upload_inputs(self.store(store_url), run)
+        aws = {"region": r, "launch_template_id": template.physical_id, "worker_type": s.worker_type,
+               "manager_type": s.manager_type, "spot": s.spot, "subnet_id": s.subnet_id, "wheel": wheel,
+               "requirements": list(s.requirements), "max_lifetime_seconds": int(s.max_lifetime_hours * 3600)}
+        return {"store_url": store_url, "extra": {"backend": "aws", "queue": queue, "aws": aws},
+                "tick_seconds": self.tick_seconds}
+
+    def _wait_cache(self, engine: Engine, row: models.Resource, timeout: float = 1800.0) -> models.Resource:
+        import time
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = engine.describe(row)
+            if found is not None and found.attrs.get("host"):
+                models.Resource.update(attrs=found.attrs).where(models.Resource.id == row.id).execute()
+                row.attrs = found.attrs
+                return row
+            time.sleep(5.0)
+        raise MccError(f"the ElastiCache cluster {row.physical_id} has no endpoint after {timeout:.0f} s")
+
+    def _upload_inputs(self, store: Store, run: models.Run) -> str:
+        from mcc.wheel import build_wheel
+
+        wheel = build_wheel(self.home / "wheels")
+        if not store.exists(f"dist/{wheel.name}"):
+            store.put_file(f"dist/{wheel.name}", wheel)
+        root = Path(run.project_dir)
+        for path in sorted(root.rglob("*")):
+            rel = path.relative_to(root)
+            if path.is_file() and not (set(rel.parts) & SKIP_UPLOAD) and path.stat().st_size <= MAX_PROJECT_FILE:
+                store.put_file(f"project/{rel.as_posix()}", path)
+        return wheel.name
+
+    def launch_manager(self, engine: Engine, run: models.Run, urls: dict[str, Any]) -> models.Resource:
+        aws = urls["extra"]["aws"]
+        user_data = render_user_data(role="manager", store_url=urls["store_url"], run_id=run.id, region=self.region,
+                                     wheel=aws["wheel"], requirements=aws["requirements"],
+                                     max_lifetime_seconds=aws["max_lifetime_seconds"])
+        return engine.current(run, "instance", f"{run.id}/manager", {
+            "launch_template_id": aws["launch_template_id"], "instance_type": self.settings.manager_type,
+            "user_data": user_data, "count": 1, "spot": False, "subnet_id": self.settings.subnet_id,
+        }, name="manager")
+
+    def teardown(self, engine: Engine, run: models.Run) -> None:
+        """Stop the run's compute and queue: manager, workers (found by tags), cache, secret."""
+        rows = models.Resource.select().where(
+            (models.Resource.run == run.id) & models.Resource.kind.in_(["instance", "cache", "parameter"])
+            & models.Resource.state.not_in(["deleted"]))
+        engine.destroy_all(list(rows), "run finished")
+        for row in engine.sweep(run.id):
+            if row.kind in ("instance", "cache"):
+                engine.destroy(row, "run finished")
+
+
+def make_aws_backend(home: Path, ledger_uuid: str, settings_table: dict[str, Any] | None) -> AwsBackend:
+    return AwsBackend(home, ledger_uuid, aws_settings(settings_table))

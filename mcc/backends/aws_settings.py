@@ -1,0 +1,67 @@
+"""The ``[aws]`` table of mcc.toml (and its flags), validated into AwsSettings."""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from mcc.errors import ConfigError
+
+QUEUES = ("manager", "elasticache")
+
+
+@dataclass(frozen=True)
+class AwsSettings:
+    region: str | None = None            # None = the standard chain (AWS_REGION, profile)
+    profile: str | None = None
+    manager_type: str = "t3.small"
+    worker_type: str = "c6i.large"
+    spot: bool = False                   # workers on spot; the manager is always on-demand
+    queue: str = "manager"               # redis-server on the manager, or "elasticache" (TLS + AUTH)
+    cache_node_type: str = "cache.t3.micro"
+    ssh_cidr: str | None = None          # SSH stays closed unless a CIDR is named (never 0.0.0.0/0)
+    custom_image: bool = False           # bake an AMI with mcc and the requirements installed
+    max_lifetime_hours: float = 24.0     # every instance ends itself after this, whatever happens
+    requirements: list[str] = field(default_factory=list)  # pip requirements installed on instances
+    subnet_id: str | None = None
+    vpc_id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+_TYPES: dict[str, tuple[type, ...]] = {
+    f.name: ((str, type(None)) if f.default is None else (bool,) if isinstance(f.default, bool)
+             else (int, float) if isinstance(f.default, float) else (list,) if f.name == "requirements" else (str,))
+    for f in dataclasses.fields(AwsSettings)
+}
+
+
+def aws_settings(table: Mapping[str, Any] | None, source: str = "mcc.toml [aws]") -> AwsSettings:
+    """Validate the [aws] table; every problem names the key and the fix."""
+    table = dict(table or {})
+    for key, value in table.items():
+        if key not in _TYPES:
+            close = difflib.get_close_matches(key, list(_TYPES), n=1)
+            hint = f" Did you mean `{close[0]}`?" if close else ""
+            raise ConfigError(f"{source}: unknown key `{key}`.{hint} Valid keys: {', '.join(_TYPES)}.")
+        if isinstance(value, bool) and bool not in _TYPES[key] or not isinstance(value, _TYPES[key]):
+            raise ConfigError(f"{source}: `{key}` must be {' or '.join(t.__name__ for t in _TYPES[key] if t is not type(None))}, "
+                              f"got {value!r}.")
+    settings = AwsSettings(**table)
+    if settings.queue not in QUEUES:
+        raise ConfigError(f"{source}: `queue` must be one of {', '.join(QUEUES)}, got {settings.queue!r}.")
+    if settings.max_lifetime_hours <= 0:
+        raise ConfigError(f"{source}: `max_lifetime_hours` must be > 0, got {settings.max_lifetime_hours}.")
+    if settings.ssh_cidr is not None:
+        try:
+            net = ipaddress.ip_network(settings.ssh_cidr, strict=False)
+        except ValueError:
+            raise ConfigError(f"{source}: `ssh_cidr` {settings.ssh_cidr!r} is not a CIDR like \"203.0.113.7/32\".") from None
+        if net.prefixlen == 0:
+            raise ConfigError(f"{source}: `ssh_cidr` {settings.ssh_cidr} opens SSH to the whole internet; name your own address.")
+    if not all(isinstance(r, str) for r in settings.requirements):
+        raise ConfigError(f"{source}: `requirements` must be a list of strings like [\"ase>=3.22\"].")
+    return settings
