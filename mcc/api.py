@@ -18,7 +18,7 @@ def _ledger(home: str | Path | None) -> Ledger:
 
 def run(project_dir: str | Path = ".", *, backend: str | None = None, workers: int | None = None,
         chunk_size: int | None = None, max_attempts: int | None = None, entry: str | None = None,
-        point_timeout: float | None = None, lease_seconds: float | None = None,
+        point_timeout: float | None = None, lease_seconds: float | None = None, aws: dict[str, Any] | None = None,
         detach: bool = False, keep: bool = False, on_progress: ProgressCallback | None = None,
         on_created: Any = None, home: str | Path | None = None) -> dict[str, Any]:
     """Run the sweep in ``project_dir``; returns the run summary (see :func:`status`).
@@ -28,7 +28,7 @@ def run(project_dir: str | Path = ".", *, backend: str | None = None, workers: i
     """
     overrides = {"backend": backend, "workers": workers, "chunk_size": chunk_size, "max_attempts": max_attempts,
                  "entry": entry, "point_timeout": point_timeout, "lease_seconds": lease_seconds}
-    prepared = prepare(project_dir, overrides)
+    prepared = prepare(project_dir, overrides, aws=aws)
     ledger = _ledger(home)
     ctx = Context.open(ledger, prepared.settings.backend, prepared.settings.aws)
     ctx.backend.preflight()
@@ -60,13 +60,27 @@ def status(run_id: str | None = None, *, home: str | Path | None = None) -> dict
     return [summary(r) for r in queries.list_runs()]
 
 
-def clean(run_id: str | None = None, *, all: bool = False, dry_run: bool = False,
-          home: str | Path | None = None) -> dict[str, Any]:
-    """Delete the resources of one run (``run_id``) or of every run (``all=True``); verified by a sweep."""
+def clean(run_id: str | None = None, *, all: bool = False, dry_run: bool = False, regions: list[str] | None = None,
+          ledger_id: str | None = None, home: str | Path | None = None) -> dict[str, Any]:
+    """Delete the resources of one run (``run_id``) or of every run (``all=True``); verified by a sweep.
+
+    ``regions`` sweeps more AWS regions (``["all"]``: every one); ``ledger_id`` finds and removes what a
+    lost ledger created, by its tags.
+    """
     if run_id is None and not all:
         raise ValueError("clean needs a run id or all=True")
     ledger = _ledger(home)
-    return cleaner.clean(ledger, run_id, dry_run=dry_run).to_dict()
+    return cleaner.clean(ledger, run_id, dry_run=dry_run, regions=regions, ledger_id=ledger_id).to_dict()
+
+
+def provision(*, backend: str = "aws", aws: dict[str, Any] | None = None,
+              home: str | Path | None = None) -> list[dict[str, Any]]:
+    """Create (or find) the resources shared by every run of this ledger in a region; returns them."""
+    ledger = _ledger(home)
+    ctx = Context.open(ledger, backend, aws)
+    ctx.backend.preflight()
+    rows = ctx.backend.provision_shared(ctx.engine) if hasattr(ctx.backend, "provision_shared") else {}
+    return [{**queries.row_to_dict(r), "run": r.run_id} for r in rows.values()]
 
 
 def ledger_view(*, run_id: str | None = None, kind: str | None = None, state: str | None = None,

@@ -42,17 +42,25 @@ def plan(ledger: Ledger, run_id: str | None) -> tuple[list[models.Run], list[mod
     return runs, list(query.order_by(models.Resource.id))
 
 
-def clean(ledger: Ledger, run_id: str | None = None, *, dry_run: bool = False) -> CleanReport:
-    """Delete every resource of one run (or of the whole ledger) and prove nothing is left."""
+def clean(ledger: Ledger, run_id: str | None = None, *, dry_run: bool = False, regions: list[str] | None = None,
+          ledger_id: str | None = None) -> CleanReport:
+    """Delete every resource of one run (or of the whole ledger) and prove nothing is left.
+
+    ``regions`` adds AWS regions to sweep (``["all"]`` = every enabled region); ``ledger_id`` sweeps for
+    resources tagged with another ledger uuid (a lost ledger file), adopting them into this one.
+    """
     runs, rows = plan(ledger, run_id)
+    if ledger_id:
+        runs, rows = [], []
     report = CleanReport(runs=[r.id for r in runs], dry_run=dry_run)
-    contexts = _contexts(ledger, runs, rows)
+    contexts = _contexts(ledger, runs, rows, regions or [], ledger_id)
     if dry_run:
         report.deleted = [_describe(r) for r in rows]
         for ctx in contexts.values():
             for kind, provider in ctx.engine.providers.items():
                 known = {r.physical_id for r in rows}
-                report.adopted += [_found(kind, f) for f in provider.sweep(ledger.uuid, run_id) if f.physical_id not in known]
+                report.adopted += [_found(kind, f) for f in provider.sweep(ctx.engine.ledger_uuid, run_id)
+                                   if f.physical_id not in known]
         return report
     for run in runs:
         if run.state not in ("cleaning", "cleaned"):
@@ -73,12 +81,12 @@ def clean(ledger: Ledger, run_id: str | None = None, *, dry_run: bool = False) -
                 folder.rmdir()
             except OSError:
                 pass
-    survivors = _verify(ledger, contexts, run_id)
+    survivors = _verify(ledger_id or ledger.uuid, contexts, run_id)
     report.survivors = survivors + [{"error": msg, **_describe(row)} for row, msg in errors]
     if report.survivors:
         lines = "\n".join(f"  - {s.get('kind')} {s.get('physical_id')} {s.get('error', '')}" for s in report.survivors)
         raise CleanIncomplete(
-            f"clean finished but {len(report.survivors)} resource(s) tagged with ledger {ledger.uuid} survive:\n"
+            f"clean finished but {len(report.survivors)} resource(s) tagged with ledger {ledger_id or ledger.uuid} survive:\n"
             f"{lines}\nRun `mcc clean` again; if they persist, delete them by hand.", report)
     for run in runs:
         run = queries.get_run(run.id)
@@ -87,7 +95,8 @@ def clean(ledger: Ledger, run_id: str | None = None, *, dry_run: bool = False) -
     return report
 
 
-def _contexts(ledger: Ledger, runs: list[models.Run], rows: list[models.Resource]) -> dict[str, Context]:
+def _contexts(ledger: Ledger, runs: list[models.Run], rows: list[models.Resource], regions: list[str],
+              ledger_id: str | None) -> dict[str, Context]:
     """One context per backend (and AWS region) that any run or resource lives in; local always."""
     contexts = {"local": Context.open(ledger, "local")}
     aws_settings = {}
@@ -98,14 +107,24 @@ def _contexts(ledger: Ledger, runs: list[models.Run], rows: list[models.Resource
     for row in rows:
         if row.backend == "aws" and row.region and row.region not in aws_settings:
             aws_settings[row.region] = {"region": row.region}
+    if regions == ["all"]:
+        from mcc.providers.aws.clients import AwsContext
+
+        probe = AwsContext.create(ledger.uuid, region=next(iter(aws_settings), None) or None)
+        regions = [r["RegionName"] for r in probe.client("ec2").describe_regions()["Regions"]]
+    for region in regions:
+        aws_settings.setdefault(region, {"region": region})
     for region, table in aws_settings.items():
         contexts[f"aws:{region}"] = Context.open(ledger, "aws", table)
+    if ledger_id:  # sweep for another ledger's tags: the engines look for that uuid
+        for ctx in contexts.values():
+            ctx.engine.ledger_uuid = ledger_id
     return contexts
 
 
-def _verify(ledger: Ledger, contexts: dict[str, Context], run_id: str | None) -> list[dict[str, Any]]:
+def _verify(ledger_uuid: str, contexts: dict[str, Context], run_id: str | None) -> list[dict[str, Any]]:
     survivors = []
     for ctx in contexts.values():
         for kind, provider in ctx.engine.providers.items():
-            survivors += [_found(kind, f) for f in provider.sweep(ledger.uuid, run_id)]
+            survivors += [_found(kind, f) for f in provider.sweep(ledger_uuid, run_id)]
     return survivors

@@ -68,6 +68,12 @@ def main(debug: bool) -> None:
     """
 
 
+def aws_options(f: Callable) -> Callable:
+    """--profile and --region, as every AWS tool has them."""
+    f = click.option("--region", help="AWS region (default: the standard chain, e.g. AWS_REGION).")(f)
+    return click.option("--profile", help="AWS profile (SSO profiles work).")(f)
+
+
 def json_option(f: Callable) -> Callable:
     return click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of tables.")(f)
 
@@ -114,8 +120,12 @@ def _report(result: dict[str, Any], as_json: bool) -> None:
 @click.option("--point-timeout", type=float, help="Seconds allowed per point.")
 @click.option("--detach", is_flag=True, help="Return once the run is launched; follow with `mcc resume`.")
 @click.option("--keep", is_flag=True, help="Keep the queue and processes after the run.")
+@aws_options
+@click.option("--worker-type", help="EC2 instance type of the workers (aws).")
+@click.option("--spot/--on-demand", default=None, help="Workers on spot instances (aws).")
 @json_option
-def run(directory: Path, as_json: bool, **options: Any) -> None:
+def run(directory: Path, as_json: bool, profile: str | None, region: str | None, worker_type: str | None,
+        spot: bool | None, **options: Any) -> None:
     """Run the sweep in DIRECTORY (default: the current one).
 
     Example: mcc run examples/kpoints --workers 4
@@ -124,7 +134,8 @@ def run(directory: Path, as_json: bool, **options: Any) -> None:
         if not as_json:
             err.print(f"run [bold]{run_row.id}[/]: {run_row.points} points", highlight=False)
 
-    result = _follow(as_json, api.run, project_dir=directory, on_created=created, **options)
+    aws = {"profile": profile, "region": region, "worker_type": worker_type, "spot": spot}
+    result = _follow(as_json, api.run, project_dir=directory, on_created=created, aws=aws, **options)
     _report(result, as_json)
 
 
@@ -189,30 +200,194 @@ def ledger_show(run_id: str | None, kind: str | None, state: str | None, with_ev
 
 
 @main.command()
+@click.option("--backend", type=click.Choice(["aws"]), default="aws", show_default=True)
+@aws_options
+@click.option("--ssh-cidr", help="Open SSH to this CIDR only (creates a key pair); closed by default.")
+@json_option
+def provision(backend: str, profile: str | None, region: str | None, ssh_cidr: str | None, as_json: bool) -> None:
+    """Create the resources every run in a region shares (bucket, security group[, key pair]).
+
+    Example: mcc provision --backend aws --region us-east-1
+    """
+    aws = {k: v for k, v in {"profile": profile, "region": region, "ssh_cidr": ssh_cidr}.items() if v}
+    rows = api.provision(backend=backend, aws=aws)
+    if as_json:
+        emit_json(rows)
+    else:
+        out.print(resources_table(rows))
+
+
+@main.command()
 @click.option("--run", "run_id", help="Clean only this run.")
 @click.option("--all", "all_", is_flag=True, help="Clean every run and resource of this ledger.")
 @click.option("--dry-run", is_flag=True, help="Only list what would be deleted.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--regions", help="Also sweep these AWS regions (comma-separated, or `all`).")
+@click.option("--ledger-id", help="Find what a lost ledger created, by its uuid tag, and remove it.")
 @json_option
-def clean(run_id: str | None, all_: bool, dry_run: bool, yes: bool, as_json: bool) -> None:
+def clean(run_id: str | None, all_: bool, dry_run: bool, yes: bool, regions: str | None, ledger_id: str | None,
+          as_json: bool) -> None:
     """Delete the resources of one run or of every run, then verify nothing tagged remains.
 
     Example: mcc clean --all --yes
     """
     if bool(run_id) == all_:
         raise click.UsageError("give exactly one of --run RUN or --all")
+    extra = {"regions": [r.strip() for r in regions.split(",") if r.strip()] if regions else None,
+             "ledger_id": ledger_id}
     if not dry_run and not yes and sys.stdin.isatty():
-        preview = api.clean(run_id, all=all_, dry_run=True)
+        preview = api.clean(run_id, all=all_, dry_run=True, **extra)
         out.print(f"{len(preview['deleted'])} resource(s) in the ledger, {len(preview['adopted'])} found by the sweep")
         if not click.confirm("delete them?", default=False):
             raise click.Abort()
-    result = api.clean(run_id, all=all_, dry_run=dry_run)
+    result = api.clean(run_id, all=all_, dry_run=dry_run, **extra)
     if as_json:
         emit_json(result)
         return
     verb = "would delete" if dry_run else "deleted"
     out.print(f"{verb} {len(result['deleted'])} resource(s) from the ledger and {len(result['adopted'])} found by the sweep"
               f"{'' if dry_run else '; nothing tagged with this ledger remains'}")
+
+
+
+# -- what it cost and how it went: analyze, prices, logs, doctor ------------------------------------------
+
+@main.command()
+@click.argument("run_ids", nargs=-1, metavar="[RUN]...")
+@click.option("--tsv", is_flag=True, help="Tab-separated rows (the original mCC's summary.txt columns, plus ours).")
+@click.option("--by-type", is_flag=True, help="Aggregate the runs by instance type (the original's analysis.txt).")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also draw RUN into this PNG: worker timeline, utilisation, cost (needs matplotlib).")
+@json_option
+def analyze(run_ids: tuple[str, ...], tsv: bool, by_type: bool, plot_path: Path | None, as_json: bool) -> None:
+    """What runs cost and how they went, from the ledger (no RUN = every run).
+
+    Wall time, instance-seconds, vCPUs, cost, cost per point, points/s, retries, preemptions, stalls and
+    dead points.
+
+    \b
+    Cost rule, from the AWS EC2 pricing page (https://aws.amazon.com/ec2/pricing/on-demand/):
+    Linux On-Demand and Spot instances have "per-second billing, 60-second minimum", per
+    instance-run. The original mCC assumed a 1-hour minimum. ElastiCache bills node-hours.
+    Prices: the price an instance recorded, else `mcc prices`. Local processes cost $0 but
+    count their instance-seconds.
+
+    Example: mcc analyze r-20261126-1a2b3c --plot run.png
+    """
+    from mcc import analysis
+    from mcc.display import analysis_table, analysis_view, by_type_table
+    from mcc.ledger import open_ledger, queries
+
+    if as_json and tsv:
+        raise click.UsageError("give at most one of --json and --tsv")
+    if plot_path and len(run_ids) != 1:
+        raise click.UsageError("--plot draws one run: give exactly one RUN")
+    open_ledger()
+    ids = [queries.get_run(r).id for r in run_ids] or [r.id for r in queries.list_runs()]
+    if by_type:
+        rows = analysis.analyze_by_type(ids)
+        if as_json:
+            emit_json(rows)
+        elif tsv:
+            click.echo(analysis.to_tsv(rows, analysis.BY_TYPE_COLUMNS), nl=False)
+        else:
+            out.print(by_type_table(rows))
+    else:
+        docs = [analysis.analyze_run(r) for r in ids]
+        if as_json:
+            emit_json(docs[0] if len(run_ids) == 1 else docs)
+        elif tsv:
+            click.echo(analysis.to_tsv([analysis.summary_row(d) for d in docs], analysis.SUMMARY_COLUMNS), nl=False)
+        elif len(run_ids) == 1:
+            out.print(analysis_view(docs[0]))
+        else:
+            out.print(analysis_table([analysis.summary_row(d) for d in docs]))
+            out.print(by_type_table(analysis.analyze_by_type(ids)))
+    if plot_path:
+        from mcc.plots import plot_run
+
+        plot_run(ids[0], plot_path)
+        err.print(f"wrote {plot_path}", highlight=False)
+
+
+@main.command()
+@click.option("--refresh", is_flag=True,
+              help="Fetch current prices from the AWS Price List API into $MCC_HOME/prices.json (needs AWS credentials).")
+@click.option("--region", help="Only this region (with --refresh: fetch only this region).")
+@json_option
+def prices(refresh: bool, region: str | None, as_json: bool) -> None:
+    """EC2 On-Demand Linux prices ($/hour) and vCPUs per instance type, as `mcc analyze` uses them.
+
+    The table shipped with mcc carries its date and source; --refresh lays the Price List API's current
+    prices over it. Billing: per second with a 60-second minimum per instance-run.
+
+    Example: mcc prices --region eu-west-1
+    """
+    from mcc import pricing
+    from mcc.display import prices_table
+    from mcc.ledger import open_ledger
+
+    ledger_ = open_ledger()
+    if refresh:
+        import boto3
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            client = boto3.client("pricing", region_name="us-east-1")
+            pricing.refresh_prices(ledger_, client, regions=[region] if region else None)
+        except (BotoCoreError, ClientError) as exc:
+            raise MccError(f"could not fetch prices from the AWS Price List API: {exc}. It needs AWS credentials "
+                           "with pricing:GetProducts (`mcc doctor` checks them); the shipped table still works.") from exc
+    table = pricing.load_table()
+    rows = pricing.table_rows(region)
+    if as_json:
+        emit_json({"date": table["date"], "source": table["source"], "refreshed": table["refreshed"], "prices": rows})
+        return
+    title = f"EC2 On-Demand Linux, USD per hour (table of {table['date']}"
+    title += f"; refreshed {table['refreshed']['date']})" if table["refreshed"] else ")"
+    out.print(prices_table(rows, title))
+    out.print(f"source: {table['source']}", highlight=False, soft_wrap=True)
+
+
+@main.command()
+@click.argument("run_id")
+@click.option("--worker", help="Only this source: a worker id (w-0003), manager or redis.")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new lines until the run ends.")
+def logs(run_id: str, worker: str | None, follow: bool) -> None:
+    """The run's logs (manager, workers, queue server) merged by time, each line prefixed by its source.
+
+    Read from the bucket while the run is live, from results/RUN/logs/ once it is finished.
+
+    Example: mcc logs r-20261126-1a2b3c --worker w-0001
+    """
+    from mcc import logs as run_logs
+
+    lines = run_logs.follow(run_id, worker) if follow else run_logs.merged_lines(run_id, worker)
+    for line in lines:
+        click.echo(line)
+
+
+@main.command()
+@click.option("--no-aws", is_flag=True, help="Skip the AWS checks.")
+@json_option
+def doctor(no_aws: bool, as_json: bool) -> None:
+    """Check this machine: Python, packages, redis-server, the ledger, AWS identity, region, vCPU quota.
+
+    Every problem comes with its fix. Exits 0 when the local essentials pass; AWS problems are reported
+    but do not fail the command (the local backend needs no AWS account).
+
+    Example: mcc doctor --json
+    """
+    from mcc.display import doctor_view
+    from mcc.doctor import run_checks
+
+    report = run_checks(aws=not no_aws)
+    if as_json:
+        emit_json(report)
+    else:
+        out.print(doctor_view(report))
+    if not report["ok"]:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

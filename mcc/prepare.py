@@ -5,6 +5,7 @@ broken entry fails here with a clear message, and so the automatic chunk size is
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import signal
 import subprocess
@@ -36,9 +37,20 @@ class Prepared:
         return make_chunks(len(self.project.points), self.chunk_size)
 
 
-def prepare(project_dir: str | Path, overrides: Mapping[str, Any] | None = None) -> Prepared:
-    """Load and validate a project; size its chunks. Raises ConfigError/ProjectError, creates nothing."""
+def prepare(project_dir: str | Path, overrides: Mapping[str, Any] | None = None,
+            aws: Mapping[str, Any] | None = None) -> Prepared:
+    """Load and validate a project; size its chunks. Raises ConfigError/ProjectError, creates nothing.
+
+    ``aws`` (flags such as --region/--spot) is merged over the [aws] table of mcc.toml.
+    """
     settings = load_settings(Path(project_dir), overrides)
+    flags = {k: v for k, v in (aws or {}).items() if v is not None}
+    if flags:
+        settings = dataclasses.replace(settings, aws={**settings.aws, **flags})
+    if settings.backend == "aws":
+        from mcc.backends.aws_settings import aws_settings
+
+        aws_settings(settings.aws, f"{Path(project_dir) / 'mcc.toml'} [aws] (or its flags)")
     project = load_project(Path(project_dir), settings)
     seconds = None
     chunk = settings.chunk_size
