@@ -7,7 +7,7 @@ and TLS is used. Workers read the password from SSM with their instance profile.
 """
 from __future__ import annotations
 
-import dataclasses
+import logging
 import os
 import sys
 import time
@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 from mcc.providers.aws.clients import AwsContext
 from mcc.remote.imds import Imds
-from mcc.runspec import SPEC, RunSpec
+from mcc.runspec import LOGS, SPEC, RunSpec
 from mcc.storage import Store, get_json, open_store, put_json
 
 QUEUE_INFO = "queue.json"
@@ -36,12 +36,16 @@ def queue_url(queue: dict[str, Any], host: str, port: int, password: str) -> str
     return f"{scheme}://:{quote(password, safe='')}@{host}:{port}/0"
 
 
-def start_local_queue(password: str, workdir: Path) -> int:
-    """redis-server on this (manager) instance, reachable from the security group only."""
+def start_local_queue(password: str, workdir: Path, port: int = 6379) -> int:
+    """redis-server on this (manager) instance, reachable from the security group only (6379, or any
+    free port if something already holds it)."""
+    from mcc.errors import ProviderError
     from mcc.providers.local.cache import start_redis
 
-    _, port = start_redis(password, workdir, {}, workdir / "redis.log", host="0.0.0.0", port=6379)
-    return port
+    try:
+        return start_redis(password, workdir, {}, workdir / "redis.log", host="0.0.0.0", port=port)[1]
+    except ProviderError:
+        return start_redis(password, workdir, {}, workdir / "redis.log", host="0.0.0.0")[1]
 
 
 def wait_for_queue(store: Store, timeout: float) -> dict[str, Any]:
@@ -55,11 +59,30 @@ def wait_for_queue(store: Store, timeout: float) -> dict[str, Any]:
 
 
 def main() -> int:
+    """Run the role; the log goes to stdout (the console) and, at exit, into the bucket under logs/."""
+    store = open_store(os.environ["MCC_STORE"])
+    log_file = Path(os.environ.get("HOME", "/root")) / "mcc.log"
+    handler = logging.FileHandler(log_file)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger().addHandler(handler)
+    try:
+        return _run_role(store)
+    finally:
+        handler.flush()
+        name = f"{os.environ['MCC_ROLE']}-{os.environ.get('MCC_WORKER_ID') or os.getpid()}.log"
+        try:
+            store.put_file(f"{LOGS}{name}", log_file)
+        except Exception as exc:  # noqa: BLE001 - the log upload must never hide the real exit status
+            print(f"could not upload the log: {exc}", file=sys.stderr)
+
+
+def _run_role(store: Store) -> int:
     role = os.environ["MCC_ROLE"]
     imds = Imds()
     instance_id = imds.get("instance-id") or "unknown"
+    os.environ["MCC_WORKER_ID"] = instance_id
     region = imds.get("placement/region") or os.environ.get("AWS_REGION", "")
-    store = open_store(os.environ["MCC_STORE"])
     spec = RunSpec.from_json(store.get_bytes(SPEC) or b"{}")
     home = Path(os.environ.get("HOME", "/root"))
     project = download_project(store, home / "project")
@@ -83,7 +106,6 @@ def main() -> int:
         return manager.main()
     info = wait_for_queue(store, spec.idle_exit_seconds) if queue["mode"] == "manager" else queue
     os.environ["MCC_REDIS_URL"] = queue_url(queue, info["host"], info["port"], password)
-    os.environ["MCC_WORKER_ID"] = instance_id
     from mcc.remote import worker
 
     return worker.main(notice=imds.spot_interruption)
