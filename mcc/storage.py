@@ -101,12 +101,89 @@ class LocalStore:
         _unlink(str(self._path(key)))
 
 
-def open_store(url: str) -> Store:
-    """The store behind a bucket URL."""
+class S3Store:
+    """An S3 bucket prefix used as a bucket (``s3://bucket/prefix/``). A put is one PUT: atomic by nature.
+
+    ``client`` is an S3 client (boto3's default chain when omitted: an instance uses its role). Every call
+    goes through the AWS retry helper, so throttling is retried and errors arrive typed."""
+
+    def __init__(self, bucket: str, prefix: str = "", client: Any = None) -> None:
+        from mcc.providers.aws.errors import AwsNotFound, call  # botocore only where an S3 store is used
+
+        if client is None:
+            import boto3
+
+            client = boto3.client("s3")
+        self.bucket, self.s3, self._call, self._missing = bucket, client, call, AwsNotFound
+        self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+        self.url = f"s3://{bucket}/{self.prefix}"
+
+    def _key(self, key: str) -> str:
+        if not key or key.startswith("/") or ".." in key.split("/"):
+            raise ValueError(f"key {key!r} escapes the bucket")
+        return self.prefix + key
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        self._call(self.s3.put_object, Bucket=self.bucket, Key=self._key(key), Body=data)
+
+    def get_bytes(self, key: str) -> bytes | None:
+        try:
+            return self._call(self.s3.get_object, Bucket=self.bucket, Key=self._key(key))["Body"].read()
+        except self._missing:
+            return None
+
+    def put_file(self, key: str, path: Path, *, move: bool = False) -> None:
+        self._call(self.s3.upload_file, str(path), self.bucket, self._key(key))
+        if move:
+            _unlink(str(path))
+
+    def get_file(self, key: str, dest: Path) -> bool:
+        """Download to a temporary name beside ``dest``, then rename; False when the key does not exist."""
+        if not self.exists(key):
+            return False
+        dest = Path(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".tmp-")
+        os.close(fd)
+        try:
+            self._call(self.s3.download_file, self.bucket, self._key(key), tmp)
+            os.replace(tmp, dest)
+        except self._missing:  # deleted between exists() and the download
+            _unlink(tmp)
+            return False
+        except BaseException:
+            _unlink(tmp)
+            raise
+        return True
+
+    def local_path(self, key: str) -> Path | None:
+        return None
+
+    def exists(self, key: str) -> bool:
+        try:
+            self._call(self.s3.head_object, Bucket=self.bucket, Key=self._key(key))
+            return True
+        except self._missing:
+            return False
+
+    def list(self, prefix: str) -> list[str]:
+        """Keys under ``prefix``, relative to the store's prefix, sorted."""
+        paginator = self.s3.get_paginator("list_objects_v2")
+        pages = self._call(lambda: list(paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix)))
+        return sorted(o["Key"][len(self.prefix):] for page in pages for o in page.get("Contents", []))
+
+    def delete(self, key: str) -> None:
+        self._call(self.s3.delete_object, Bucket=self.bucket, Key=self._key(key))
+
+
+def open_store(url: str, *, client: Any = None) -> Store:
+    """The store behind a bucket URL: ``file:///abs/dir`` or ``s3://bucket/prefix/``."""
     parsed = urlparse(url)
     if parsed.scheme == "file":
         return LocalStore(Path(parsed.path))
-    raise ValueError(f"unsupported bucket URL {url!r} (this mcc knows file://)")
+    if parsed.scheme == "s3" and parsed.netloc:
+        return S3Store(parsed.netloc, parsed.path.lstrip("/"), client=client)
+    raise ValueError(f"unsupported bucket URL {url!r} (this mcc knows file:// and s3://)")
 
 
 def put_json(store: Store, key: str, value: Any) -> None:

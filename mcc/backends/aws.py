@@ -50,7 +50,7 @@ class AwsBackend:
         return self.ledger_uuid.replace("-", "")[:12]
 
     def store(self, url: str) -> Store:
-        return open_store(url, s3_client=self.ctx.client("s3"))
+        return open_store(url, client=self.ctx.client("s3"))
 
     # -- shared per ledger and region --------------------------------------------------------------
     def provision_shared(self, engine: Engine) -> dict[str, models.Resource]:

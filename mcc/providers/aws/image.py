@@ -1,0 +1,211 @@
+"""kinds ``image`` and ``snapshot``: the custom AMI baked from the base image, and its EBS snapshots.
+
+The bake: run a builder instance (tagged, ClientToken, InstanceInitiatedShutdownBehavior=stop) whose user
+data installs mcc and the requirements; wait until the builder signals readiness — it reaches state
+``stopped`` (user data ends with ``shutdown -h now``) or tags itself ``mcc:ready=true`` (``failed`` aborts);
+create_image; wait until available; terminate the builder. Every step is found again on resume by the
+``mcc:entity`` tag (builder and image share it), so an interrupted bake continues where it stopped.
+
+Snapshots are made by create_image, which cannot tag them (moto answers HTTP 500 to a ``snapshot``
+TagSpecification): they are tagged right after with create_tags — the one tag-after-create exception.
+Each snapshot then becomes its own ``snapshot`` row, whose create (re)tags the existing snapshot.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+from mcc.errors import ProviderError
+from mcc.providers.aws.clients import AwsContext, aws_tags, tag_dict, tag_specifications
+from mcc.providers.aws.errors import AwsDependency, AwsNotFound, call, error_code
+from mcc.providers.aws.instance import LIVE_STATES, describe_instances, ownership, tag_filters, terminate_instances
+from mcc.providers.base import TAG_ENTITY, TAG_LEDGER, Found, ResourceSpec
+
+TAG_READY = "mcc:ready"
+
+
+def wait_until(check: Callable[[], Any], timeout: float, poll: float, what: str) -> Any:
+    """Poll ``check`` until it returns something truthy; ProviderError after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise ProviderError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(poll)
+
+
+def account_id(ctx: AwsContext) -> str:
+    return call(ctx.client("sts").get_caller_identity)["Account"]
+
+
+class ImageProvider:
+    """kind ``image``: physical id is the AMI id; attrs hold ``snapshot_ids`` (separate rows)."""
+
+    kind = "image"
+
+    def __init__(self, ctx: AwsContext, poll: float = 10.0) -> None:
+        self.ctx, self.ec2, self.poll = ctx, ctx.client("ec2"), poll
+
+    def create(self, spec: ResourceSpec) -> Found:
+        p, timeout = spec.params, float(spec.params.get("ready_timeout", 3600))
+        entity = {TAG_LEDGER: spec.tags[TAG_LEDGER], TAG_ENTITY: spec.idempotency_key}
+        builders = describe_instances(self.ctx, tags=entity, states=LIVE_STATES)
+        builder_id = builders[0]["InstanceId"] if builders else self._run_builder(spec)
+        image = self._image(p["name"], entity)
+        if image is None:
+            wait_until(lambda: self._builder_ready(builder_id), timeout, self.poll, f"image builder {builder_id}")
+            image_id = call(self.ec2.create_image, InstanceId=builder_id, Name=p["name"],
+                            Description=f"mcc {spec.name}"[:255],
+                            TagSpecifications=tag_specifications(["image"], spec.tags))["ImageId"]
+        else:
+            image_id = image["ImageId"]
+        image = wait_until(lambda: self._available(image_id), timeout, self.poll, f"image {image_id}")
+        snapshots = _snapshot_ids(image)
+        if snapshots:  # tag-after-create: create_image cannot tag its snapshots (see module docstring)
+            call(self.ec2.create_tags, Resources=snapshots, Tags=aws_tags(spec.tags))
+        terminate_instances(self.ctx, [builder_id])
+        return _found(image, builder_id)
+
+    def _run_builder(self, spec: ResourceSpec) -> str:
+        p = spec.params
+        extra = {"UserData": p["user_data"]} if p.get("user_data") else {}  # botocore base64-encodes it
+        reply = call(self.ec2.run_instances, ImageId=p["base_image_id"], InstanceType=p["instance_type"],
+                     MinCount=1, MaxCount=1, ClientToken=spec.idempotency_key[:64], **extra,
+                     SecurityGroupIds=[p["security_group_id"]], IamInstanceProfile={"Name": p["instance_profile_name"]},
+                     InstanceInitiatedShutdownBehavior="stop",
+                     MetadataOptions={"HttpTokens": "required", "HttpEndpoint": "enabled",
+                                      "InstanceMetadataTags": "enabled"},
+                     TagSpecifications=tag_specifications(["instance", "volume"], spec.tags))
+        return reply["Instances"][0]["InstanceId"]
+
+    def _builder_ready(self, builder_id: str) -> bool:
+        found = describe_instances(self.ctx, ids=[builder_id])
+        state = found[0]["State"]["Name"] if found else "terminated"
+        ready = tag_dict(found[0].get("Tags")).get(TAG_READY) if found else None
+        if state in ("shutting-down", "terminated") or ready == "failed":
+            raise ProviderError(f"image builder {builder_id} failed (state {state}, {TAG_READY}={ready}); "
+                                "its console output (`aws ec2 get-console-output`) says why")
+        return state == "stopped" or ready == "true"
+
+    def _image(self, name: str, entity: dict[str, str]) -> dict[str, Any] | None:
+        filters = [{"Name": "name", "Values": [name]}] + tag_filters(entity)
+        images = call(self.ec2.describe_images, Owners=["self"], Filters=filters)["Images"]
+        live = [i for i in images if i.get("State") not in ("deregistered", "failed", "invalid")]
+        return live[0] if live else None
+
+    def _available(self, image_id: str) -> dict[str, Any] | None:
+        image = self._describe_raw(image_id)
+        if image is None or image.get("State") in ("failed", "invalid", "deregistered"):
+            raise ProviderError(f"image {image_id} failed: {(image or {}).get('StateReason', {}).get('Message')}")
+        return image if image.get("State") == "available" else None
+
+    def _describe_raw(self, image_id: str) -> dict[str, Any] | None:
+        try:
+            images = call(self.ec2.describe_images, ImageIds=[image_id])["Images"]
+        except AwsNotFound:
+            return None
+        return images[0] if images else None
+
+    def find(self, spec: ResourceSpec) -> Found | None:
+        entity = {TAG_LEDGER: spec.tags[TAG_LEDGER], TAG_ENTITY: spec.idempotency_key}
+        image = self._image(spec.params["name"], entity)
+        if image is None or image.get("State") != "available":
+            return None  # absent or still pending: create() resumes the bake
+        builders = [i["InstanceId"] for i in describe_instances(self.ctx, tags=entity, states=LIVE_STATES)]
+        terminate_instances(self.ctx, builders)
+        return _found(image, None)
+
+    def describe(self, physical_id: str, attrs: dict[str, Any]) -> Found | None:
+        image = self._describe_raw(physical_id)
+        if image is None or image.get("State") == "deregistered":
+            return None
+        return _found(image, attrs.get("builder_id"))
+
+    def delete(self, physical_id: str, attrs: dict[str, Any]) -> None:
+        """Deregister the AMI; its snapshots are deleted by their own rows."""
+        try:
+            call(self.ec2.deregister_image, ImageId=physical_id)
+        except AwsNotFound:
+            pass
+
+    def sweep(self, ledger_uuid: str, run_id: str | None = None) -> list[Found]:
+        images = call(self.ec2.describe_images, Owners=["self"],
+                      Filters=tag_filters(ownership(ledger_uuid, run_id)))["Images"]
+        return [_found(i, None) for i in images if i.get("State") != "deregistered"]
+
+
+class SnapshotProvider:
+    """kind ``snapshot``: an EBS snapshot made by create_image; physical id is the snapshot id.
+
+    params: ``snapshot_id`` (from the image's attrs). create tags that existing snapshot with the row's tags.
+    Lookups filter on ``owner-id``: moto ignores ``OwnerIds=['self']`` and would list every public snapshot."""
+
+    kind = "snapshot"
+
+    def __init__(self, ctx: AwsContext, delete_deadline: float = 300.0) -> None:
+        self.ctx, self.ec2, self.delete_deadline = ctx, ctx.client("ec2"), delete_deadline
+        self._account: str | None = None
+
+    def _owner(self) -> list[dict[str, Any]]:
+        if self._account is None:
+            self._account = account_id(self.ctx)
+        return [{"Name": "owner-id", "Values": [self._account]}]
+
+    def create(self, spec: ResourceSpec) -> Found:
+        snapshot_id = spec.params["snapshot_id"]
+        call(self.ec2.create_tags, Resources=[snapshot_id], Tags=aws_tags(spec.tags))
+        found = self.describe(snapshot_id, {})
+        if found is None:
+            raise ProviderError(f"snapshot {snapshot_id} does not exist (was its image deregistered?)")
+        return found
+
+    def find(self, spec: ResourceSpec) -> Found | None:
+        filters = self._owner() + tag_filters({TAG_LEDGER: spec.tags[TAG_LEDGER], TAG_ENTITY: spec.idempotency_key})
+        snapshots = call(self.ec2.describe_snapshots, Filters=filters)["Snapshots"]
+        return _snapshot_found(snapshots[0]) if snapshots else None
+
+    def describe(self, physical_id: str, attrs: dict[str, Any]) -> Found | None:
+        try:
+            snapshots = call(self.ec2.describe_snapshots, SnapshotIds=[physical_id])["Snapshots"]
+        except AwsNotFound:
+            return None
+        return _snapshot_found(snapshots[0]) if snapshots else None
+
+    def delete(self, physical_id: str, attrs: dict[str, Any]) -> None:
+        """Delete the snapshot, waiting while a (just deregistered) image still holds it."""
+        deadline = time.monotonic() + self.delete_deadline
+        while True:
+            try:
+                call(self.ec2.delete_snapshot, SnapshotId=physical_id)
+                return
+            except AwsNotFound:
+                return
+            except ProviderError as exc:
+                if error_code(exc.__cause__) != "InvalidSnapshot.InUse":
+                    raise
+                if time.monotonic() > deadline:
+                    raise AwsDependency(f"snapshot {physical_id} is still used by an image; deregister it first "
+                                        f"({exc})") from exc
+                time.sleep(5)
+
+    def sweep(self, ledger_uuid: str, run_id: str | None = None) -> list[Found]:
+        filters = self._owner() + tag_filters(ownership(ledger_uuid, run_id))
+        pages = call(lambda: list(self.ec2.get_paginator("describe_snapshots").paginate(Filters=filters)))
+        return [_snapshot_found(s) for page in pages for s in page["Snapshots"]]
+
+
+def _snapshot_ids(image: dict[str, Any]) -> list[str]:
+    return [m["Ebs"]["SnapshotId"] for m in image.get("BlockDeviceMappings", []) if m.get("Ebs", {}).get("SnapshotId")]
+
+
+def _found(image: dict[str, Any], builder_id: str | None) -> Found:
+    attrs = {"image_id": image["ImageId"], "name": image.get("Name"), "state": image.get("State"),
+             "snapshot_ids": _snapshot_ids(image), "builder_id": builder_id}
+    return Found(image["ImageId"], attrs, tag_dict(image.get("Tags")))
+
+
+def _snapshot_found(snap: dict[str, Any]) -> Found:
+    attrs = {"snapshot_id": snap["SnapshotId"], "state": snap.get("State"), "volume_size": snap.get("VolumeSize")}
+    return Found(snap["SnapshotId"], attrs, tag_dict(snap.get("Tags")))
