@@ -14,6 +14,8 @@ TEMPLATE = """#!/bin/bash
 # mcc {role} for run {run_id}. No credentials here: the instance profile provides them.
 set -u
 export MCC_ROLE={role} MCC_STORE={store} MCC_RUN_ID={run_id} AWS_DEFAULT_REGION={region} AWS_REGION={region}
+# instance-profile credentials come from IMDS: give a busy boot time to answer
+export AWS_METADATA_SERVICE_TIMEOUT=5 AWS_METADATA_SERVICE_NUM_ATTEMPTS=5
 PY="${{MCC_PYTHON:-/opt/mcc/bin/python}}"
 if ! "$PY" -c "import mcc.remote.instance" >/dev/null 2>&1; then
   python3 -m venv /opt/mcc && PY=/opt/mcc/bin/python

@@ -12,7 +12,9 @@ from typing import Any
 
 from mcc.providers.aws.clients import AwsContext
 from mcc.providers.aws.errors import AwsCapacity
-from mcc.providers.aws.instance import LaunchRequest, query_instances, run_instances, terminate_instances
+from mcc.providers.aws.instance import (
+    LaunchRequest, launch_overrides, query_instances, run_instances, terminate_instances,
+)
 from mcc.providers.base import ownership_tags
 from mcc.remote.runtime import Runtime
 from mcc.runspec import INSTANCES, instance_key
@@ -41,7 +43,8 @@ class Ec2Fleet:
         tags = self._tags(f"{self.rt.spec.run_id}-worker")
         request = LaunchRequest(
             self.aws["launch_template_id"], tags, f"{self.rt.spec.run_id}-w{self.launches}-{int(time.time())}",
-            self.aws["worker_type"], self.user_data, bool(self.aws.get("spot")), self.aws.get("subnet_id"))
+            self.aws["worker_type"], self.user_data, bool(self.aws.get("spot")), self.aws.get("subnet_id"),
+            launch_overrides(self.aws))
         try:
             # MinCount=MaxCount=count: on a capacity error we back off and come back for what is missing
             ids = run_instances(self.ctx, request, count)

@@ -21,13 +21,13 @@ MAX_PROJECT_FILE = 50 * 1024 * 1024
 
 class AwsBackend:
     name = "aws"
-    poll_seconds = (1.0, 5.0)
-    tick_seconds = 5.0
 
     def __init__(self, home: Path, ledger_uuid: str, settings: AwsSettings) -> None:
         from mcc.providers.aws.sweep import KIND_CLASSES
 
         self.home, self.ledger_uuid, self.settings = home, ledger_uuid, settings
+        self.tick_seconds = settings.tick_seconds
+        self.poll_seconds = (min(1.0, settings.tick_seconds), settings.tick_seconds)
         self.ctx = AwsContext.create(ledger_uuid, region=settings.region, profile=settings.profile)
         self.region = self.ctx.region
         self.providers: dict[str, Any] = {}
@@ -107,7 +107,8 @@ class AwsBackend:
         wheel = self._upload_inputs(self.store(store_url), run)
         aws = {"region": r, "launch_template_id": template.physical_id, "worker_type": s.worker_type,
                "manager_type": s.manager_type, "spot": s.spot, "subnet_id": s.subnet_id, "wheel": wheel,
-               "requirements": list(s.requirements), "max_lifetime_seconds": int(s.max_lifetime_hours * 3600)}
+               "requirements": list(s.requirements), "max_lifetime_seconds": int(s.max_lifetime_hours * 3600),
+               "instance_profile_arn": profile.attrs.get("arn")}
         return {"store_url": store_url, "extra": {"backend": "aws", "queue": queue, "aws": aws},
                 "tick_seconds": self.tick_seconds}
 
@@ -145,6 +146,7 @@ class AwsBackend:
         return engine.current(run, "instance", f"{run.id}/manager", {
             "launch_template_id": aws["launch_template_id"], "instance_type": self.settings.manager_type,
             "user_data": user_data, "count": 1, "spot": False, "subnet_id": self.settings.subnet_id,
+            "instance_profile_arn": aws["instance_profile_arn"],
         }, name="manager")
 
     def teardown(self, engine: Engine, run: models.Run) -> None:

@@ -27,6 +27,7 @@ class AwsSettings:
     requirements: list[str] = field(default_factory=list)  # pip requirements installed on instances
     subnet_id: str | None = None
     vpc_id: str | None = None
+    tick_seconds: float = 5.0            # manager supervision period: one DescribeInstances per tick
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -53,6 +54,8 @@ def aws_settings(table: Mapping[str, Any] | None, source: str = "mcc.toml [aws]"
     settings = AwsSettings(**table)
     if settings.queue not in QUEUES:
         raise ConfigError(f"{source}: `queue` must be one of {', '.join(QUEUES)}, got {settings.queue!r}.")
+    if settings.tick_seconds <= 0:
+        raise ConfigError(f"{source}: `tick_seconds` must be > 0, got {settings.tick_seconds}.")
     if settings.max_lifetime_hours <= 0:
         raise ConfigError(f"{source}: `max_lifetime_hours` must be > 0, got {settings.max_lifetime_hours}.")
     if settings.ssh_cidr is not None:

@@ -46,6 +46,15 @@ class LaunchRequest:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def launch_overrides(params: dict[str, Any]) -> dict[str, Any]:
+    """Settings repeated in RunInstances although the launch template has them: the instance profile and
+    terminate-on-shutdown must hold even where a template's data is not applied (seen in emulators)."""
+    extra: dict[str, Any] = {"InstanceInitiatedShutdownBehavior": "terminate"}
+    if params.get("instance_profile_arn"):
+        extra["IamInstanceProfile"] = {"Arn": params["instance_profile_arn"]}
+    return extra
+
+
 def run_instances(ctx: AwsContext, req: LaunchRequest, count: int = 1) -> list[str]:
     """Launch ``count`` tagged instances in one call; returns their ids."""
     kwargs: dict[str, Any] = {
@@ -140,7 +149,7 @@ class InstanceProvider:
     def create(self, spec: ResourceSpec) -> Found:
         p = spec.params
         req = LaunchRequest(p["launch_template_id"], dict(spec.tags), spec.idempotency_key, p.get("instance_type"),
-                            p.get("user_data"), bool(p.get("spot")), p.get("subnet_id"))
+                            p.get("user_data"), bool(p.get("spot")), p.get("subnet_id"), launch_overrides(p))
         ids = run_instances(self.ctx, req, int(p.get("count", 1)))
         found = self.describe(",".join(ids), {})
         return found or Found(",".join(sorted(ids)), {"instance_ids": sorted(ids)}, dict(spec.tags))

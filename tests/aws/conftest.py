@@ -1,0 +1,72 @@
+"""Fixtures for the emulated cloud: ``moto`` (session) and ``cloud`` (per test). See tests/aws/harness."""
+from __future__ import annotations
+
+import secrets
+import shutil
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from tests.aws.harness import Cloud, HarnessErrors
+from tests.aws.harness.elasticache import ElastiCacheStandIn
+from tests.aws.harness.moto_server import MotoServer, ensure_al2023_parameter
+from tests.aws.harness.proxy import FaultProxy
+from tests.aws.harness.runner import InstanceRunner
+from tests.aws.harness.tls import TlsFiles, make_tls
+
+REGION = "us-east-1"
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
+    """A throwaway CA and a 127.0.0.1/localhost server certificate, made once per session."""
+    if not shutil.which("openssl"):
+        pytest.skip("the emulated cloud needs the openssl command")
+    return make_tls(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture(scope="session")
+def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
+    """One moto_server for the session (``.url``, ``.reset()``), killed at the end."""
+    if not shutil.which("moto_server"):
+        pytest.skip("the emulated cloud needs moto_server (pip install 'moto[server]')")
+    server = MotoServer(tmp_path_factory.mktemp("moto")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def cloud(moto: MotoServer, tls_files: TlsFiles, tmp_path: Path,
+          monkeypatch: pytest.MonkeyPatch) -> Iterator[Cloud]:
+    """A fresh emulated cloud: moto reset, fault proxy, ElastiCache stand-in, instance runner, env set."""
+    moto.reset()
+    errors = HarnessErrors()
+    secret = "mcc-test-secret-" + secrets.token_hex(12)
+    root = tmp_path / "cloud"
+    proxy = FaultProxy(moto.url, errors=errors).start()
+    elasticache = ElastiCacheStandIn(tls_files, root / "elasticache", errors=errors).attach(proxy)
+    runner = InstanceRunner(moto.url, proxy.url, root / "instances", secret_key=secret,
+                            ca_bundle=tls_files.bundle, region=REGION, errors=errors)
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_CONFIG_FILE",
+                 "AWS_SHARED_CREDENTIALS_FILE", "AWS_EC2_METADATA_SERVICE_ENDPOINT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.setenv("AWS_REGION", REGION)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(root / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(root / "no-aws-credentials"))
+    monkeypatch.setenv("SSL_CERT_FILE", str(tls_files.bundle))
+    c = Cloud(url=proxy.url, moto_url=moto.url, proxy=proxy, runner=runner, elasticache=elasticache,
+              secret_key=secret, region=REGION, ca_file=str(tls_files.ca_cert), errors=errors)
+    try:
+        ensure_al2023_parameter(c.client("ssm"), c.client("ec2"), proxy)
+        runner.start()
+        yield c
+    finally:
+        runner.stop()
+        elasticache.stop()
+        proxy.stop()
+    assert not errors, "emulated cloud reported errors:\n" + "\n".join(errors)
