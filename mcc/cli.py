@@ -302,6 +302,7 @@ def analyze(run_ids: tuple[str, ...], tsv: bool, by_type: bool, plot_path: Path 
             out.print(analysis_view(docs[0]))
         else:
             out.print(analysis_table([analysis.summary_row(d) for d in docs]))
+            out.print()
             out.print(by_type_table(analysis.analyze_by_type(ids)))
     if plot_path:
         from mcc.plots import plot_run
@@ -363,8 +364,11 @@ def logs(run_id: str, worker: str | None, follow: bool) -> None:
     from mcc import logs as run_logs
 
     lines = run_logs.follow(run_id, worker) if follow else run_logs.merged_lines(run_id, worker)
-    for line in lines:
-        click.echo(line)
+    try:
+        for line in lines:
+            click.echo(line)
+    except BrokenPipeError:  # `mcc logs RUN | head`: the reader has enough
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 @main.command()

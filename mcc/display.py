@@ -141,3 +141,89 @@ class ProgressView:
         self.counts.plain = (f"done {done}  failed {p['dead_points']} (dead subproblems {p['dead']})  "
                              f"in flight {p['leased']} subproblems  pending {p['pending']}  "
                              f"retries {p['failures']}  workers {progress.get('workers', 0)}")
+
+
+# -- analysis, prices, doctor -----------------------------------------------------------------------------
+
+def _num(v: Any, fmt: str = "{:,.1f}") -> str:
+    return "" if v is None else fmt.format(v)
+
+
+def _usd(v: Any) -> str:
+    return "" if v is None else f"${v:,.4f}" if v < 100 else f"${v:,.2f}"
+
+
+def analysis_view(a: dict[str, Any]) -> Group:
+    """One run's analysis: what ran, how long, what it cost and what went wrong."""
+    lines = [Text.assemble(("run ", "bold"), a["run_id"], "  ", styled(a["state"]), f"  {a['backend']}",
+                           f"  {a['region']}" if a.get("region") else "")]
+    types = ", ".join(f"{n}× {t}" for t, n in a["instance_types"].items()) or "none"
+    lines.append(Text(f"instances {types}  workers {a['workers']} configured, {a['worker_instances']} launched "
+                      f"(peak {a['peak_workers']})  vCPUs {a['vcpus']}"))
+    lines.append(Text(f"wall {a['wall_s']:,.1f} s  instance-seconds {a['instance_seconds']:,.1f} "
+                      f"(billed {a['billed_instance_seconds']:,})  points {a['done']}/{a['points']}  "
+                      f"{_num(a['points_per_s'])} points/s"))
+    cost = Text.assemble(("cost ", "bold"), _usd(a["cost_usd"]))
+    if a["cost_per_point"] is not None:
+        cost.append(f"  ({a['cost_per_point']:.3g} $/point)")
+    if a["cost_breakdown"]:
+        cost.append("  = " + " + ".join(f"{k} {_usd(v)}" for k, v in a["cost_breakdown"].items()))
+    lines.append(cost)
+    lines += [Text(f"note: {note}", style="yellow") for note in a.get("notes", [])]
+    lines.append(Text(f"retries {a['retries']}  preemptions {a['preemptions']}  stalls {a['stalls']}  "
+                      f"dead points {a['dead_points']} ({a['dead_subproblems']} subproblems)"))
+    return Group(*lines)
+
+
+def analysis_table(rows: Iterable[dict[str, Any]]) -> Table:
+    """Runs, one line each (every column of mcc.analysis.SUMMARY_COLUMNS is in `--tsv` / `--json`)."""
+    table = Table(title="Runs: what they cost (r/p/s/d = retries/preemptions/stalls/dead points)",
+                  title_justify="left", box=None, pad_edge=False, header_style="bold underline")
+    table.add_column("run", no_wrap=True)
+    table.add_column("state", no_wrap=True)
+    table.add_column("type", min_width=5, overflow="fold")
+    for head in ("wall s", "cost", "$/point", "pts/s", "r/p/s/d"):
+        table.add_column(head, justify="right", no_wrap=True)
+    for r in rows:
+        issues = f"{r['retries']}/{r['preemptions']}/{r['stalls']}/{r['dead_points']}"
+        table.add_row(r["run_id"], styled(r["state"]), str(r["instance_type"] or ""), _num(r["wall_h"] * 3600),
+                      _usd(r["cost_usd"]), _num(r["cost_per_point"], "{:.3g}"), _num(r["points_per_s"]), issues)
+    return table
+
+
+def by_type_table(rows: Iterable[dict[str, Any]]) -> Table:
+    """Runs aggregated by instance type (see mcc.analysis.BY_TYPE_COLUMNS; `--tsv` has them all)."""
+    table = Table(title="By instance type", title_justify="left", box=None, pad_edge=False,
+                  header_style="bold underline")
+    table.add_column("type", no_wrap=True)
+    for head in ("runs", "avg vCPUs", "avg hours", "avg cost", "$/vCPU-h", "pts/s", "$/point"):
+        table.add_column(head, justify="right")
+    for r in rows:
+        table.add_row(r["instance_type"], str(r["runs"]), _num(r["avg_vcpus"]), _num(r["avg_total_hours"], "{:.3f}"),
+                      _usd(r["avg_total_cost"]), _num(r["avg_cost_per_hour_per_vcpu"], "{:.4f}"),
+                      _num(r["points_per_s"]), _num(r["cost_per_point"], "{:.3g}"))
+    return table
+
+
+def prices_table(rows: Iterable[dict[str, Any]], title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    for head in ("region", "instance type", "vCPUs", "$/hour", "$/vCPU-hour"):
+        table.add_column(head, justify="right" if head not in ("region", "instance type") else "left")
+    for r in rows:
+        per_vcpu = r["usd_per_hour"] / r["vcpus"] if r["vcpus"] else None
+        table.add_row(r["region"], r["instance_type"], str(r["vcpus"] or ""), f"{r['usd_per_hour']:.4f}",
+                      _num(per_vcpu, "{:.4f}"))
+    return table
+
+
+def doctor_view(report: dict[str, Any]) -> Group:
+    """✓ / ✗ / – per check, with the fix under every ✗."""
+    lines: list[Any] = []
+    for c in report["checks"]:
+        mark, style = ("✓", "green") if c["ok"] else ("–", "dim") if c["ok"] is None else ("✗", "red")
+        lines.append(Text.assemble((mark, style), " ", (c["name"], "bold"), ": ", c["detail"]))
+        if c["fix"] and c["ok"] is not True:
+            lines.append(Text(f"    fix: {c['fix']}", style="dim" if c["ok"] is None else "yellow"))
+    verdict = ("ready for local runs", "green") if report["ok"] else ("not ready: fix the ✗ lines above", "red")
+    lines.append(Text(verdict[0], style=f"bold {verdict[1]}"))
+    return Group(*lines)

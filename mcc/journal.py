@@ -57,7 +57,7 @@ def apply_events(run: models.Run, events: list[dict[str, Any]]) -> int:
     """Move subproblems through the transitions the events imply; returns rows changed."""
     if not events:
         return 0
-    steps: dict[int, list[tuple[str, dict[str, Any], str]]] = defaultdict(list)
+    steps: dict[int, list[tuple[str, dict[str, Any], str, float | None]]] = defaultdict(list)
     for ev in events:
         kind = ev["type"]
         triggers = TRIGGERS.get((kind, ev.get("outcome"))) or TRIGGERS.get(kind) or []
@@ -66,8 +66,9 @@ def apply_events(run: models.Run, events: list[dict[str, Any]]) -> int:
             changes["attempts"] = int(ev["attempt"])
         if ev.get("reason"):
             changes["error"] = ev["reason"]
+        at = float(ev["t"]) if ev.get("t") else None  # the queue server's time of the event
         for trigger in triggers:
-            steps[int(ev["sub"])].append((trigger, changes, ev.get("worker") or "manager"))
+            steps[int(ev["sub"])].append((trigger, changes, ev.get("worker") or "manager", at))
     index_to_id = dict(
         models.Subproblem.select(models.Subproblem.index, models.Subproblem.id)
         .where((models.Subproblem.run == run.id) & models.Subproblem.index.in_(list(steps)))
@@ -77,17 +78,20 @@ def apply_events(run: models.Run, events: list[dict[str, Any]]) -> int:
         .where(models.Subproblem.run == run.id).tuples()
     )
     changed, round_no = 0, 0
-    while True:  # round k applies the k-th step of every subproblem, grouped by trigger
-        groups: dict[str, dict[int, dict[str, Any]]] = defaultdict(dict)
+    while True:  # round k applies the k-th step of every subproblem, grouped by trigger and actor
+        groups: dict[tuple[str, str], dict[int, dict[str, Any]]] = defaultdict(dict)
+        times: dict[tuple[str, str], dict[int, float]] = defaultdict(dict)
         for sub, seq in steps.items():
             if round_no < len(seq) and sub in index_to_id:
-                trigger, changes, _ = seq[round_no]
-                groups[trigger][index_to_id[sub]] = changes
+                trigger, changes, actor, at = seq[round_no]
+                groups[trigger, actor][index_to_id[sub]] = changes
+                if at is not None:
+                    times[trigger, actor][index_to_id[sub]] = at
         if not groups:
             return changed
-        for trigger, by_id in groups.items():
-            changed += fire_bulk(models.Subproblem, trigger, list(by_id), run_id=run.id, actor="manager",
-                                 changes_by_id=by_id)
+        for (trigger, actor), by_id in groups.items():
+            changed += fire_bulk(models.Subproblem, trigger, list(by_id), run_id=run.id, actor=actor,
+                                 changes_by_id=by_id, at_by_id=times.get((trigger, actor)))
         round_no += 1
 
 

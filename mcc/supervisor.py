@@ -7,6 +7,7 @@ sync the journal, relaunch a dead manager) → combining → collecting (fetch c
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -193,8 +194,29 @@ def _collect(ctx: Context, run: models.Run) -> models.Run:
                 f"in the bucket. Free some space and run `mcc resume {run.id}`."
             ) from exc
         raise MccError(f"could not write {dest}: {exc}. Fix it and run `mcc resume {run.id}`.") from exc
+    _collect_logs(ctx, run, store, dest.parent / "logs")
     p = final.get("progress", {})
     trigger = "complete" if final.get("state") == "completed" else "complete_with_failures"
     reason = None if trigger == "complete" else f"{p.get('dead', 0)} subproblem(s) failed every attempt"
     return fire(run, trigger, reason=reason, result_path=str(dest),
                 done=p.get("done_points", run.done), dead=p.get("dead_points", run.dead))
+
+
+def _collect_logs(ctx: Context, run: models.Run, store: Store, dest: Path) -> None:
+    """Copy the bucket's logs/ to results/<run-id>/logs/ with a merged, time-sorted merged.log.
+
+    Waits a moment for a local manager to exit so its last lines are in; a failure here is logged,
+    never fatal (the logs stay in the bucket until `mcc clean`).
+    """
+    from mcc.logs import collect_logs
+
+    manager = current_manager(run)
+    deadline = time.monotonic() + 3.0
+    while run.backend == "local" and manager is not None and time.monotonic() < deadline:
+        if manager.state not in ("active", "adopted") or ctx.engine.describe(manager) is None:
+            break
+        time.sleep(0.05)
+    try:
+        collect_logs(store, dest)
+    except Exception as exc:  # noqa: BLE001 - logs are a convenience; the result must still be collected
+        logging.getLogger(__name__).warning("could not copy the logs of %s to %s: %s", run.id, dest, exc)

@@ -21,7 +21,7 @@ from mcc.queue import Progress
 from mcc.remote.fleet import LocalFleet
 from mcc.remote.runtime import Runtime, connect, setup_logging
 from mcc.runspec import (
-    COMBINED, FAILURES, FINAL, LOGS, PROGRESS, RESULTS, journal_key, result_key, sub_of_result_key,
+    COMBINED, FAILURES, FINAL, INSTANCES, LOGS, PROGRESS, RESULTS, journal_key, result_key, sub_of_result_key,
 )
 from mcc.storage import put_json
 
@@ -42,8 +42,12 @@ class Manager:
 
     def run(self) -> int:
         self._acquire_lock()
-        self._ensure_seeded()
+        rebuilt = self._ensure_seeded()
         for wid in self.fleet.adopt_workers():
+            if rebuilt:  # the queue they were bound to is gone (it lived on the previous manager)
+                self.log.info("stopping worker %s of the lost queue", wid)
+                self.fleet.terminate_worker(wid, "its queue was lost with the previous manager")
+                continue
             self.launched_at[wid] = time.time()
             self.log.info("adopted running worker %s", wid)
         cursor = (self.rt.redis.get(self.key + "journal_cursor") or b"0-0").decode()
@@ -68,9 +72,10 @@ class Manager:
         return self._finish(self._combine(prog), prog)
 
     # -- the queue ---------------------------------------------------------------------------------
-    def _ensure_seeded(self) -> None:
+    def _ensure_seeded(self) -> bool:
+        """Seed the queue once; True when it had to be rebuilt from the bucket (a lost queue)."""
         if self.q.is_seeded():
-            return
+            return False
         store = self.rt.store
         done = {sub_of_result_key(k) for k in store.list(RESULTS) if k.endswith(".h5")}
         failures: dict[int, int] = {}
@@ -81,6 +86,7 @@ class Manager:
         sizes = [n for _, n in self.spec.chunks]
         if self.q.seed(sizes, self.spec.max_attempts, done=done, dead=dead, attempts=failures):
             self.log.info("seeded %d subproblems (%d already done, %d dead)", len(sizes), len(done), len(dead))
+        return bool(done or failures or self.rt.store.list(INSTANCES))
 
     def _flush_journal(self, cursor: str) -> str:
         """Copy new queue events into journal objects in the bucket; the laptop syncs them into its ledger."""

@@ -212,12 +212,15 @@ def _marks(n: int) -> str:
 
 def fire_bulk(model: type[BaseModel], trigger: str, ids: Iterable[Any], *, run_id: str | None,
               actor: str = "local", reason: str | None = None,
-              changes_by_id: dict[Any, dict[str, Any]] | None = None) -> int:
+              changes_by_id: dict[Any, dict[str, Any]] | None = None,
+              at_by_id: dict[Any, float] | None = None) -> int:
     """Move every row of ``ids`` that is in a legal source state; skip the others; return the count.
 
     One transaction; ids in batches of 500; one Event per moved row. ``changes_by_id`` (id → columns)
-    is written, in the same UPDATE, for the moved rows only. Plain SQL and executemany: peewee's
-    query builder alone would take seconds for 100k rows.
+    is written, in the same UPDATE, for the moved rows only. ``at_by_id`` (id → UNIX seconds) gives a
+    row's Event the time the transition really happened (e.g. the queue server's time of a journal
+    event) instead of now. Plain SQL and executemany: peewee's query builder alone would take seconds
+    for 100k rows.
     """
     entity = _entity(model)
     moves = PLAN[entity].get(trigger)
@@ -225,6 +228,7 @@ def fire_bulk(model: type[BaseModel], trigger: str, ids: Iterable[Any], *, run_i
         raise IllegalTransition(f"{entity} has no trigger '{trigger}' (triggers: {', '.join(PLAN[entity])}).")
     ids = list(dict.fromkeys(ids))
     changes = changes_by_id or {}
+    at = at_by_id or {}
     now, sources, table = time.time(), list(moves), model._meta.table_name
     events: list[tuple[Any, ...]] = []
     per_row: dict[tuple[int, tuple[str, ...]], list[tuple[Any, ...]]] = {}  # (n fixed, names) -> params
@@ -249,8 +253,8 @@ def fire_bulk(model: type[BaseModel], trigger: str, ids: Iterable[Any], *, run_i
                         row = changes[i]
                         per_row.setdefault((len(columns), (*columns, *row)), []).append(
                             (*columns.values(), *row.values(), i, source))
-                events += [(now, entity, str(i), i if entity == "run" else run_id, trigger, source, dest,
-                            actor, reason) for i in group]
+                events += [(at.get(i, now), entity, str(i), i if entity == "run" else run_id, trigger, source,
+                            dest, actor, reason) for i in group]
         for (fixed, names), params in per_row.items():
             _update_rows(model, fixed, names, params)
         db.executemany(_EVENT_INSERT, events)

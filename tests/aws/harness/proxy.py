@@ -126,6 +126,7 @@ class FaultProxy:
         self.errors = errors if errors is not None else []
         self.idempotency = idempotency
         self._observers: list[Observer] = []
+        self._hooks: list[Callable[[Call, str], bool]] = []
         self._rewriters: list[Rewriter] = []
         self._tokens: dict[tuple[str, str], tuple[dict, int, list, bytes]] = {}
         self._lock = threading.Lock()
@@ -209,6 +210,12 @@ class FaultProxy:
         """``fn(service, action, request_params)`` after every request moto answered with success."""
         self._observers.append(fn)
 
+    def add_hook(self, fn: Callable[[Call, str], bool]) -> None:
+        """``fn(call, phase)`` with phase "before" (not yet forwarded) or "after" (moto answered, the
+        client not yet): returning True closes the connection there — with "before" the call never
+        reaches moto, with "after" it succeeded but the client never hears. For crash tests."""
+        self._hooks.append(fn)
+
     def add_rewriter(self, fn: Rewriter) -> None:
         """``fn(service, action, params, status, body)`` → new body, ``(status, body)``, or None (keep)."""
         self._rewriters.append(fn)
@@ -253,9 +260,12 @@ class FaultProxy:
     def handle(self, req: _Request) -> tuple[int, list[tuple[str, str]], bytes] | None:
         """The response to send, or None to close the connection without one."""
         identify(req)
+        call = Call(req.service, req.action, req.params, req.access_key, req.method, req.path)
         with self._lock:
             self.calls.append((req.service, req.action))
-            self.requests.append(Call(req.service, req.action, req.params, req.access_key, req.method, req.path))
+            self.requests.append(call)
+        if any(hook(call, "before") for hook in list(self._hooks)):
+            return None
         fault = self._take_fault(req.service, req.action)
         if fault and fault.kind == "throttle":
             return throttling_response(req)
@@ -287,6 +297,8 @@ class FaultProxy:
             elif out is not None:
                 body = out
         if fault and fault.kind == "drop_after_forward":
+            return None
+        if status < 300 and any(hook(call, "after") for hook in list(self._hooks)):
             return None
         return status, headers, body
 
