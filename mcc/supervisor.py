@@ -151,10 +151,13 @@ def _follow(ctx: Context, run: models.Run, on_progress: ProgressCallback | None)
             run = fire(run, "combine", actor="manager")
         if final is None:
             manager = current_manager(run)
-            if manager is None or ctx.engine.describe(manager) is None:
+            silent = _silent_for(ctx, manager, progress)
+            if manager is None or silent or ctx.engine.describe(manager) is None:
                 final = get_json(store, FINAL)  # it may have finished between the two reads
                 if final is None:
-                    return fire(run, "relaunch", reason="the manager process is gone; starting a new one")
+                    if manager is not None and silent:
+                        ctx.engine.destroy(manager, f"alive but silent for {silent:.0f} s")
+                    return fire(run, "relaunch", reason="the manager is gone or silent; starting a new one")
         if final is not None:
             run = sync_run(store, run, ctx.engine)
             if run.state == "running":
@@ -164,6 +167,24 @@ def _follow(ctx: Context, run: models.Run, on_progress: ProgressCallback | None)
             return fire(run, "fail", actor="manager", reason=final.get("reason"))
         first, most = ctx.backend.poll_seconds
         time.sleep(min(most, first + (time.monotonic() - started) / 60))
+
+
+def _silent_for(ctx: Context, manager: models.Resource | None, progress: dict[str, Any] | None) -> float:
+    """Seconds a live manager has said nothing past its allowance (0 when it is fine).
+
+    A manager publishes progress every tick; one that never started or stopped publishing (a hung
+    process on a running instance) is replaced, so a run cannot wait forever on it.
+    """
+    if manager is None or manager.state not in ("active", "adopted"):
+        return 0.0
+    now = time.time()
+    if progress and progress.get("resource") == manager.physical_id:
+        if progress.get("phase") != "running":  # combining publishes nothing until it is done
+            return 0.0
+        quiet = now - progress["t"]
+        return quiet if quiet > ctx.backend.manager_silence_seconds else 0.0
+    quiet = now - (manager.active_at or now)
+    return quiet if quiet > ctx.backend.manager_boot_seconds else 0.0
 
 
 def _record_counts(run: models.Run, progress: dict[str, Any] | None) -> None:

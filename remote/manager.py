@@ -17,6 +17,7 @@ import redis
 
 from mcc.combine import combine_files
 from mcc.project import load_combiner
+from mcc.providers.local import processes
 from mcc.queue import Progress
 from mcc.remote.fleet import LocalFleet
 from mcc.remote.runtime import Runtime, connect, setup_logging
@@ -35,6 +36,8 @@ class Manager:
         self.log = setup_logging("manager")
         self.key = f"mcc:{{{self.spec.run_id}}}:"
         self.id = f"manager-{os.getpid()}-{int(time.time())}"
+        # what the laptop's ledger calls this manager: the instance id on EC2, pid@start locally
+        self.resource_id = os.environ.get("MCC_WORKER_ID") or str(processes.identify(os.getpid()))
         self.fleet = make_fleet(rt)
         self.launched_at: dict[str, float] = {}
         self.alive_workers = 0
@@ -177,7 +180,7 @@ class Manager:
     def _publish(self, phase: str, prog: Progress) -> None:
         put_json(self.rt.store, PROGRESS, {
             "phase": phase, "t": time.time(), "progress": prog.to_dict(),
-            "workers": self.alive_workers, "manager": self.id,
+            "workers": self.alive_workers, "manager": self.id, "resource": self.resource_id,
         })
 
     # -- one manager at a time ---------------------------------------------------------------------

@@ -93,9 +93,10 @@ def latest_run_id(home: Path) -> str | None:
     return row[0] if row else None
 
 
-def mcc(*args: str, home: Path, timeout: float = 300, check: bool = False, cwd: Path | None = None) -> subprocess.CompletedProcess:
+def mcc(*args: str, home: Path, timeout: float = 300, check: bool = False, cwd: Path | None = None,
+        env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run the installed `mcc` command; returns the completed process (text output)."""
-    env = {**os.environ, "MCC_HOME": str(home), "COLUMNS": "200"}
+    env = {**os.environ, "MCC_HOME": str(home), "COLUMNS": "200", **(env or {})}
     proc = subprocess.run([sys.executable, "-m", "mcc.cli", *args], env=env, capture_output=True, text=True,
                           timeout=timeout, cwd=cwd, stdin=subprocess.DEVNULL)
     if check and proc.returncode != 0:
@@ -108,8 +109,8 @@ def mcc_json(*args: str, home: Path, **kw: Any) -> Any:
     return json.loads(proc.stdout)
 
 
-def spawn_mcc(*args: str, home: Path) -> subprocess.Popen:
-    env = {**os.environ, "MCC_HOME": str(home)}
+def spawn_mcc(*args: str, home: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    env = {**os.environ, "MCC_HOME": str(home), **(env or {})}
     return subprocess.Popen([sys.executable, "-m", "mcc.cli", *args], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
 

@@ -14,6 +14,8 @@ class Backend(Protocol):
     providers: dict[str, Any]
     poll_seconds: tuple[float, float]
     tick_seconds: float
+    manager_boot_seconds: float      # a manager that has published nothing by then is replaced
+    manager_silence_seconds: float   # ... and one that stopped publishing for this long
 
     def provision(self, engine: Any, run: models.Run) -> dict[str, Any]:
         """Create (or find) the run's bucket, queue and the rest; return {"store_url", "extra", …}."""

@@ -28,6 +28,8 @@ class AwsBackend:
         self.home, self.ledger_uuid, self.settings = home, ledger_uuid, settings
         self.tick_seconds = settings.tick_seconds
         self.poll_seconds = (min(1.0, settings.tick_seconds), settings.tick_seconds)
+        self.manager_boot_seconds = settings.boot_seconds  # installs mcc on a plain image: minutes
+        self.manager_silence_seconds = max(120.0, 20 * settings.tick_seconds)
         self.ctx = AwsContext.create(ledger_uuid, region=settings.region, profile=settings.profile)
         self.region = self.ctx.region
         self.providers: dict[str, Any] = {}

@@ -28,6 +28,7 @@ class AwsSettings:
     subnet_id: str | None = None
     vpc_id: str | None = None
     tick_seconds: float = 5.0            # manager supervision period: one DescribeInstances per tick
+    boot_seconds: float = 900.0          # a manager instance silent this long after launch is replaced
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -54,8 +55,9 @@ def aws_settings(table: Mapping[str, Any] | None, source: str = "mcc.toml [aws]"
     settings = AwsSettings(**table)
     if settings.queue not in QUEUES:
         raise ConfigError(f"{source}: `queue` must be one of {', '.join(QUEUES)}, got {settings.queue!r}.")
-    if settings.tick_seconds <= 0:
-        raise ConfigError(f"{source}: `tick_seconds` must be > 0, got {settings.tick_seconds}.")
+    for key in ("tick_seconds", "boot_seconds"):
+        if getattr(settings, key) <= 0:
+            raise ConfigError(f"{source}: `{key}` must be > 0, got {getattr(settings, key)}.")
     if settings.max_lifetime_hours <= 0:
         raise ConfigError(f"{source}: `max_lifetime_hours` must be > 0, got {settings.max_lifetime_hours}.")
     if settings.ssh_cidr is not None:

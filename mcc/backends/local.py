@@ -18,6 +18,8 @@ class LocalBackend:
     region = None
     poll_seconds = (0.05, 0.5)  # follow closely at first, then back off: short runs end fast
     tick_seconds = 0.1
+    manager_boot_seconds = 60.0     # a manager process that has published nothing by then is replaced
+    manager_silence_seconds = 30.0  # ... and one that stopped publishing for this long
 
     def __init__(self, home: Path, ledger_uuid: str) -> None:
         self.home, self.ledger_uuid = home, ledger_uuid

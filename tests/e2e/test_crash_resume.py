@@ -122,3 +122,17 @@ def test_sigkill_manager(mcc_home: Path, make_project) -> None:
         relaunches = con.execute("select count(*) from events where entity='run' and trigger='relaunch'").fetchone()[0]
     assert relaunches >= 1
     assert tagged_processes(mcc_home) == []
+
+
+def test_hung_manager_is_replaced(mcc_home: Path, make_project) -> None:
+    """A manager that is alive but silent (SIGSTOP: a hung process) is replaced after its allowance."""
+    project = make_project(N, body=SLOW, toml=TOML)
+    proc = spawn_mcc("run", str(project), "--json", home=mcc_home)
+    run_id = wait_for(lambda: latest_run_id(mcc_home), what="the run row")
+    wait_for(lambda: done_points(mcc_home, run_id) >= 40, timeout=120, what="40 points")
+    manager = role_processes(mcc_home, "manager")[0]
+    processes._signal_group(manager, signal.SIGSTOP)
+    out = finish(proc, mcc_home)
+    assert out["state"] == "completed" and out["done"] == N
+    assert_exactly_once(out["result"])
+    assert not processes.is_alive(manager)  # the silent one was terminated, not left behind
