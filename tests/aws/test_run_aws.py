@@ -82,3 +82,21 @@ def test_run_on_emulated_cloud_exactly_once_then_clean(cloud, mcc_home: Path, ma
     assert result["survivors"] == []
     assert tagged_counts(mcc_home) == {}
     print("tagged resources before clean:", before, "after: {}")
+
+
+def test_readme_aws_commands_as_written(cloud, mcc_home: Path, tmp_path: Path) -> None:
+    import re
+    import shutil
+
+    from tests.conftest import EXAMPLE, REPO
+
+    text = (REPO / "README.md").read_text()
+    block = re.search(r"## On AWS.*?```sh\n(.*?)```", text, re.S).group(1)
+    commands = [line.strip() for line in block.splitlines() if line.strip()]
+    assert [c.split()[1] for c in commands] == ["provision", "run", "ledger", "clean"]
+    shutil.copytree(EXAMPLE, tmp_path / "examples" / "kpoints", ignore=shutil.ignore_patterns("results"))
+    for command in commands:
+        proc = mcc(*command.split()[1:], home=mcc_home, cwd=tmp_path, timeout=600)
+        assert proc.returncode == 0, (command, proc.stderr[-3000:])
+    assert list((tmp_path / "examples" / "kpoints" / "results").glob("*/combined.h5"))
+    assert tagged_counts(mcc_home) == {}
