@@ -20,7 +20,7 @@ from mcc.backends import Backend, get_backend
 from mcc.engine import Engine
 from mcc.errors import MccError
 from mcc.journal import sync_run
-from mcc.ledger import Ledger, TERMINAL_RUN_STATES, create_row, create_subproblems, fire, models
+from mcc.ledger import Ledger, TERMINAL_RUN_STATES, create_row, create_subproblems, fire, fire_bulk, models
 from mcc.prepare import Prepared
 from mcc.runspec import COMBINED, FINAL, POINTS, PROGRESS, SPEC, RunSpec
 from mcc.storage import Store, get_json
@@ -200,10 +200,28 @@ def result_path(run: models.Run) -> Path:
     return Path(run.project_dir) / run.settings.get("results_dir", "results") / run.id / "combined.h5"
 
 
+def settle_subproblems(run: models.Run, dead: set[int]) -> int:
+    """Bring the ledger's subproblems to the final truth of a finished run: the ``dead`` ones dead, every
+    other one done. Events lost with a queue (a manager that died) would otherwise leave some leased or
+    pending forever. Moves go through the machine's own transitions; returns rows moved."""
+    rows = dict(models.Subproblem.select(models.Subproblem.index, models.Subproblem.id)
+                .where((models.Subproblem.run == run.id) & models.Subproblem.state.not_in(["done", "dead"])).tuples())
+    if not rows:
+        return 0
+    reason = "settled from the finished run's summary"
+    to_dead = [rows[i] for i in rows if i in dead]
+    moved = 0
+    for trigger in ("lease", "fail", "give_up"):  # pending → leased → failed → dead
+        moved += fire_bulk(models.Subproblem, trigger, to_dead, run_id=run.id, actor="manager", reason=reason)
+    to_done = [rows[i] for i in rows if i not in dead]
+    return moved + fire_bulk(models.Subproblem, "complete", to_done, run_id=run.id, actor="manager", reason=reason)
+
+
 def _collect(ctx: Context, run: models.Run) -> models.Run:
     store = store_of(ctx, run)
     assert store is not None
     final = get_json(store, FINAL) or {}
+    settle_subproblems(run, {int(k) for k in final.get("dead", {})})
     dest = result_path(run)
     try:
         if not store.get_file(COMBINED, dest):

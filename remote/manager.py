@@ -41,18 +41,20 @@ class Manager:
         self.fleet = make_fleet(rt)
         self.launched_at: dict[str, float] = {}
         self.alive_workers = 0
+        self.boot_seconds = float(self.spec.extra.get("worker_boot_seconds", 120.0))
         self.startup_crashes = 0
 
     def run(self) -> int:
         self._acquire_lock()
-        rebuilt = self._ensure_seeded()
+        lost_queue = not self.q.is_seeded() and bool(self.rt.store.list(INSTANCES))
         for wid in self.fleet.adopt_workers():
-            if rebuilt:  # the queue they were bound to is gone (it lived on the previous manager)
+            if lost_queue:  # bound to the queue that died with the previous manager: stop before reseeding
                 self.log.info("stopping worker %s of the lost queue", wid)
                 self.fleet.terminate_worker(wid, "its queue was lost with the previous manager")
                 continue
             self.launched_at[wid] = time.time()
             self.log.info("adopted running worker %s", wid)
+        self._ensure_seeded()
         cursor = (self.rt.redis.get(self.key + "journal_cursor") or b"0-0").decode()
         prog = self.q.progress()
         while True:
@@ -75,10 +77,10 @@ class Manager:
         return self._finish(self._combine(prog), prog)
 
     # -- the queue ---------------------------------------------------------------------------------
-    def _ensure_seeded(self) -> bool:
-        """Seed the queue once; True when it had to be rebuilt from the bucket (a lost queue)."""
+    def _ensure_seeded(self) -> None:
+        """Seed the queue once (from the run spec and the results already in the bucket)."""
         if self.q.is_seeded():
-            return False
+            return
         store = self.rt.store
         done = {sub_of_result_key(k) for k in store.list(RESULTS) if k.endswith(".h5")}
         failures: dict[int, int] = {}
@@ -89,7 +91,6 @@ class Manager:
         sizes = [n for _, n in self.spec.chunks]
         if self.q.seed(sizes, self.spec.max_attempts, done=done, dead=dead, attempts=failures):
             self.log.info("seeded %d subproblems (%d already done, %d dead)", len(sizes), len(done), len(dead))
-        return bool(done or failures or self.rt.store.list(INSTANCES))
 
     def _flush_journal(self, cursor: str) -> str:
         """Copy new queue events into journal objects in the bucket; the laptop syncs them into its ledger."""
@@ -119,6 +120,12 @@ class Manager:
                     self.startup_crashes += 1
                     self.log.warning("worker %s died before its first heartbeat", wid)
                 continue
+            if wid not in heartbeats and time.time() - self.launched_at.get(wid, time.time()) > self.boot_seconds:
+                self.log.warning("worker %s sent no heartbeat within %.0f s of its launch; replacing it", wid,
+                                 self.boot_seconds)
+                self.fleet.terminate_worker(wid, "no heartbeat after boot")
+                self.startup_crashes += 1
+                continue
             if wid in heartbeats:
                 self.startup_crashes = 0
                 if now - heartbeats[wid] > self.spec.stall_after:
@@ -144,7 +151,10 @@ class Manager:
     def _combine(self, prog: Progress) -> dict[str, Any]:
         if prog.done == 0:
             return {"state": "failed", "reason": "every subproblem failed; see `mcc status RUN` for the errors"}
-        files = [self._local_result(sub) for sub in sorted(self.q.done_ids())]
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=16) as pool:  # remote buckets: fetch results side by side
+            files = list(pool.map(self._local_result, sorted(self.q.done_ids())))
         out = self.rt.workdir / "combined.h5"
         try:
             combiner = load_combiner(Path(self.spec.project_dir)) if self.spec.has_combiner else None

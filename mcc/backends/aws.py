@@ -111,7 +111,8 @@ class AwsBackend:
                "manager_type": s.manager_type, "spot": s.spot, "subnet_id": s.subnet_id, "wheel": wheel,
                "requirements": list(s.requirements), "max_lifetime_seconds": int(s.max_lifetime_hours * 3600),
                "instance_profile_arn": profile.attrs.get("arn")}
-        return {"store_url": store_url, "extra": {"backend": "aws", "queue": queue, "aws": aws},
+        extra = {"backend": "aws", "queue": queue, "aws": aws, "worker_boot_seconds": s.boot_seconds}
+        return {"store_url": store_url, "extra": extra,
                 "tick_seconds": self.tick_seconds}
 
     def _wait_cache(self, engine: Engine, row: models.Resource, timeout: float = 1800.0) -> models.Resource:
