@@ -114,6 +114,8 @@ def _contexts(ledger: Ledger, runs: list[models.Run], rows: list[models.Resource
         regions = [r["RegionName"] for r in probe.client("ec2").describe_regions()["Regions"]]
     for region in regions:
         aws_settings.setdefault(region, {"region": region})
+    if ledger_id and not aws_settings:  # a lost ledger: sweep the region of the standard chain
+        aws_settings[""] = {}
     for region, table in aws_settings.items():
         contexts[f"aws:{region}"] = Context.open(ledger, "aws", table)
     if ledger_id:  # sweep for another ledger's tags: the engines look for that uuid

@@ -100,3 +100,27 @@ def test_readme_aws_commands_as_written(cloud, mcc_home: Path, tmp_path: Path) -
         assert proc.returncode == 0, (command, proc.stderr[-3000:])
     assert list((tmp_path / "examples" / "kpoints" / "results").glob("*/combined.h5"))
     assert tagged_counts(mcc_home) == {}
+
+
+def test_elasticache_queue_with_tls(cloud, mcc_home: Path, make_project) -> None:
+    """queue = "elasticache" (the original design): TLS + AUTH token from SSM; every point once."""
+    if not cloud.elasticache.available():
+        pytest.skip("the ElastiCache stand-in needs a TLS-capable redis-server 7 (Debian's redis-server)")
+    project = make_project(12, toml=AWS_TOML.replace('tick_seconds = 0.5', 'tick_seconds = 0.5\nqueue = "elasticache"'))
+    out = mcc_json("run", str(project), home=mcc_home, timeout=600)
+    assert out["state"] == "completed" and out["done"] == 12
+    doc = mcc_json("ledger", "show", "--kind", "cache", home=mcc_home)
+    assert [r["state"] for r in doc["resources"]] == ["deleted"]  # torn down with the run
+    assert mcc_json("clean", "--all", "--yes", home=mcc_home, timeout=600)["survivors"] == []
+
+
+def test_clean_with_ledger_id_after_the_ledger_is_lost(cloud, mcc_home: Path, tmp_path: Path, make_project) -> None:
+    project = make_project(6, toml=AWS_TOML)
+    assert mcc_json("run", str(project), home=mcc_home, timeout=600)["state"] == "completed"
+    lost = ledger_uuid(mcc_home)
+    before = tagged_counts(mcc_home)
+    assert before
+    fresh = tmp_path / "another-laptop"
+    result = mcc_json("clean", "--all", "--yes", "--ledger-id", lost, home=fresh, timeout=600)
+    assert result["survivors"] == [] and len(result["adopted"]) >= sum(before.values())
+    assert tagged_counts(mcc_home) == {}  # everything tagged with the lost ledger is gone
