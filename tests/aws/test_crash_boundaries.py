@@ -12,6 +12,7 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from tests.aws.test_run_aws import tagged_counts
 from tests.conftest import combined_rows, latest_run_id, mcc, mcc_json, spawn_mcc
@@ -100,6 +101,7 @@ def clean_boundary(cloud, tmp_path: Path, project: Path, n: int, target, phase: 
     return " ".join(("clean", *target, phase))
 
 
+@pytest.mark.timeout(2700)  # ~50 whole runs, four at a time: minutes, not the suite's 300 s default
 def test_crash_at_every_boundary(cloud, tmp_path: Path, make_project) -> None:
     project = make_project(N, toml=TOML)
     base = tmp_path / "baseline"
