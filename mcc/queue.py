@@ -56,26 +56,71 @@ local function spend(sub, reason)
   redis.call('RPUSH', K_PENDING, sub)
   return 'retry', att
 end
+-- Lease up to n pending subproblems to worker (done/dead/leased ids met in pending are dropped).
+local function claim(worker, n, lease_ms, now_ms, ts)
+  local out = {}
+  while #out < n do
+    local sub = redis.call('LPOP', K_PENDING)
+    if not sub then break end
+    if redis.call('SISMEMBER', K_DONE, sub) == 0 and redis.call('SISMEMBER', K_DEAD, sub) == 0
+       and not redis.call('ZSCORE', K_LEASED, sub) then
+      redis.call('ZADD', K_LEASED, now_ms + lease_ms, sub)
+      redis.call('HSET', K_OWNER, sub, worker)
+      local att = tonumber(redis.call('HGET', K_ATTEMPTS, sub) or '0') + 1
+      event(ts, 'claimed', sub, worker, 'attempt', att)
+      out[#out + 1] = sub
+    end
+  end
+  return out
+end
+-- Mark each sub done (first ack wins); one 0/1 per sub; the counters move once per call.
+local function ack(worker, subs, ts)
+  local acked, n, points = {}, 0, 0
+  for _, sub in ipairs(subs) do
+    if redis.call('HEXISTS', K_SIZES, sub) == 0 or redis.call('SISMEMBER', K_DONE, sub) == 1
+       or redis.call('SISMEMBER', K_DEAD, sub) == 1 then
+      acked[#acked + 1] = 0
+    else
+      redis.call('SADD', K_DONE, sub)
+      redis.call('ZREM', K_LEASED, sub)
+      redis.call('HDEL', K_OWNER, sub)
+      n, points = n + 1, points + size(sub)
+      event(ts, 'acked', sub, worker)
+      acked[#acked + 1] = 1
+    end
+  end
+  if n > 0 then
+    redis.call('HINCRBY', K_PROGRESS, 'done', n)
+    redis.call('HINCRBY', K_PROGRESS, 'done_points', points)
+  end
+  return acked
+end
 """.replace("@MAXLEN@", str(EVENTS_MAXLEN))
 
 _CLAIM = """
 local worker, n, lease_ms = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local now_ms, ts = now()
-local out = {}
-while #out < n do
-  local sub = redis.call('LPOP', K_PENDING)
-  if not sub then break end
-  if redis.call('SISMEMBER', K_DONE, sub) == 0 and redis.call('SISMEMBER', K_DEAD, sub) == 0
-     and not redis.call('ZSCORE', K_LEASED, sub) then
-    redis.call('ZADD', K_LEASED, now_ms + lease_ms, sub)
-    redis.call('HSET', K_OWNER, sub, worker)
-    local att = tonumber(redis.call('HGET', K_ATTEMPTS, sub) or '0') + 1
-    event(ts, 'claimed', sub, worker, 'attempt', att)
-    out[#out + 1] = sub
-  end
-end
+local out = claim(worker, n, lease_ms, now_ms, ts)
 redis.call('HSET', K_WORKERS, worker, ts)
 return out
+"""
+
+# ack(worker, subs) then, if n > 0, claim(worker, n): a worker's whole exchange per batch, one round trip.
+# The claim takes at most a fair share of what is pending (pending / workers heard from, rounded up),
+# so a batching worker never leaves the others idle at the end of a run.
+_ACK_CLAIM = """
+local worker, n, lease_ms, n_acks = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local now_ms, ts = now()
+local subs = {}
+for i = 5, 4 + n_acks do subs[#subs + 1] = ARGV[i] end
+local acked = ack(worker, subs, ts)
+local out = {}
+if n > 0 then
+  local share = math.ceil(redis.call('LLEN', K_PENDING) / math.max(redis.call('HLEN', K_WORKERS), 1))
+  out = claim(worker, math.max(math.min(n, share), 1), lease_ms, now_ms, ts)
+  redis.call('HSET', K_WORKERS, worker, ts)
+end
+return {acked, out}
 """
 
 _HEARTBEAT = """
@@ -211,6 +256,7 @@ class Queue:
         self.keys = {name: self.prefix + name for name in _KEY_NAMES + ("seeded",)}
         self._script_keys = [self.keys[name] for name in _KEY_NAMES]
         self._claim = client.register_script(_PRELUDE + _CLAIM)
+        self._ack_claim = client.register_script(_PRELUDE + _ACK_CLAIM)
         self._heartbeat = client.register_script(_PRELUDE + _HEARTBEAT)
         self._ack = client.register_script(_PRELUDE + _ACK)
         self._fail = client.register_script(_PRELUDE + _FAIL)
@@ -287,6 +333,22 @@ class Queue:
     def ack(self, worker: str, sub: int) -> bool:
         """Mark ``sub`` done (first ack from any worker wins); False if already done/dead."""
         return bool(self._run(self._ack, worker, int(sub)))
+
+    def ack_many(self, worker: str, subs: Sequence[int]) -> list[bool]:
+        """``ack`` of each of ``subs``, in one round trip: one bool per sub, in order."""
+        return self.ack_and_claim(worker, subs, 0, 1.0)[0]
+
+    def ack_and_claim(self, worker: str, acks: Sequence[int], n: int,
+                      lease_seconds: float) -> tuple[list[bool], list[int]]:
+        """``ack_many(worker, acks)`` then, if ``n`` > 0, ``claim(worker, n, lease_seconds)``, atomically
+        and in one round trip: a worker's whole exchange with the queue per batch of subproblems.
+
+        The claim leases at most a fair share of the pending list (its length over the number of
+        workers in the heartbeat table, rounded up; at least 1), so batches shrink at the end of a run.
+        """
+        acked, claimed = self._run(self._ack_claim, worker, max(int(n), 0), _lease_ms(lease_seconds),
+                                   len(acks), *(int(i) for i in acks))
+        return [bool(x) for x in acked], [int(x) for x in claimed]
 
     def fail(self, worker: str, sub: int, reason: str) -> str:
         """Spend an attempt of a lease ``worker`` owns: "retry", "dead", or "stale"."""

@@ -1,0 +1,189 @@
+"""B3 — efficiency on real-sized work: N points × 20 ms of CPU each, 2 workers, a whole `mcc run`.
+
+mcc: ``python -m mcc.cli run PROJECT --json`` (a fresh ``MCC_HOME``; automatic chunk size; the
+real ledger, redis-server, manager, workers, journal, combine and teardown). The compared figure
+is the compute phase, first claim → last ack, from the run's journal in its bucket (Redis server
+time); the fixed start-up (command start → first claim: probe, ledger, redis-server, manager and
+worker processes) and the finish (last ack → command exit: combine, collect, teardown) are
+reported separately.
+
+Baseline in the same run: ``multiprocessing.Pool(2).map`` of the same function over the same
+points (pool started beforehand; its start-up reported too): the first half of the points right
+before the mcc run and the second half right after it, the two times added (the machine is shared:
+bracketing mcc this way cancels a steady drift in the load).
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from bench import Context, Row, fmt_ratio, fmt_s, workloads
+from bench.b1_dispatch import pool_map
+from bench.harness import SPIN_ENTRY, tempdir
+
+ID = "B3"
+TITLE = "efficiency on real-sized work: 20 ms CPU points, 2 workers, whole `mcc run`"
+DEFAULT_SIZE = 2_000
+SECONDS_PER_POINT = 0.02
+
+TICKS = os.sysconf("SC_CLK_TCK")
+POINTS_PY = "def get_points():\n    return [[float(i), i * 0.5, 0.0] for i in range({n})]\n"
+
+
+class CpuSampler(threading.Thread):
+    """CPU seconds (user + system) of a process tree, sampled every 0.2 s from /proc: which part of
+    the machine mcc's own processes (``mcc run``, manager, redis-server) take from the workers."""
+
+    def __init__(self, root_pid: int) -> None:
+        super().__init__(daemon=True)
+        self.root = root_pid
+        self.samples: list[tuple[float, dict[str, float]]] = []
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(0.2):
+            self.samples.append((time.time(), self._sample()))
+
+    def stop(self) -> None:
+        self.done.set()
+        self.join()
+
+    def _sample(self) -> dict[str, float]:
+        parent: dict[int, int] = {}
+        cpu: dict[int, float] = {}
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            parent[int(entry)] = int(fields[1])
+            cpu[int(entry)] = (int(fields[11]) + int(fields[12])) / TICKS
+        tree, frontier = {self.root}, [self.root]
+        while frontier:
+            pid = frontier.pop()
+            for child, ppid in parent.items():
+                if ppid == pid and child not in tree:
+                    tree.add(child)
+                    frontier.append(child)
+        out: dict[str, float] = {}
+        for pid in tree:
+            role = _role(pid, self.root)
+            out[f"{role}:{pid}"] = cpu.get(pid, 0.0)
+        return out
+
+    def between(self, start: float, end: float) -> dict[str, float]:
+        """CPU seconds per role (workers, manager, mcc run, redis-server) used from ``start`` to ``end``."""
+        def at(t: float) -> dict[str, float]:
+            best = min(self.samples, key=lambda s: abs(s[0] - t), default=(t, {}))
+            return best[1]
+        a, b = at(start), at(end)
+        roles: dict[str, float] = {}
+        for key, value in b.items():
+            role = key.split(":")[0]
+            roles[role] = roles.get(role, 0.0) + value - a.get(key, 0.0)
+        return roles
+
+
+def _role(pid: int, root: int) -> str:
+    if pid == root:
+        return "mcc run"
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return "other"
+    for needle, role in (("mcc.remote.worker", "workers"), ("mcc.remote.manager", "manager"),
+                         ("redis-server", "redis-server")):
+        if needle in cmd:
+            return role
+    return "other"
+
+
+def mcc_run(ctx: Context, n: int) -> dict[str, Any]:
+    with tempdir("b3") as root:
+        project = root / "project"
+        project.mkdir()
+        (project / "points.py").write_text(POINTS_PY.format(n=n))
+        (project / "entry.py").write_text(SPIN_ENTRY.format(ms=SECONDS_PER_POINT * 1000, seconds=SECONDS_PER_POINT))
+        (project / "mcc.toml").write_text("workers = 2\n")
+        home = root / "home"
+        env = {**os.environ, "MCC_HOME": str(home)}
+        ctx.log(f"mcc run: {n:,} points × {SECONDS_PER_POINT * 1000:.0f} ms CPU, 2 workers")
+        t0 = time.time()
+        proc = subprocess.Popen([sys.executable, "-m", "mcc.cli", "run", str(project), "--json"], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+        sampler = CpuSampler(proc.pid)
+        sampler.start()
+        stdout, stderr = proc.communicate(timeout=max(600, n * SECONDS_PER_POINT * 5))
+        t1 = time.time()
+        sampler.stop()
+        if proc.returncode != 0:
+            raise RuntimeError(f"mcc run exited {proc.returncode}:\n{stdout[-2000:]}\n{stderr[-2000:]}")
+        out = json.loads(stdout)
+        if out["state"] != "completed" or out["done"] != n:
+            raise RuntimeError(f"mcc run did not complete every point: {out}")
+        with h5py.File(out["result"], "r") as fh:
+            rows = fh["data"][...]
+        np.testing.assert_array_equal(np.sort(rows[:, 0]), np.arange(n, dtype=float))
+        events = []
+        for seg in sorted((home / "buckets" / out["run_id"] / "journal").glob("*.jsonl")):
+            events += [json.loads(line) for line in seg.read_text().splitlines() if line.strip()]
+    claims = [float(e["t"]) for e in events if e["type"] == "claimed"]
+    acks = [float(e["t"]) for e in events if e["type"] == "acked"]
+    res = {
+        "points": n, "chunk": out.get("chunk_size"), "total_s": t1 - t0, "compute_s": max(acks) - min(claims),
+        "startup_s": min(claims) - t0, "finish_s": t1 - max(acks), "subproblems": len(acks),
+        "workers": len({e["worker"] for e in events if e["type"] == "claimed"}),
+        "cpu_in_window_s": sampler.between(min(claims), max(acks)),
+    }
+    first: dict[str, float] = {}
+    last: dict[str, float] = {}
+    for e in events:
+        if e["type"] == "claimed":
+            first.setdefault(e["worker"], float(e["t"]))
+        elif e["type"] == "acked":
+            last[e["worker"]] = float(e["t"])
+    res["worker_start_spread_s"] = max(first.values()) - min(first.values())
+    res["worker_end_spread_s"] = max(last.values()) - min(last.values())
+    ctx.log(f"  → compute {res['compute_s']:.2f} s (chunk {res['chunk']}), start-up {res['startup_s']:.2f} s, "
+            f"finish {res['finish_s']:.2f} s, total {res['total_s']:.2f} s")
+    return res
+
+
+def run(size: int | None, ctx: Context) -> list[Row]:
+    n = size or DEFAULT_SIZE
+    before = pool_map(ctx, n // 2, workloads.spin_20ms, repeats=1)
+    m = mcc_run(ctx, n)
+    after = pool_map(ctx, n - n // 2, workloads.spin_20ms, repeats=1, offset=n // 2)
+    pool_s = before["seconds"] + after["seconds"]
+    ideal = n * SECONDS_PER_POINT / 2
+    ratio = m["compute_s"] / pool_s
+    cpu = m["cpu_in_window_s"]
+    own = sum(v for k, v in cpu.items() if k in ("mcc run", "manager", "redis-server"))
+    share = own / (2 * m["compute_s"])
+    cpu_note = (f"; the workers' first claims {fmt_s(m['worker_start_spread_s'])} apart, last acks "
+                f"{fmt_s(m['worker_end_spread_s'])} apart; in the compute window mcc's own processes used {own:.2f} s CPU = {share:.1%} of the 2 cores "
+                f"({', '.join(f'{k} {v:.2f} s' for k, v in sorted(cpu.items()) if k != 'workers')}), the workers "
+                f"{cpu.get('workers', 0):.1f} s of {2 * m['compute_s']:.1f} core-seconds")
+    return [
+        Row("B3", f"{n:,} points × 20 ms CPU, 2 workers, `mcc run` (automatic chunk: {m['chunk']} points); "
+                  f"first claim → last ack",
+            fmt_s(m["compute_s"]), f"Pool(2).map: {fmt_s(pool_s)} (1st half before mcc {fmt_s(before['seconds'])}, "
+                                   f"2nd half after {fmt_s(after['seconds'])}; ideal {fmt_s(ideal)})",
+            fmt_ratio(ratio), "≤ 1.05× Pool.map", ratio <= 1.05,
+            notes=f"fixed start-up {fmt_s(m['startup_s'])} (command → first claim; Pool start-up "
+                  f"{fmt_s(before['pool_startup_s'])}), finish {fmt_s(m['finish_s'])} (last ack → exit: combine, "
+                  f"collect, teardown); whole command {fmt_s(m['total_s'])} = {m['total_s'] / pool_s:.2f}× Pool.map"
+                  + cpu_note,
+            data={"mcc": m, "pool_before": before, "pool_after": after, "pool_s": pool_s}),
+    ]

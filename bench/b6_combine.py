@@ -1,0 +1,135 @@
+"""B6 — combine: N partial files × 100 rows × 5 float64 with the built-in combiner.
+
+The partial files are written as a worker writes them (``mcc.remote.worker._write_result``: byte for
+byte what h5py writes). Timed in a fresh subprocess each (so ``ru_maxrss`` is the combine's own
+peak): ``mcc.combine.combine_files(files, out, None)`` — the manager's call, built-in combiner —
+against the baseline, a raw h5py copy of the same bytes stored as one dataset (read the whole
+(N·100, 5) dataset, write it as one dataset into a new file). Rates are data bytes per second.
+Peak memory is reported as the peak RSS (VmHWM) over the RSS before the call (the interpreter,
+numpy and h5py already loaded).
+
+Size: the number of partial files.
+"""
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench import Context, Row, fmt_s
+from bench.harness import env_with_repo, tempdir
+
+ID = "B6"
+TITLE = "combine: 10k partial files × 100 rows × 5 float64, built-in combiner"
+DEFAULT_SIZE = 10_000
+ROWS, WIDTH = 100, 5
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak RSS (VmHWM). Not ``ru_maxrss``: after fork + exec that also counts the
+    parent's peak (Linux folds the old address space's high-water mark into it)."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _child(mode: str, src: str, out: str) -> None:
+    """In a fresh process: time one combine (or raw copy); print JSON with its peak memory."""
+    import h5py
+
+    from mcc.combine import combine_files
+
+    before = _rss_mb()
+    t0 = time.perf_counter()
+    if mode == "combine":
+        files = Path(src).read_text().split("\n")
+        combine_files(files, Path(out), None)
+    else:
+        with h5py.File(src, "r") as fin, h5py.File(out, "w") as fout:
+            fout.create_dataset("data", data=fin["data"][...])
+    seconds = time.perf_counter() - t0
+    peak = _peak_rss_mb()
+    with h5py.File(out, "r") as fh:
+        total = float(fh["data"][...].sum())
+        shape = fh["data"].shape
+    print(json.dumps({"seconds": seconds, "rss_before_mb": before, "peak_rss_mb": peak, "sum": total,
+                      "shape": shape}))
+
+
+def _run_child(mode: str, src: Path, out: Path) -> dict[str, Any]:
+    proc = subprocess.run([sys.executable, "-m", "bench.b6_combine", "child", mode, str(src), str(out)],
+                          env=env_with_repo(), capture_output=True, text=True, timeout=1800)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{mode} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def measure(ctx: Context, n_files: int) -> dict[str, Any]:
+    import h5py
+
+    from mcc.remote.worker import _write_result
+
+    with tempdir("b6") as root:
+        parts = root / "results"
+        parts.mkdir()
+        rng = np.random.default_rng(6)
+        data = rng.random((n_files * ROWS, WIDTH))
+        t0 = time.perf_counter()
+        files = []
+        for i in range(n_files):
+            path = parts / f"{i:07d}.h5"
+            _write_result(path, data[i * ROWS:(i + 1) * ROWS], i * ROWS, ROWS)
+            files.append(str(path))
+        (root / "files.txt").write_text("\n".join(files))
+        with h5py.File(root / "one.h5", "w") as fh:
+            fh.create_dataset("data", data=data)
+        ctx.log(f"  wrote {n_files:,} partial files in {time.perf_counter() - t0:.1f} s")
+        combined = _run_child("combine", root / "files.txt", root / "combined.h5")
+        raw = _run_child("raw", root / "one.h5", root / "copy.h5")
+    expect = float(data.sum())
+    for name, r in (("combine", combined), ("raw", raw)):
+        if tuple(r["shape"]) != data.shape or not np.isclose(r["sum"], expect, rtol=1e-12):
+            raise RuntimeError(f"{name} output differs from the input: {r}")
+    nbytes = data.nbytes
+    out = {"files": n_files, "bytes": nbytes, "combine": combined, "raw": raw,
+           "combine_rate_mb_s": nbytes / combined["seconds"] / 2**20, "raw_rate_mb_s": nbytes / raw["seconds"] / 2**20}
+    ctx.log(f"  combine {combined['seconds']:.2f} s ({out['combine_rate_mb_s']:.0f} MB/s, peak +"
+            f"{combined['peak_rss_mb'] - combined['rss_before_mb']:.0f} MB); raw copy {raw['seconds']:.3f} s")
+    return out
+
+
+def run(size: int | None, ctx: Context) -> list[Row]:
+    n = size or DEFAULT_SIZE
+    m = measure(ctx, n)
+    c, r = m["combine"], m["raw"]
+    ratio = m["combine_rate_mb_s"] / m["raw_rate_mb_s"]
+    mb = m["bytes"] / 2**20
+    per_file_us = c["seconds"] / n * 1e6
+    return [
+        Row("B6", f"combine_files(..., builtin) of {n:,} files × {ROWS} rows × {WIDTH} float64 ({mb:.0f} MB of data), "
+                  "fresh process",
+            f"{m['combine_rate_mb_s']:.0f} MB/s ({fmt_s(c['seconds'])})",
+            f"raw h5py copy as one dataset: {m['raw_rate_mb_s']:.0f} MB/s ({fmt_s(r['seconds'])})",
+            f"{ratio:.0%}", "≥ 50 % of the raw rate; peak memory bounded",
+            ratio >= 0.5,
+            notes=f"peak RSS +{c['peak_rss_mb'] - c['rss_before_mb']:.0f} MB over {c['rss_before_mb']:.0f} MB "
+                  f"(raw copy +{r['peak_rss_mb'] - r['rss_before_mb']:.0f} MB); {per_file_us:.0f} µs per file",
+            data=m),
+    ]
+
+
+if __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[1] == "child":
+    _child(sys.argv[2], sys.argv[3], sys.argv[4])

@@ -1,0 +1,30 @@
+"""The per-point functions of the baselines (importable by Pool and RQ workers), identical to the
+entries the mcc projects of the benchmarks use (``harness.NOOP_ENTRY`` / ``harness.SPIN_ENTRY``)."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+
+def noop(point: list[float]) -> list[float]:
+    return point
+
+
+def spin(point: list[float], seconds: float = 0.02) -> list[float]:
+    """``seconds`` of CPU time in this thread (busy loop), then the point back."""
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
+        pass
+    return point
+
+
+def spin_20ms(point: list[float]) -> list[float]:
+    return spin(point, 0.02)
+
+
+def points(n: int, dims: int = 3) -> np.ndarray:
+    """``n`` distinct points: [i, i/2, 0, ...]."""
+    i = np.arange(n, dtype=np.float64)
+    cols = [i, i * 0.5] + [np.zeros(n)] * max(0, dims - 2)
+    return np.column_stack(cols[:dims])
