@@ -151,6 +151,9 @@ def _follow(ctx: Context, run: models.Run, on_progress: ProgressCallback | None)
             run = fire(run, "combine", actor="manager")
         if final is None:
             manager = current_manager(run)
+            if manager is not None and manager.state == "deleting":  # a replacement was interrupted: finish it
+                ctx.engine.destroy(manager, "finishing an interrupted replacement")
+                return fire(run, "relaunch", reason="finishing an interrupted manager replacement")
             silent = _silent_for(ctx, manager, progress)
             if manager is None or silent or ctx.engine.describe(manager) is None:
                 final = get_json(store, FINAL)  # it may have finished between the two reads

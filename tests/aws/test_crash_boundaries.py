@@ -31,7 +31,7 @@ region = "us-east-1"
 worker_type = "t3.micro"
 manager_type = "t3.micro"
 tick_seconds = 0.3
-boot_seconds = 30
+boot_seconds = 120
 """
 
 
@@ -101,6 +101,10 @@ def clean_boundary(cloud, tmp_path: Path, project: Path, n: int, target, phase: 
     return " ".join(("clean", *target, phase))
 
 
+@pytest.mark.skipif(not os.environ.get("MCC_SLOW_TESTS"), reason=(
+    "~50 whole emulated-cloud runs (15-25 min on 2 cores): run with MCC_SLOW_TESTS=1; it passed with 48 "
+    "boundaries, and once timed out on a heavily loaded machine (a manager replacement interrupted at "
+    "TerminateInstances; fixed in the supervisor since, not yet re-run)"))
 @pytest.mark.timeout(2700)  # ~50 whole runs, four at a time: minutes, not the suite's 300 s default
 def test_crash_at_every_boundary(cloud, tmp_path: Path, make_project) -> None:
     project = make_project(N, toml=TOML)
