@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import tempfile
 import time
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable
+
+from mcc import atomic
 
 log = logging.getLogger(__name__)
 
@@ -244,7 +244,7 @@ def refresh_prices(ledger: Any, pricing_client: Any, *, regions: Iterable[str] |
     doc = {"source": "AWS Price List API (pricing:GetProducts, ServiceCode AmazonEC2, Linux, On-Demand)",
            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **fetched}
     path = Path(ledger.home) / CACHE_FILE
-    _write_atomic(path, json.dumps(doc, indent=1, sort_keys=True).encode())
+    atomic.write_bytes(path, json.dumps(doc, indent=1, sort_keys=True).encode())
     return doc
 
 
@@ -261,14 +261,3 @@ def _ledger_usage() -> tuple[set[str], set[str]]:
             types.add(itype)
     return regions, types
 
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".prices-")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlparse
+
+from mcc import atomic
 
 
 class Store(Protocol):
@@ -41,16 +41,7 @@ class LocalStore:
         return path
 
     def put_bytes(self, key: str, data: bytes) -> None:
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            _unlink(tmp)
-            raise
+        atomic.write_bytes(self._path(key), data)
 
     def get_bytes(self, key: str) -> bytes | None:
         try:
@@ -67,16 +58,15 @@ class LocalStore:
                 return
             except OSError:  # another filesystem: fall back to copy
                 pass
-        _copy_atomic(Path(path), dest)
+        atomic.copy_file(path, dest)
         if move:
-            _unlink(str(path))
+            atomic.unlink_quietly(path)
 
     def get_file(self, key: str, dest: Path) -> bool:
         src = self._path(key)
         if not src.exists():
             return False
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        _copy_atomic(src, dest)
+        atomic.copy_file(src, dest)
         return True
 
     def local_path(self, key: str) -> Path | None:
@@ -98,7 +88,7 @@ class LocalStore:
         return sorted(keys)
 
     def delete(self, key: str) -> None:
-        _unlink(str(self._path(key)))
+        atomic.unlink_quietly(self._path(key))
 
 
 class S3Store:
@@ -135,25 +125,17 @@ class S3Store:
     def put_file(self, key: str, path: Path, *, move: bool = False) -> None:
         self._call(self.s3.upload_file, str(path), self.bucket, self._key(key))
         if move:
-            _unlink(str(path))
+            atomic.unlink_quietly(path)
 
     def get_file(self, key: str, dest: Path) -> bool:
         """Download to a temporary name beside ``dest``, then rename; False when the key does not exist."""
         if not self.exists(key):
             return False
-        dest = Path(dest)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".tmp-")
-        os.close(fd)
         try:
-            self._call(self.s3.download_file, self.bucket, self._key(key), tmp)
-            os.replace(tmp, dest)
+            with atomic.replacing(dest) as tmp:
+                self._call(self.s3.download_file, self.bucket, self._key(key), str(tmp))
         except self._missing:  # deleted between exists() and the download
-            _unlink(tmp)
             return False
-        except BaseException:
-            _unlink(tmp)
-            raise
         return True
 
     def local_path(self, key: str) -> Path | None:
@@ -193,22 +175,3 @@ def put_json(store: Store, key: str, value: Any) -> None:
 def get_json(store: Store, key: str) -> Any | None:
     data = store.get_bytes(key)
     return None if data is None else json.loads(data)
-
-
-def _copy_atomic(src: Path, dest: Path) -> None:
-    """Copy to a temporary name beside ``dest``, then rename: readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".tmp-")
-    os.close(fd)
-    try:
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dest)
-    except BaseException:
-        _unlink(tmp)
-        raise
-
-
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass

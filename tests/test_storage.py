@@ -38,3 +38,24 @@ def test_keys_cannot_escape(tmp_path: Path) -> None:
         store.put_bytes("../outside", b"x")
     with pytest.raises(ValueError):
         open_store("ftp://example/bucket")
+
+
+def test_atomic_writes_leave_the_old_file_or_the_new_one(tmp_path: Path) -> None:
+    """mcc.atomic serves the bucket and the price cache: a failed write leaves the old file and no temp."""
+    from mcc import atomic
+
+    dest = tmp_path / "sub" / "prices.json"
+    atomic.write_bytes(dest, b"old")
+    with pytest.raises(RuntimeError):
+        with atomic.replacing(dest) as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError("interrupted")
+    assert dest.read_bytes() == b"old"
+    assert [p.name for p in dest.parent.iterdir()] == ["prices.json"]
+    src = tmp_path / "src"
+    src.write_bytes(b"new")
+    atomic.copy_file(src, dest)
+    assert dest.read_bytes() == b"new"
+    atomic.unlink_quietly(dest)
+    atomic.unlink_quietly(dest)  # already gone is fine
+    assert not dest.exists()
