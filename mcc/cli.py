@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import traceback
 from pathlib import Path
@@ -34,8 +35,6 @@ class McGroup(click.Group):
         except MccError as exc:
             if ctx.params.get("debug") or os.environ.get("MCC_DEBUG"):
                 traceback.print_exc()
-            if isinstance(exc, CleanIncomplete) and exc.report is not None and _wants_json(ctx):
-                emit_json(exc.report.to_dict())
             err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
@@ -51,11 +50,6 @@ class McGroup(click.Group):
                       "Re-run with --debug for the traceback and report it. The ledger is intact.", markup=True,
                       highlight=False)
             ctx.exit(70)
-
-
-def _wants_json(ctx: click.Context) -> bool:
-    sub = ctx.invoked_subcommand
-    return "--json" in sys.argv if sub else False
 
 
 @click.group(cls=McGroup)
@@ -217,6 +211,21 @@ def provision(backend: str, profile: str | None, region: str | None, ssh_cidr: s
         out.print(resources_table(rows))
 
 
+REGION_NAME = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
+
+
+def _region_list(regions: str | None) -> list[str] | None:
+    """``--regions`` as a list: ``all`` or comma-separated region names such as us-east-1."""
+    if not regions:
+        return None
+    names = [r.strip() for r in regions.split(",") if r.strip()]
+    bad = [r for r in names if r != "all" and not REGION_NAME.match(r)]
+    if bad or ("all" in names and len(names) > 1):
+        raise click.BadParameter(f"{', '.join(bad) or regions!r} is not a region list: give `all` or region "
+                                 "names separated by commas, e.g. us-east-1,eu-west-1", param_hint="--regions")
+    return names
+
+
 @main.command()
 @click.option("--run", "run_id", help="Clean only this run.")
 @click.option("--all", "all_", is_flag=True, help="Clean every run and resource of this ledger.")
@@ -233,14 +242,18 @@ def clean(run_id: str | None, all_: bool, dry_run: bool, yes: bool, regions: str
     """
     if bool(run_id) == all_:
         raise click.UsageError("give exactly one of --run RUN or --all")
-    extra = {"regions": [r.strip() for r in regions.split(",") if r.strip()] if regions else None,
-             "ledger_id": ledger_id}
+    extra = {"regions": _region_list(regions), "ledger_id": ledger_id}
     if not dry_run and not yes and sys.stdin.isatty():
         preview = api.clean(run_id, all=all_, dry_run=True, **extra)
         out.print(f"{len(preview['deleted'])} resource(s) in the ledger, {len(preview['adopted'])} found by the sweep")
         if not click.confirm("delete them?", default=False):
             raise click.Abort()
-    result = api.clean(run_id, all=all_, dry_run=dry_run, **extra)
+    try:
+        result = api.clean(run_id, all=all_, dry_run=dry_run, **extra)
+    except CleanIncomplete as exc:  # the report (with the survivors) on stdout, the message on stderr
+        if as_json and exc.report is not None:
+            emit_json(exc.report.to_dict())
+        raise
     if as_json:
         emit_json(result)
         return
