@@ -75,7 +75,7 @@ def json_option(f: Callable) -> Callable:
 @main.command()
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
 def init(directory: Path) -> None:
-    """Create a project with points.py, entry.py and mcc.toml.
+    """Create a project with points.py, entry.py, combine_data.py and mcc.toml (commented).
 
     Example: mcc init mysweep && mcc run mysweep
     """
@@ -83,7 +83,8 @@ def init(directory: Path) -> None:
 
     for path in init_project(directory):
         out.print(f"created {path}")
-    out.print(f"next: edit {directory}/points.py and entry.py, then `mcc run {directory}`")
+    out.print(f"next: edit {directory}/points.py and entry.py (and combine_data.py, or delete it to use the "
+              f"built-in combiner), then `mcc run {directory}`", highlight=False)
 
 
 def _follow(as_json: bool, call: Callable[..., dict[str, Any]], **kwargs: Any) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from pathlib import Path
 from mcc.errors import ProjectError
 
 #: Files written by :func:`init_project`, in order.
-TEMPLATE_FILES: tuple[str, ...] = ("points.py", "entry.py", "mcc.toml")
+TEMPLATE_FILES: tuple[str, ...] = ("points.py", "entry.py", "combine_data.py", "mcc.toml")
 
 
 def _template_text(name: str) -> str:
@@ -25,7 +25,7 @@ def _template_text(name: str) -> str:
 
 
 def init_project(target: Path) -> list[Path]:
-    """Create ``target`` if needed and write points.py, entry.py and mcc.toml into it.
+    """Create ``target`` if needed and write points.py, entry.py, combine_data.py and mcc.toml into it.
 
     Refuses (ProjectError, nothing written) if any of those files already exists.
     Returns the paths written.

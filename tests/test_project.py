@@ -453,7 +453,8 @@ def test_init_project_writes_loadable_project(tmp_path):
     settings = load_settings(target)
     assert settings == Settings()
     project = load_project(target, settings)
-    assert project.entry == Entry("function", "entry:compute") and project.combine is None
+    assert project.entry == Entry("function", "entry:compute")
+    assert project.combine == target.resolve() / "combine_data.py" and load_combiner(target) is not None
     assert 20 <= project.points.shape[0] <= 200 and project.points.shape[1] == 1
     compute = load_function(target, project.entry.target)
     for index in (0, len(project.points) // 2, len(project.points) - 1):
