@@ -279,6 +279,94 @@ def to_tsv(rows: Iterable[dict[str, Any]], columns: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# -- the live cost of a run (for `mcc run`'s live view and the run/status JSON) ---------------------------
+
+def projected_cost(so_far_usd: float, burn_usd_per_hour: float, remaining_points: int,
+                   points_per_s: float | None) -> float | None:
+    """The run's projected total: cost so far + (remaining points / current rate) x current burn rate.
+
+    Nothing left to do (or nothing burning) → the cost so far. Points left but no rate yet → None (unknown).
+    """
+    if remaining_points <= 0 or burn_usd_per_hour <= 0:
+        return so_far_usd
+    if not points_per_s or points_per_s <= 0:
+        return None
+    return so_far_usd + remaining_points / points_per_s * burn_usd_per_hour / 3600.0
+
+
+def _burn_per_hour(run: models.Run, instances: list[dict[str, Any]], table: dict[str, Any]) -> float:
+    """USD per hour of what is running now: live instances at their price, live cache nodes at theirs."""
+    burn = sum(i["price_per_hour"] or 0.0 for i in instances if i["running"])
+    for row in queries.resources(run_id=run.id, kind="cache"):
+        attrs = row.attrs or {}
+        if row.backend == "local" or row.deleted_at is not None or attrs.get("terminated_at") is not None:
+            continue
+        per_hour = attrs.get("price_per_hour") or pricing.cache_price(attrs.get("node_type", ""), _region(run, row))
+        burn += (per_hour or 0.0) * int(attrs.get("num_nodes") or 1)
+    return burn
+
+
+def cost_figures(run: models.Run, *, done: int | None = None, dead: int | None = None,
+                 points_per_s: float | None = None, now: float | None = None) -> dict[str, Any]:
+    """Cost so far, current burn rate and projected total of ``run``, from the ledger.
+
+    So far: every instance from its launch to its termination (or now) at its recorded price, per second
+    with the 60-second minimum, plus ElastiCache node-hours, EBS and S3 (as :func:`analyze_run`). Burn: the
+    $/hour of what is running now. Projected: :func:`projected_cost` with ``points_per_s`` (the live view's
+    measured rate) or, without it, the points done since the run started over the time since. Local runs
+    cost nothing and read nothing.
+    """
+    done = run.done if done is None else done
+    dead = run.dead if dead is None else dead
+    remaining = max(0, (run.points or 0) - done - dead)
+    finished = run.state not in ("draft", "provisioning", "launching", "running", "combining", "collecting")
+    if run.backend == "local":
+        return {"local": True, "so_far_usd": 0.0, "burn_usd_per_hour": 0.0, "projected_usd": 0.0,
+                "points_per_s": points_per_s, "remaining_points": remaining, "complete": True, "finished": finished}
+    now = time.time() if now is None else now
+    table = pricing.load_table()
+    instances = instance_rows(run, table=table, now=now)
+    so_far = sum(i["cost_usd"] for i in instances) + sum(_other_costs(run, now).values())
+    burn = 0.0 if finished else _burn_per_hour(run, instances, table)
+    if points_per_s is None and not finished:
+        start, _, _ = _run_times(run, now)
+        if start is not None and now > start and done + dead > 0:
+            points_per_s = (done + dead) / (now - start)
+    return {
+        "local": False, "so_far_usd": so_far, "burn_usd_per_hour": burn,
+        "projected_usd": so_far if finished else projected_cost(so_far, burn, remaining, points_per_s),
+        "points_per_s": points_per_s, "remaining_points": 0 if finished else remaining,
+        "complete": all(i["priced"] for i in instances), "finished": finished,
+    }
+
+
+class CostMeter:
+    """The live view's cost: measures the rate between calls and recomputes the figures at most every
+    ``every`` seconds (they read the ledger)."""
+
+    def __init__(self, every: float = 2.0, clock: Any = time.monotonic) -> None:
+        self.every, self.clock = every, clock
+        self.first: tuple[float, int] | None = None
+        self.last_at: float | None = None
+        self.figures: dict[str, Any] | None = None
+
+    def update(self, run: models.Run, progress: dict[str, Any] | None) -> dict[str, Any]:
+        """Figures for ``run`` given the manager's latest ``progress`` document (None before the first one)."""
+        p = (progress or {}).get("progress") or {}
+        done, dead = p.get("done_points", run.done), p.get("dead_points", run.dead)
+        now = self.clock()
+        if progress is not None and self.first is None:
+            self.first = (now, done + dead)
+        if self.figures is not None and self.last_at is not None and now - self.last_at < self.every:
+            return self.figures
+        rate = None
+        if self.first is not None and now - self.first[0] >= 1.0 and done + dead > self.first[1]:
+            rate = (done + dead - self.first[1]) / (now - self.first[0])
+        self.figures = cost_figures(run, done=done, dead=dead, points_per_s=rate)
+        self.last_at = now
+        return self.figures
+
+
 # -- the worker timeline (for plots) ------------------------------------------------------------------
 
 def worker_timeline(run_id: str, *, home: str | Path | None = None, now: float | None = None) -> dict[str, Any]:

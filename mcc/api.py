@@ -36,7 +36,7 @@ def run(project_dir: str | Path = ".", *, backend: str | None = None, workers: i
     if on_created:
         on_created(run_row)
     run_row = drive(ctx, run_row, detach=detach, keep=keep, on_progress=on_progress)
-    return summary(run_row)
+    return with_cost(summary(run_row), run_row)
 
 
 def resume(run_id: str, *, keep: bool = False, detach: bool = False, on_progress: ProgressCallback | None = None,
@@ -48,16 +48,27 @@ def resume(run_id: str, *, keep: bool = False, detach: bool = False, on_progress
     if run_row.state in ("failed", "cancelled"):
         run_row = fire(run_row, "retry", reason="mcc resume")
     run_row = drive(ctx, run_row, detach=detach, keep=keep, on_progress=on_progress)
-    return summary(run_row)
+    return with_cost(summary(run_row), run_row)
 
 
 def status(run_id: str | None = None, *, home: str | Path | None = None) -> dict[str, Any] | list[dict[str, Any]]:
-    """One run's summary (with live progress while it runs), or the list of every run's summary."""
+    """One run's summary (with live progress while it runs), or the list of every run's summary.
+
+    Each summary has ``cost``: ``so_far_usd``, ``burn_usd_per_hour``, ``projected_usd`` (None until a rate is
+    known), ``local`` (True: the local backend costs $0), ``complete`` (False: an instance type had no price).
+    """
     ledger = _ledger(home)
     if run_id is not None:
         run_row = queries.get_run(run_id)
-        return summary(run_row, live=True, ctx=Context.for_run(ledger, run_row))
-    return [summary(r) for r in queries.list_runs()]
+        return with_cost(summary(run_row, live=True, ctx=Context.for_run(ledger, run_row)), run_row)
+    return [with_cost(summary(r), r) for r in queries.list_runs()]
+
+
+def with_cost(doc: dict[str, Any], run_row: models.Run) -> dict[str, Any]:
+    """``doc`` (a run summary) with ``cost``: so far, burn rate and projected total (mcc.analysis.cost_figures)."""
+    from mcc.analysis import cost_figures
+
+    return {**doc, "cost": cost_figures(run_row, done=doc["done"], dead=doc["dead"])}
 
 
 def clean(run_id: str | None = None, *, all: bool = False, dry_run: bool = False, regions: list[str] | None = None,

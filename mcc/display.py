@@ -45,14 +45,27 @@ def age(ts: float | None) -> str:
 
 
 def runs_table(runs: Iterable[dict[str, Any]]) -> Table:
+    """One line per run; a cost column when the summaries carry one (`mcc status`)."""
+    runs = list(runs)
+    costed = any("cost" in r for r in runs)
     table = Table(title="Runs", title_justify="left")
-    for col in ("run", "state", "backend", "points", "done", "dead", "age", "result / reason"):
-        table.add_column(col, justify="right" if col in ("points", "done", "dead", "age") else "left")
+    for col in ("run", "state", "backend", "points", "done", "dead", "age", *(["cost"] if costed else []),
+                "result / reason"):
+        table.add_column(col, justify="right" if col in ("points", "done", "dead", "age", "cost") else "left")
     for r in runs:
         note = r.get("result") or (r.get("reason") or "").splitlines()[0][:60] if (r.get("result") or r.get("reason")) else ""
+        cost = [_short_cost(r.get("cost"))] if costed else []
         table.add_row(r["run_id"], styled(r["state"]), r["backend"], str(r["points"]), str(r["done"]),
-                      str(r["dead"]), age(r.get("created_at")), note)
+                      str(r["dead"]), age(r.get("created_at")), *cost, note)
     return table
+
+
+def _short_cost(c: dict[str, Any] | None) -> str:
+    if not c:
+        return ""
+    if c.get("local"):
+        return "$0 (local)"
+    return _usd(c["so_far_usd"]) + ("" if c.get("finished") else "…")
 
 
 def resources_table(rows: Iterable[dict[str, Any]]) -> Table:
@@ -84,6 +97,8 @@ def summary_view(s: dict[str, Any]) -> Group:
     if "compute_s" in t:
         lines.append(Text(f"compute {t['compute_s']:.1f} s ({t.get('points_per_second', 0):,.0f} points/s)  "
                           f"start-up {t.get('startup_s', 0):.1f} s  total {t.get('total_s', 0):.1f} s"))
+    if s.get("cost"):
+        lines.append(Text(cost_text(s["cost"])))
     if s.get("result"):
         lines.append(Text.assemble(("result ", "bold"), s["result"]))
     if s.get("reason"):
@@ -113,7 +128,9 @@ class ProgressView:
         )
         self.task = None
         self.counts = Text("")
-        self.live = Live(Group(self.bar, self.counts), console=console, refresh_per_second=8, transient=False)
+        self.cost = Text("")
+        self.live = Live(Group(self.bar, self.counts, self.cost), console=console, refresh_per_second=8,
+                         transient=False)
         self.first: tuple[float, int] | None = None
 
     def __enter__(self) -> "ProgressView":
@@ -123,9 +140,11 @@ class ProgressView:
     def __exit__(self, *exc: Any) -> None:
         self.live.__exit__(*exc)
 
-    def update(self, run: Any, progress: dict[str, Any] | None) -> None:
+    def update(self, run: Any, progress: dict[str, Any] | None, cost: dict[str, Any] | None = None) -> None:
         if self.task is None:
             self.task = self.bar.add_task(run.id, total=run.points, rate="")
+        if cost is not None:
+            self.cost.plain = cost_text(cost)
         if not progress:
             self.bar.update(self.task, description=f"{run.id} {run.state}")
             return
@@ -141,6 +160,19 @@ class ProgressView:
         self.counts.plain = (f"done {done}  failed {p['dead_points']} (dead subproblems {p['dead']})  "
                              f"in flight {p['leased']} subproblems  pending {p['pending']}  "
                              f"retries {p['failures']}  workers {progress.get('workers', 0)}")
+
+
+def cost_text(c: dict[str, Any]) -> str:
+    """One line for mcc.analysis.cost_figures: "cost $0.00 (local)", or so far / projected / burn rate."""
+    if c.get("local"):
+        return "cost $0.00 (local)"
+    if c.get("finished"):
+        text = f"cost {_usd(c['so_far_usd'])}"
+    else:
+        projected = _usd(c["projected_usd"]) if c.get("projected_usd") is not None else "? (no rate yet)"
+        text = (f"cost so far {_usd(c['so_far_usd'])}  projected total {projected}  "
+                f"burning ${c['burn_usd_per_hour']:,.4f}/h")
+    return text if c.get("complete", True) else text + "  (some instance types unpriced: `mcc analyze` says which)"
 
 
 # -- analysis, prices, doctor -----------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from mcc.analysis import CostMeter
 from mcc.backends import Backend, get_backend
 from mcc.engine import Engine
 from mcc.errors import MccError
@@ -25,7 +26,9 @@ from mcc.prepare import Prepared
 from mcc.runspec import COMBINED, FINAL, POINTS, PROGRESS, SPEC, RunSpec
 from mcc.storage import Store, get_json
 
-ProgressCallback = Callable[[models.Run, dict[str, Any] | None], None]
+#: on_progress(run, progress, cost): the manager's latest progress document (None before the first one) and
+#: the run's cost figures (mcc.analysis.cost_figures: so far, burn rate, projected total; $0 for local runs).
+ProgressCallback = Callable[[models.Run, dict[str, Any] | None, dict[str, Any]], None]
 
 
 @dataclass
@@ -140,12 +143,13 @@ def _follow(ctx: Context, run: models.Run, on_progress: ProgressCallback | None)
     store = store_of(ctx, run)
     assert store is not None
     started = time.monotonic()
+    meter = CostMeter()
     while True:
         progress = get_json(store, PROGRESS)
         run = sync_run(store, run, ctx.engine)
         _record_counts(run, progress)
         if on_progress:
-            on_progress(run, progress)
+            on_progress(run, progress, meter.update(run, progress))
         final = get_json(store, FINAL)
         if final is None and progress and progress.get("phase") == "combining" and run.state == "running":
             run = fire(run, "combine", actor="manager")

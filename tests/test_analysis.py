@@ -241,3 +241,81 @@ def test_ebs_s3_and_recorded_costs(ledger) -> None:
     a = analysis.analyze_run("r-store", now=month)
     assert a["cost_breakdown"] == pytest.approx({"ebs": 8 * 0.08, "s3": 100 * 0.023 / 2, "nat": 1.25})
     assert a["instances"] == 0 and a["instance_seconds"] == 0
+
+
+# -- the live cost: projection, figures from the ledger, the meter --------------------------------------
+
+def test_projected_cost_is_so_far_plus_remaining_time_at_the_burn_rate() -> None:
+    # 600 points left at 2 points/s = 300 s more at $3.60/h = $0.30 more
+    assert analysis.projected_cost(1.0, 3.6, 600, 2.0) == pytest.approx(1.30)
+    assert analysis.projected_cost(1.0, 3.6, 0, 2.0) == 1.0  # nothing left: what it cost
+    assert analysis.projected_cost(1.0, 0.0, 600, 2.0) == 1.0  # nothing burning (all instances gone)
+    assert analysis.projected_cost(1.0, 3.6, 600, None) is None  # no rate yet: unknown, not a guess
+    assert analysis.projected_cost(1.0, 3.6, 600, 0.0) is None
+    # twice the rate halves what remains to be paid
+    more = analysis.projected_cost(0.0, 3.6, 600, 2.0)
+    assert analysis.projected_cost(0.0, 3.6, 600, 4.0) == pytest.approx(more / 2)
+
+
+def build_live_aws_run(run_id: str = "r-live") -> Run:
+    """A running AWS run: a t3.micro manager and an m5.large worker still up, a c5.xlarge gone, a cache up."""
+    run = create_row(Run, id=run_id, backend="aws", project_dir="/nowhere", settings={"region": "us-east-1"},
+                     points=1000)
+    for trigger in ("provision", "launch", "start"):
+        run = fire(run, trigger)
+    Event.update(at=1005.0).where((Event.run_id == run.id) & (Event.trigger == "start")).execute()
+    _instance(run, "manager", region="us-east-1", spec={"role": "manager"},
+              attrs={"instance_type": "t3.micro", "launched_at": 1000.0})
+    _instance(run, "w-0001", region="us-east-1", attrs={"instance_type": "m5.large", "launched_at": 1010.0})
+    _instance(run, "w-0002", region="us-east-1",
+              attrs={"instance_type": "c5.xlarge", "launched_at": 1010.0, "terminated_at": 1110.0})
+    create_row(Resource, run=run.id, kind="cache", name="queue", backend="aws", region="us-east-1",
+               idempotency_key=f"{run.id}/queue", state="adopted",
+               attrs={"node_type": "cache.t3.micro", "launched_at": 1000.0})
+    models.Run.update(done=290, dead=10).where(models.Run.id == run.id).execute()
+    return models.Run.get_by_id(run.id)
+
+
+def test_cost_figures_of_a_running_aws_run(ledger) -> None:
+    run = build_live_aws_run()
+    c = analysis.cost_figures(run, now=1105.0)
+    so_far = 105 * T3MICRO / 3600 + 95 * M5 / 3600 + 100 * C5X / 3600 + CACHE  # cache: one node-hour begun
+    burn = T3MICRO + M5 + CACHE  # what is still up
+    assert c["so_far_usd"] == pytest.approx(so_far)
+    assert c["burn_usd_per_hour"] == pytest.approx(burn)
+    assert c["points_per_s"] == pytest.approx(300 / 100)  # (done + dead) since the start event
+    assert c["remaining_points"] == 700
+    assert c["projected_usd"] == pytest.approx(so_far + 700 / 3.0 * burn / 3600)
+    assert not c["local"] and c["complete"] and not c["finished"]
+    # the live view's measured rate wins over the average since the start
+    faster = analysis.cost_figures(run, now=1105.0, points_per_s=7.0)
+    assert faster["projected_usd"] == pytest.approx(so_far + 100.0 * burn / 3600)
+
+
+def test_cost_figures_of_finished_and_local_runs(ledger) -> None:
+    build_aws_run()
+    c = analysis.cost_figures(models.Run.get_by_id("r-aws"))
+    assert c["finished"] and c["burn_usd_per_hour"] == 0 and c["remaining_points"] == 0
+    assert c["projected_usd"] == c["so_far_usd"] == pytest.approx(analysis.analyze_run("r-aws")["cost_usd"])
+    build_local_run()
+    local = analysis.cost_figures(models.Run.get_by_id("r-local"))
+    assert local["local"] and local["so_far_usd"] == local["projected_usd"] == 0.0
+
+
+def test_cost_meter_measures_the_rate_and_reads_the_ledger_sparingly(ledger) -> None:
+    run = build_live_aws_run()
+    now = [0.0]
+    meter = analysis.CostMeter(every=2.0, clock=lambda: now[0])
+
+    def progress(done: int) -> dict[str, Any]:
+        return {"progress": {"done_points": done, "dead_points": 10}}
+
+    first = meter.update(run, progress(290))
+    assert first["remaining_points"] == 700 and first["burn_usd_per_hour"] == pytest.approx(T3MICRO + M5 + CACHE)
+    now[0] = 1.0
+    assert meter.update(run, progress(300)) is first  # within 2 s: the same figures, no ledger read
+    now[0] = 2.5
+    second = meter.update(run, progress(340))
+    assert second is not first
+    assert second["points_per_s"] == pytest.approx(50 / 2.5)  # measured between the two observations
+    assert second["remaining_points"] == 1000 - 340 - 10
