@@ -195,11 +195,14 @@ def analysis_view(a: dict[str, Any]) -> Group:
     lines.append(Text(f"wall {a['wall_s']:,.1f} s  instance-seconds {a['instance_seconds']:,.1f} "
                       f"(billed {a['billed_instance_seconds']:,})  points {a['done']}/{a['points']}  "
                       f"{_num(a['points_per_s'])} points/s"))
-    cost = Text.assemble(("cost ", "bold"), _usd(a["cost_usd"]))
-    if a["cost_per_point"] is not None:
-        cost.append(f"  ({a['cost_per_point']:.3g} $/point)")
-    if a["cost_breakdown"]:
-        cost.append("  = " + " + ".join(f"{k} {_usd(v)}" for k, v in a["cost_breakdown"].items()))
+    if a["backend"] == "local" and not a["cost_usd"]:
+        cost = Text.assemble(("cost ", "bold"), "$0.00 (local: processes on this machine, no AWS bill)")
+    else:
+        cost = Text.assemble(("cost ", "bold"), _usd(a["cost_usd"]))
+        if a["cost_per_point"] is not None:
+            cost.append(f"  ({a['cost_per_point']:.3g} $/point)")
+        if a["cost_breakdown"]:
+            cost.append("  = " + " + ".join(f"{k} {_usd(v)}" for k, v in a["cost_breakdown"].items()))
     lines.append(cost)
     lines += [Text(f"note: {note}", style="yellow") for note in a.get("notes", [])]
     lines.append(Text(f"retries {a['retries']}  preemptions {a['preemptions']}  stalls {a['stalls']}  "

@@ -50,3 +50,20 @@ def test_runs_table_has_a_cost_column_only_when_costed() -> None:
     console = Console(file=io.StringIO(), width=200, record=True)
     console.print(runs_table([row]))
     assert "cost" not in console.export_text()
+
+
+def test_analysis_view_says_local_runs_cost_nothing(mcc_home: Path) -> None:
+    from mcc import analysis
+    from mcc.display import analysis_view
+    from tests.test_analysis import build_aws_run, build_local_run
+
+    with open_ledger(mcc_home):
+        build_local_run()
+        build_aws_run()
+        local, aws = analysis.analyze_run("r-local"), analysis.analyze_run("r-aws")
+    console = Console(file=io.StringIO(), width=200, record=True)
+    console.print(analysis_view(local))
+    console.print(analysis_view(aws))
+    text = console.export_text()
+    assert "cost $0.00 (local: processes on this machine, no AWS bill)" in text
+    assert f"cost ${aws['cost_usd']:,.4f}" in text and "elasticache" in text
