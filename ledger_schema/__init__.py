@@ -12,11 +12,12 @@ from typing import Any
 
 from mcc.errors import LedgerError
 
-from . import v0001_initial, v0002_attrs_and_journal_cursor
+from . import v0001_initial, v0002_attrs_and_journal_cursor, v0003_subproblem_counts
 
 MIGRATIONS: list[tuple[int, ModuleType]] = [
     (1, v0001_initial),
     (2, v0002_attrs_and_journal_cursor),
+    (3, v0003_subproblem_counts),
 ]
 LATEST: int = MIGRATIONS[-1][0]
 

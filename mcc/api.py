@@ -84,9 +84,17 @@ def clean(run_id: str | None = None, *, all: bool = False, dry_run: bool = False
     return cleaner.clean(ledger, run_id, dry_run=dry_run, regions=regions, ledger_id=ledger_id).to_dict()
 
 
-def provision(*, backend: str = "aws", aws: dict[str, Any] | None = None,
+def provision(*, backend: str = "aws", aws: dict[str, Any] | None = None, project_dir: str | Path = ".",
               home: str | Path | None = None) -> list[dict[str, Any]]:
-    """Create (or find) the resources shared by every run of this ledger in a region; returns them."""
+    """Create (or find) the resources shared by every run of this ledger in a region; returns them.
+
+    The [aws] table of ``project_dir``/mcc.toml applies when there is one (``aws`` flags over it), so a
+    project's ``custom_image = true`` and ``requirements`` bake its image here, once, before any run.
+    """
+    from mcc.config import CONFIG_NAME, load_settings
+
+    if (Path(project_dir) / CONFIG_NAME).exists():
+        aws = {**load_settings(Path(project_dir)).aws, **{k: v for k, v in (aws or {}).items() if v is not None}}
     ledger = _ledger(home)
     ctx = Context.open(ledger, backend, aws)
     ctx.backend.preflight()
@@ -99,11 +107,11 @@ def ledger_view(*, run_id: str | None = None, kind: str | None = None, state: st
     """Runs, resources (and the newest ``events`` events) as plain dicts, for `mcc ledger show`."""
     ledger = _ledger(home)
     runs = [queries.get_run(run_id)] if run_id else queries.list_runs()
-    rows = queries.resources(run_id=run_id, kind=kind, state=state)
+    rows = queries.resource_dicts(run_id=run_id, kind=kind, state=state)
     doc: dict[str, Any] = {
         "ledger": {"uuid": ledger.uuid, "path": str(ledger.path)},
         "runs": [summary(r) for r in runs],
-        "resources": [{**queries.row_to_dict(r), "run": r.run_id} for r in rows],
+        "resources": [{**row, "run": row["run_id"]} for row in rows],
     }
     if events:
         evs = queries.events(run_id=run_id, limit=events)
@@ -127,9 +135,9 @@ def summary(run_row: models.Run, live: bool = False, ctx: Context | None = None)
     if progress:
         done, dead = progress["progress"]["done_points"], progress["progress"]["dead_points"]
     failures = [
-        {"subproblem": s.index, "first_point": s.first_point, "n_points": s.n_points, "attempts": s.attempts,
-         "state": s.state, "error": s.error}
-        for s in queries.failed_subproblems(run_row.id) if s.state == "dead"
+        {"subproblem": s["index"], "first_point": s["first_point"], "n_points": s["n_points"],
+         "attempts": s["attempts"], "state": s["state"], "error": s["error"]}
+        for s in queries.dead_subproblems(run_row.id)
     ]
     return {
         "run_id": run_row.id, "state": run_row.state, "backend": run_row.backend, "project_dir": run_row.project_dir,
@@ -145,8 +153,8 @@ def summary(run_row: models.Run, live: bool = False, ctx: Context | None = None)
 def timings(run_id: str, done_points: int) -> dict[str, float]:
     """Seconds spent per phase, from the run's transition events (first start → last combine = compute)."""
     at: dict[str, list[float]] = {}
-    for event in queries.events(run_id=run_id, entity="run"):
-        at.setdefault(event.trigger, []).append(event.at)
+    for trigger, when in queries.run_transitions(run_id):
+        at.setdefault(trigger, []).append(when)
     out: dict[str, float] = {}
     if "create" in at and "start" in at:
         out["startup_s"] = round(at["start"][0] - at["create"][0], 3)

@@ -7,11 +7,11 @@ exactly where the previous one stopped, and a segment rewritten by a restarted m
 from __future__ import annotations
 
 import json
-from collections import defaultdict
 from typing import Any
 
 from mcc.engine import Engine
-from mcc.ledger import create_row, fire_bulk, models, queries
+from mcc.ledger import create_row, models, queries
+from mcc.ledger.steps import fire_steps
 from mcc.runspec import INSTANCES, JOURNAL
 from mcc.storage import Store, get_json
 
@@ -53,54 +53,62 @@ def read_new_events(store: Store, cursor: str) -> list[dict[str, Any]]:
     return events
 
 
+def _subproblem_ids(run_id: str, indexes: list[int]) -> dict[int, int]:
+    """index → row id of the run's subproblems with these indexes (all of them when there are many)."""
+    if len(indexes) >= 5000:  # one scan of the run's (run_id, index) range beats thousands of lookups
+        return dict(models.db.execute_sql('SELECT "index", "id" FROM "subproblems" WHERE "run_id" = ?',
+                                          (run_id,)).fetchall())
+    found: dict[int, int] = {}
+    for start in range(0, len(indexes), 500):
+        batch = indexes[start:start + 500]
+        found.update(models.db.execute_sql(
+            f'SELECT "index", "id" FROM "subproblems" WHERE "run_id" = ? AND "index" IN ({", ".join("?" * len(batch))})',
+            (run_id, *batch)).fetchall())
+    return found
+
+
 def apply_events(run: models.Run, events: list[dict[str, Any]]) -> int:
-    """Move subproblems through the transitions the events imply; returns rows changed."""
+    """Move subproblems through the transitions the events imply, in one transaction; returns rows changed."""
     if not events:
         return 0
-    steps: dict[int, list[tuple[str, dict[str, Any], str, float | None]]] = defaultdict(list)
+    steps: dict[int, list[tuple[str, str, dict[str, Any], float | None]]] = {}
+    shared: dict[tuple[Any, ...], dict[str, Any]] = {}  # equal changes share one dict (fire_bulk groups them)
     for ev in events:
         kind = ev["type"]
-        triggers = TRIGGERS.get((kind, ev.get("outcome"))) or TRIGGERS.get(kind) or []
-        changes: dict[str, Any] = {"worker": ev.get("worker")}
-        if "attempt" in ev and kind != "claimed":
-            changes["attempts"] = int(ev["attempt"])
-        if ev.get("reason"):
-            changes["error"] = ev["reason"]
-        at = float(ev["t"]) if ev.get("t") else None  # the queue server's time of the event
+        triggers = TRIGGERS.get((kind, ev.get("outcome"))) or TRIGGERS.get(kind)
+        if not triggers:
+            continue
+        worker = ev.get("worker")
+        attempt = ev.get("attempt") if kind != "claimed" else None
+        key = (worker, attempt, ev.get("reason"))
+        changes = shared.get(key)
+        if changes is None:
+            changes = shared[key] = {"worker": worker}
+            if attempt is not None:
+                changes["attempts"] = int(attempt)
+            if key[2]:
+                changes["error"] = key[2]
+        t = ev.get("t")
+        at = float(t) if t else None  # the queue server's time of the event
+        sub = int(ev["sub"])
+        seq = steps.get(sub)
+        if seq is None:
+            seq = steps[sub] = []
+        actor = worker or "manager"
         for trigger in triggers:
-            steps[int(ev["sub"])].append((trigger, changes, ev.get("worker") or "manager", at))
-    index_to_id = dict(
-        models.Subproblem.select(models.Subproblem.index, models.Subproblem.id)
-        .where((models.Subproblem.run == run.id) & models.Subproblem.index.in_(list(steps)))
-        .tuples()
-    ) if len(steps) < 5000 else dict(
-        models.Subproblem.select(models.Subproblem.index, models.Subproblem.id)
-        .where(models.Subproblem.run == run.id).tuples()
-    )
-    changed, round_no = 0, 0
-    while True:  # round k applies the k-th step of every subproblem, grouped by trigger and actor
-        groups: dict[tuple[str, str], dict[int, dict[str, Any]]] = defaultdict(dict)
-        times: dict[tuple[str, str], dict[int, float]] = defaultdict(dict)
-        for sub, seq in steps.items():
-            if round_no < len(seq) and sub in index_to_id:
-                trigger, changes, actor, at = seq[round_no]
-                groups[trigger, actor][index_to_id[sub]] = changes
-                if at is not None:
-                    times[trigger, actor][index_to_id[sub]] = at
-        if not groups:
-            return changed
-        for (trigger, actor), by_id in groups.items():
-            changed += fire_bulk(models.Subproblem, trigger, list(by_id), run_id=run.id, actor=actor,
-                                 changes_by_id=by_id, at_by_id=times.get((trigger, actor)))
-        round_no += 1
+            seq.append((trigger, actor, changes, at))
+    index_to_id = _subproblem_ids(run.id, list(steps))
+    by_id = {index_to_id[sub]: seq for sub, seq in steps.items() if sub in index_to_id}
+    return fire_steps(models.Subproblem, by_id, run_id=run.id)
 
 
 def sync_run(store: Store, run: models.Run, engine: Engine | None = None) -> models.Run:
     """Apply new journal events and worker records; update the run's cursor."""
     events = read_new_events(store, run.journal_cursor)
     if events:
-        apply_events(run, events)
-        models.Run.update(journal_cursor=events[-1]["id"]).where(models.Run.id == run.id).execute()
+        with models.db.atomic():  # the transitions and the cursor that covers them commit together
+            apply_events(run, events)
+            models.Run.update(journal_cursor=events[-1]["id"]).where(models.Run.id == run.id).execute()
         run.journal_cursor = events[-1]["id"]
     if engine is not None:
         sync_workers(store, run, engine)

@@ -23,6 +23,7 @@ from mcc.ledger import (
     Subproblem,
     create_row,
     create_subproblems,
+    dead_subproblems,
     events,
     failed_subproblems,
     fire,
@@ -31,9 +32,12 @@ from mcc.ledger import (
     list_runs,
     models,
     open_ledger,
+    recount,
     resource_by_key,
+    resource_dicts,
     resources,
     row_to_dict,
+    run_transitions,
     subproblem_counts,
 )
 from mcc.ledger_schema import LATEST, MIGRATIONS, current_version, migrate
@@ -139,6 +143,27 @@ def test_migrates_a_version_1_ledger_and_keeps_its_rows(home: Path) -> None:
                          idempotency_key="k", attrs={"pid": 1})
         assert Resource.get_by_id(res.id).attrs == {"pid": 1}
         assert migrate(ledger.db) == []  # idempotent
+
+
+def test_migrates_a_version_2_ledger_counts_its_subproblems(home: Path) -> None:
+    home.mkdir(mode=0o700)
+    old = peewee.SqliteDatabase(str(home / "ledger.db"))
+    assert migrate(old, target=2) == [1, 2]
+    old.execute_sql("INSERT INTO runs (id, state, backend, project_dir, created_at, updated_at) "
+                    "VALUES ('r-old', 'running', 'local', '/p', 1.0, 2.0)")
+    for i in range(30):
+        old.execute_sql('INSERT INTO subproblems (run_id, "index", first_point, n_points, state, updated_at) '
+                        "VALUES ('r-old', ?, ?, 1, ?, 1.0)", (i, i, "done" if i % 3 else "dead"))
+    old.close()
+
+    with open_ledger(home) as ledger:
+        assert current_version(ledger.db) == LATEST
+        assert subproblem_counts("r-old") == {"pending": 0, "leased": 0, "done": 20, "failed": 0, "dead": 10}
+        indexes = {r[1] for r in ledger.db.execute_sql('PRAGMA index_list("events")').fetchall()}
+        assert "events_at" not in indexes and "events_entity_entity_id" in indexes
+        create_subproblems("r-old", [(0, 1)] * 30)  # idempotent: already there, counts unchanged
+        assert subproblem_counts("r-old")["done"] == 20
+        assert migrate(ledger.db) == []
 
 
 def test_refuses_a_newer_ledger_and_leaves_it_unchanged(home: Path) -> None:
@@ -302,6 +327,75 @@ def test_queries(ledger: Ledger) -> None:
     as_dict = row_to_dict(inst)
     assert as_dict["run_id"] == newer.id and as_dict["state"] == "creating" and as_dict["tags"] == {}
     assert json.loads(json.dumps([row_to_dict(r) for r in (newer, bucket, subs[0], trail[0])]))
+
+
+def _counted(run_id: str) -> dict[str, int]:
+    counts = dict.fromkeys(["pending", "leased", "done", "failed", "dead"], 0)
+    counts.update(Subproblem.select(Subproblem.state, peewee.fn.COUNT(Subproblem.id))
+                  .where(Subproblem.run == run_id).group_by(Subproblem.state).tuples())
+    return counts
+
+
+def test_subproblem_counts_follow_every_write_path(ledger: Ledger) -> None:
+    """create_subproblems, create_row, fire and fire_bulk (grouped and per-row changes, skipped rows,
+    two runs) keep the counts equal to counting the rows; recount rebuilds them after plain SQL."""
+    runs = [create_row(Run, backend="local", project_dir=f"/p{k}") for k in range(2)]
+    for run in runs:
+        create_subproblems(run, [(i, 1) for i in range(50)])
+    extra = create_row(Subproblem, run=runs[1], index=50, first_point=50, n_points=1)
+    ids = {run.id: [i for (i,) in Subproblem.select(Subproblem.id).where(Subproblem.run == run.id).tuples()]
+           for run in runs}
+    a, b = ids[runs[0].id], ids[runs[1].id]
+    fire_bulk(Subproblem, "lease", a[:30] + b[:10], run_id=runs[0].id,
+              changes_by_id={i: {"worker": f"w{i % 3}"} for i in a[:30]})
+    fire_bulk(Subproblem, "fail", a[:20] + a[40:], run_id=runs[0].id, reason="lost",
+              changes_by_id={i: {"error": f"e{i}"} for i in a[:5]})  # a[40:] pending: skipped
+    fire_bulk(Subproblem, "give_up", a[:5], run_id=runs[0].id)
+    fire_bulk(Subproblem, "retry", a[5:20], run_id=runs[0].id)
+    fire_bulk(Subproblem, "complete", a + b[:3], run_id=runs[0].id)
+    fire(extra, "lease")
+    fire(Subproblem.get_by_id(b[12]), "lease")
+    for run in runs:
+        assert subproblem_counts(run.id) == _counted(run.id), run.id
+    assert subproblem_counts(runs[0].id) == {"pending": 0, "leased": 0, "done": 45, "failed": 0, "dead": 5}
+    assert Subproblem.get_by_id(a[0]).error == f"e{a[0]}"
+    assert {Subproblem.get_by_id(i).worker for i in a[20:30]} == {"w0", "w1", "w2"}
+
+    ledger.db.execute_sql("UPDATE subproblems SET state = 'done' WHERE run_id = ?", (runs[1].id,))
+    recount(runs[1].id)
+    assert subproblem_counts(runs[1].id) == _counted(runs[1].id) == {**_counted(runs[0].id), "done": 51, "dead": 0}
+    recount()
+    assert subproblem_counts(runs[0].id)["dead"] == 5
+
+    res = [create_row(Resource, kind="instance", name=f"i{k}", backend="local", idempotency_key=f"k{k}")
+           for k in range(3)]  # unhashable (JSON) changes take the per-row path
+    assert fire_bulk(Resource, "begin_create", [r.id for r in res], run_id=None,
+                     changes_by_id={r.id: {"attrs": {"n": [r.id]}} for r in res[:2]}) == 3
+    assert [Resource.get_by_id(r.id).attrs for r in res] == [{"n": [res[0].id]}, {"n": [res[1].id]}, {}]
+
+
+def test_summary_reads(ledger: Ledger) -> None:
+    """The plain-SQL readers behind `mcc ledger show` agree with the model-based ones."""
+    run = create_row(Run, backend="local", project_dir="/p")
+    fire(run, "provision")
+    fire(run, "launch", reason="go")
+    create_row(Resource, run=run, kind="bucket", name="b", backend="local", idempotency_key="kb",
+               spec={"path": "/b"}, tags={"mcc:run": run.id}, attrs={"size": [1, 2]})
+    create_row(Resource, kind="instance", name="i", backend="aws", idempotency_key="ki", state="adopted")
+    for kind, state in [(None, None), ("bucket", None), (None, "adopted"), ("instance", "planned")]:
+        assert resource_dicts(kind=kind, state=state) == [row_to_dict(r) for r in resources(kind=kind, state=state)]
+    assert resource_dicts(run_id=run.id)[0]["attrs"] == {"size": [1, 2]}
+    assert [t for t, _ in run_transitions(run.id)] == ["create", "provision", "launch"]
+    create_subproblems(run, [(2 * i, 2) for i in range(5)])
+    subs = list(Subproblem.select().where(Subproblem.run == run.id).order_by(Subproblem.index.desc()))
+    for sub in subs[:3]:
+        fire(sub, "lease")
+        fire(sub, "fail", error=f"e{sub.index}", attempts=2)
+    for sub in subs[:2]:
+        fire(sub, "give_up")
+    assert dead_subproblems(run.id) == [
+        {"index": i, "first_point": 2 * i, "n_points": 2, "attempts": 2, "state": "dead", "error": f"e{i}"}
+        for i in (3, 4)]
 
 
 def test_a_file_that_is_not_a_ledger_is_refused(home: Path) -> None:

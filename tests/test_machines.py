@@ -297,3 +297,47 @@ def test_create_row_starts_in_initial_state_with_one_event(ledger: Ledger) -> No
     with pytest.raises(IllegalTransition):
         create_row(Run, backend="local", project_dir="/p", state="running")
     assert Resource.get_or_none(Resource.idempotency_key == "k2") is None
+
+
+def test_fire_steps_equals_fire_bulk_round_by_round(ledger: Ledger) -> None:
+    """fire_steps (one write per row) ends where fire_bulk applied one step per round ends: same states,
+    columns, counts, and per row the same transitions with their actor, time and order."""
+    import random
+
+    from mcc.ledger import subproblem_counts
+    from mcc.ledger.steps import fire_steps
+
+    rng = random.Random(7)
+    triggers = [t["trigger"] for t in TRANSITIONS["subproblem"]]
+    runs = []
+    for _ in range(2):
+        run, ids = _subproblems(300)
+        start = [rng.choice([[], ["lease"], ["lease", "fail"], ["lease", "fail", "give_up"]]) for _ in ids]
+        for k, i in enumerate(ids):
+            for trigger in start[k] if not runs else runs[0][2][k]:
+                fire_bulk(Subproblem, trigger, [i], run_id=run.id)
+        runs.append((run, ids, start))
+    shared = [{"worker": f"w{k}", "attempts": k} for k in range(3)]
+    plans = [[(rng.choice(triggers), f"w{rng.randrange(2)}", rng.choice(shared), 1000.0 + rng.random())
+              for _ in range(rng.randrange(5))] for _ in range(300)]
+    (run_a, ids_a, _), (run_b, ids_b, _) = runs
+    mark = Event.select(peewee.fn.MAX(Event.id)).scalar()
+    moved = fire_steps(Subproblem, {i: plan for i, plan in zip(ids_a, plans)}, run_id=run_a.id)
+    expected = 0
+    for k in range(max(map(len, plans))):
+        for (trigger, actor, changes, at), i in [(p[k], i) for p, i in zip(plans, ids_b) if k < len(p)]:
+            expected += fire_bulk(Subproblem, trigger, [i], run_id=run_b.id, actor=actor,
+                                  changes_by_id={i: changes}, at_by_id={i: at})
+    assert moved == expected > 0
+
+    def view(run: Run, ids: list[int]) -> list[tuple]:
+        rows = {s.id: s for s in Subproblem.select().where(Subproblem.run == run.id)}
+        trail: dict[int, list[tuple]] = {i: [] for i in ids}
+        for e in Event.select().where((Event.id > mark) & (Event.run_id == run.id)).order_by(Event.id):
+            trail[int(e.entity_id)].append((e.trigger, e.source, e.dest, e.actor, e.at))
+        return [(rows[i].state, rows[i].worker, rows[i].attempts, trail[i]) for i in ids]
+
+    assert view(run_a, ids_a) == view(run_b, ids_b)
+    assert subproblem_counts(run_a.id) == subproblem_counts(run_b.id)
+    with pytest.raises(IllegalTransition):
+        fire_steps(Subproblem, {ids_a[0]: [("provision", "x", {}, None)]}, run_id=run_a.id)

@@ -16,24 +16,28 @@ from mcc.ledger.machines import (
     fire,
     fire_bulk,
     legal_triggers,
+    recount,
 )
-from mcc.ledger.models import Event, Meta, Resource, Run, Subproblem, new_run_id
+from mcc.ledger.models import Event, Meta, Resource, Run, Subproblem, SubproblemCount, new_run_id
 from mcc.ledger.queries import (
+    dead_subproblems,
     events,
     failed_subproblems,
     get_run,
     list_runs,
     resource_by_key,
+    resource_dicts,
     resources,
     row_to_dict,
+    run_transitions,
     subproblem_counts,
 )
 
 __all__ = [
     "open_ledger", "Ledger", "current_ledger", "default_home", "models",
-    "Run", "Resource", "Subproblem", "Event", "Meta", "new_run_id",
-    "fire", "fire_bulk", "create_row", "create_subproblems",
+    "Run", "Resource", "Subproblem", "Event", "Meta", "SubproblemCount", "new_run_id",
+    "fire", "fire_bulk", "create_row", "create_subproblems", "recount",
     "STATES", "TRANSITIONS", "TERMINAL_RUN_STATES", "legal_triggers",
     "get_run", "list_runs", "resources", "events", "subproblem_counts", "resource_by_key",
-    "failed_subproblems", "row_to_dict",
+    "failed_subproblems", "row_to_dict", "resource_dicts", "dead_subproblems", "run_transitions",
 ]

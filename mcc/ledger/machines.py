@@ -193,6 +193,8 @@ def fire(row: BaseModel, trigger: str, *, actor: str = "local", reason: str | No
             )
         Event.insert(at=now, entity=entity, entity_id=str(row.id), run_id=_run_id_of(row),
                      trigger=trigger, source=old, dest=dest, actor=actor, reason=reason).execute()
+        if entity == "subproblem":
+            _count({(row.run_id, old): -1, (row.run_id, dest): 1})
     _set(row, {"state": dest, **written})
     return row
 
@@ -206,6 +208,17 @@ _EVENT_INSERT = ('INSERT INTO "events" ("at", "entity", "entity_id", "run_id", "
                  '"actor", "reason") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)')
 
 
+_COUNT_UPSERT = ('INSERT INTO "subproblem_counts" ("run_id", "state", "n") VALUES (?, ?, ?) '
+                 'ON CONFLICT ("run_id", "state") DO UPDATE SET "n" = "n" + excluded."n"')
+
+
+def _count(deltas: dict[tuple[str, str], int]) -> None:
+    """Add ``deltas`` ((run_id, state) → change) to the subproblem counts (inside the caller's transaction)."""
+    rows = [(run_id, state, n) for (run_id, state), n in deltas.items() if n]
+    if rows:
+        db.executemany(_COUNT_UPSERT, rows)
+
+
 def _marks(n: int) -> str:
     return ", ".join("?" * n)
 
@@ -216,11 +229,13 @@ def fire_bulk(model: type[BaseModel], trigger: str, ids: Iterable[Any], *, run_i
               at_by_id: dict[Any, float] | None = None) -> int:
     """Move every row of ``ids`` that is in a legal source state; skip the others; return the count.
 
-    One transaction; ids in batches of 500; one Event per moved row. ``changes_by_id`` (id → columns)
-    is written, in the same UPDATE, for the moved rows only. ``at_by_id`` (id → UNIX seconds) gives a
-    row's Event the time the transition really happened (e.g. the queue server's time of a journal
-    event) instead of now. Plain SQL and executemany: peewee's query builder alone would take seconds
-    for 100k rows.
+    One transaction; one Event per moved row. ``changes_by_id`` (id → columns) is written, in the
+    same UPDATE, for the moved rows only. ``at_by_id`` (id → UNIX seconds) gives a row's Event the
+    time the transition really happened (e.g. the queue server's time of a journal event) instead
+    of now. Set-based: the rows' states are read in batches of 500 ids, then rows with the same
+    source state and equal changes move in one ``UPDATE ... WHERE id IN (...) AND state = ?``, and
+    the Events go in with one ``executemany`` (plain SQL: peewee's query builder alone would take
+    seconds for 100k rows).
     """
     entity = _entity(model)
     moves = PLAN[entity].get(trigger)
@@ -230,34 +245,42 @@ def fire_bulk(model: type[BaseModel], trigger: str, ids: Iterable[Any], *, run_i
     changes = changes_by_id or {}
     at = at_by_id or {}
     now, sources, table = time.time(), list(moves), model._meta.table_name
+    groups: dict[tuple[str, tuple[tuple[str, Any], ...]], list[Any]] = {}  # (source, changes) -> ids
+    singles: list[tuple[str, Any]] = []  # rows whose changes cannot be grouped (unhashable values)
     events: list[tuple[Any, ...]] = []
-    per_row: dict[tuple[int, tuple[str, ...]], list[tuple[Any, ...]]] = {}  # (n fixed, names) -> params
+    counted = entity == "subproblem"
+    deltas: dict[tuple[str, str], int] = {}  # (run_id, state) -> change of the subproblem counts
+    items_of: dict[int, tuple[tuple[str, Any], ...]] = {}  # id(changes dict) -> its items (callers share dicts)
+    selected = '"id", "state", "run_id"' if counted else '"id", "state"'
     with db.atomic():
         for batch in _batches(ids, _BATCH):
             found = db.execute_sql(
-                f'SELECT "id", "state" FROM "{table}" WHERE "id" IN ({_marks(len(batch))}) '
-                f'AND "state" IN ({_marks(len(sources))})', [*batch, *sources]).fetchall()
-            by_source: dict[str, list[Any]] = {}
-            for row_id, state in found:
-                by_source.setdefault(state, []).append(row_id)
-            for source, group in by_source.items():
-                dest = moves[source]
-                columns = _state_columns(entity, dest, now, reason)
-                plain = [i for i in group if i not in changes] if changes else group
-                if plain:
-                    assignments = ", ".join(f'"{name}" = ?' for name in columns)
-                    db.execute_sql(f'UPDATE "{table}" SET {assignments} WHERE "id" IN ({_marks(len(plain))}) '
-                                   f'AND "state" = ?', [*columns.values(), *plain, source])
-                for i in group if changes else ():
-                    if i in changes:
-                        row = changes[i]
-                        per_row.setdefault((len(columns), (*columns, *row)), []).append(
-                            (*columns.values(), *row.values(), i, source))
-                events += [(at.get(i, now), entity, str(i), i if entity == "run" else run_id, trigger, source,
-                            dest, actor, reason) for i in group]
-        for (fixed, names), params in per_row.items():
-            _update_rows(model, fixed, names, params)
+                f'SELECT {selected} FROM "{table}" '
+                f'WHERE "id" IN ({_marks(len(batch))}) AND "state" IN ({_marks(len(sources))})',
+                [*batch, *sources]).fetchall()
+            if counted:
+                for _, state, row_run in found:
+                    deltas[row_run, state] = deltas.get((row_run, state), 0) - 1
+                    deltas[row_run, moves[state]] = deltas.get((row_run, moves[state]), 0) + 1
+            for row_id, state, *_ in found:
+                row = changes.get(row_id)
+                items = (items_of.get(id(row)) or items_of.setdefault(id(row), tuple(row.items()))) if row else ()
+                try:
+                    groups.setdefault((state, items), []).append(row_id)
+                except TypeError:
+                    singles.append((state, row_id))
+        for (source, items), group in groups.items():
+            _move(model, entity, source, moves[source], dict(items), group, now, reason)
+        for source, row_id in singles:
+            _move(model, entity, source, moves[source], changes[row_id], [row_id], now, reason)
+        moved = [*((source, group) for (source, _), group in groups.items()),
+                 *((source, [row_id]) for source, row_id in singles)]
+        for source, group in moved:
+            dest = moves[source]
+            events += [(at.get(i, now), entity, str(i), i if entity == "run" else run_id, trigger, source,
+                        dest, actor, reason) for i in group]
         db.executemany(_EVENT_INSERT, events)
+        _count(deltas)
     return len(events)
 
 
@@ -270,17 +293,28 @@ def _state_columns(entity: str, dest: str, now: float, reason: str | None) -> di
     return columns
 
 
-def _update_rows(model: type[BaseModel], fixed: int, names: tuple[str, ...], params: list[tuple[Any, ...]]) -> None:
-    """executemany ``UPDATE ... SET <names> WHERE id=? AND state=?``; the names after the ``fixed``
-    state columns are the caller's changes, checked and JSON-encoded here."""
-    fields = [model._meta.fields[n] for n in names[:fixed]] + list(_columns(model, dict.fromkeys(names[fixed:])))
-    json_at = {k for k, f in enumerate(fields) if isinstance(f, JSONField)}
-    if json_at:
-        params = [tuple(fields[k].db_value(v) if k in json_at else v for k, v in enumerate(p[:-2])) + p[-2:]
-                  for p in params]
-    assignments = ", ".join(f'"{f.column_name}" = ?' for f in fields)
-    db.executemany(
-        f'UPDATE "{model._meta.table_name}" SET {assignments} WHERE "id" = ? AND "state" = ?', params)
+def _move(model: type[BaseModel], entity: str, source: str, dest: str, row_changes: dict[str, Any],
+          ids: list[Any], now: float, reason: str | None) -> None:
+    """``UPDATE ... SET <state columns + row_changes> WHERE id IN (ids) AND state = source``, 500 ids
+    at a time; the changes are checked and JSON-encoded here."""
+    columns = _state_columns(entity, dest, now, reason)
+    for field, value in _columns(model, row_changes).items():
+        columns[field.column_name] = field.db_value(value) if isinstance(field, JSONField) else value
+    assignments = ", ".join(f'"{name}" = ?' for name in columns)
+    values = list(columns.values())
+    for batch in _batches(ids, _BATCH):
+        db.execute_sql(f'UPDATE "{model._meta.table_name}" SET {assignments} '
+                       f'WHERE "id" IN ({_marks(len(batch))}) AND "state" = ?', [*values, *batch, source])
+
+
+def recount(run_id: str | None = None) -> None:
+    """Rebuild the subproblem counts of one run (or of all) from the rows: for ledgers whose rows were
+    changed by plain SQL outside these functions (e.g. a benchmark's data preparation)."""
+    where, params = ('WHERE "run_id" = ?', (run_id,)) if run_id is not None else ("", ())
+    with db.atomic():
+        db.execute_sql(f'DELETE FROM "subproblem_counts" {where}', params)
+        db.execute_sql(f'INSERT INTO "subproblem_counts" ("run_id", "state", "n") SELECT "run_id", "state", '
+                       f'COUNT(*) FROM "subproblems" {where} GROUP BY "run_id", "state"', params)
 
 
 def create_row(model: type[BaseModel], *, actor: str = "local", reason: str | None = None,
@@ -307,6 +341,8 @@ def create_row(model: type[BaseModel], *, actor: str = "local", reason: str | No
         row = model.create(state=state, **fields)
         Event.insert(at=now, entity=entity, entity_id=str(row.id), run_id=_run_id_of(row),
                      trigger="create", source=None, dest=state, actor=actor, reason=reason).execute()
+        if entity == "subproblem":
+            _count({(row.run_id, state): 1})
     return row
 
 
@@ -333,4 +369,5 @@ def create_subproblems(run: Run | str, chunks: Sequence[tuple[int, int]], *, act
         Event.insert(at=now, entity="subproblem", entity_id="*", run_id=run_id, trigger="create",
                      source=None, dest="pending", actor=actor,
                      reason=reason or f"{len(chunks)} subproblems").execute()
+        _count({(run_id, "pending"): len(chunks)})
     return len(chunks)

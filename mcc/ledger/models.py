@@ -205,7 +205,7 @@ class Event(BaseModel):
     """Append-only audit trail: one row per transition (or creation) of any entity."""
 
     id = AutoField()
-    at = FloatField(index=True)
+    at = FloatField()
     entity = CharField()
     entity_id = CharField()
     run_id = CharField(null=True, index=True)
@@ -220,6 +220,20 @@ class Event(BaseModel):
         indexes = ((("entity", "entity_id"), False),)
 
 
-MODELS: list[type[BaseModel]] = [Meta, Run, Resource, Subproblem, Event]
+class SubproblemCount(BaseModel):
+    """How many of a run's subproblems are in ``state``: kept by the ledger's write paths, in the
+    same transaction as the rows (``mcc.ledger.machines``), so summaries never count rows."""
+
+    run = ForeignKeyField(Run, index=False)  # the primary key (run, state) covers it
+    state = CharField()
+    n = IntegerField()
+
+    class Meta:
+        table_name = "subproblem_counts"
+        primary_key = peewee.CompositeKey("run", "state")
+        without_rowid = True
+
+
+MODELS: list[type[BaseModel]] = [Meta, Run, Resource, Subproblem, Event, SubproblemCount]
 ENTITY_OF: dict[type[BaseModel], str] = {Run: "run", Resource: "resource", Subproblem: "subproblem"}
 MODEL_OF: dict[str, type[BaseModel]] = {name: model for model, name in ENTITY_OF.items()}

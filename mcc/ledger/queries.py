@@ -1,13 +1,16 @@
-"""Read-side helpers over the ledger (no state writes); each one uses an index."""
+"""Read-side helpers over the ledger (no state writes); each one uses an index.
+
+The ``*_dicts`` helpers and the counts read with plain SQL and build plain dicts: building peewee
+model instances costs ~100 µs a row, which `mcc ledger show` over years of runs cannot afford.
+"""
 from __future__ import annotations
 
+import json
 from typing import Any
-
-from peewee import fn
 
 from mcc.errors import UnknownRun
 from mcc.ledger.machines import STATES
-from mcc.ledger.models import BaseModel, Event, Resource, Run, Subproblem, db
+from mcc.ledger.models import BaseModel, Event, JSONField, Resource, Run, Subproblem, db
 
 
 def get_run(run_id: str) -> Run:
@@ -41,6 +44,41 @@ def resources(run_id: str | None = None, kind: str | None = None, state: str | N
     return list(query.order_by(Resource.id))
 
 
+def resource_dicts(run_id: str | None = None, kind: str | None = None,
+                   state: str | None = None) -> list[dict[str, Any]]:
+    """``resources(...)`` as ``row_to_dict`` dicts (JSON columns decoded), read with plain SQL."""
+    fields = Resource._meta.sorted_fields
+    names = [f.column_name for f in fields]
+    docs = [k for k, f in enumerate(fields) if isinstance(f, JSONField)]
+    where, params = [], []
+    for column, value in (("run_id", run_id), ("kind", kind), ("state", state)):
+        if value is not None:
+            where.append(f'"{column}" = ?')
+            params.append(value)
+    # the JSON columns come as NULL in place and all together in one last column, so the JSON of
+    # every row is decoded by a single json.loads call
+    selected = ", ".join("NULL" if k in docs else f'"{name}"' for k, name in enumerate(names))
+    packed = " || ',' || ".join(f"""coalesce("{names[k]}", 'null')""" for k in docs)
+    sql = (f"SELECT {selected}, '[' || {packed} || ']' FROM \"resources\""
+           + (f" WHERE {' AND '.join(where)}" if where else "") + ' ORDER BY "id"')
+    rows = db.execute_sql(sql, params).fetchall()
+    decoded = json.loads("[" + ",".join([row[-1] for row in rows]) + "]")
+    out = []
+    for row, values in zip(rows, decoded):
+        row = list(row)
+        for k, value in zip(docs, values):
+            row[k] = value
+        out.append(dict(zip(names, row)))
+    return out
+
+
+def run_transitions(run_id: str) -> list[tuple[str, float]]:
+    """``(trigger, at)`` of the run's own events, oldest first (by the events' entity index)."""
+    return db.execute_sql(
+        'SELECT "trigger", "at" FROM "events" WHERE "entity" = \'run\' AND "entity_id" = ? ORDER BY "id"',
+        (run_id,)).fetchall()
+
+
 def events(run_id: str | None = None, entity: str | None = None, limit: int | None = None) -> list[Event]:
     """Events filtered by run and entity kind, oldest first; with ``limit``, the latest ``limit`` ones."""
     query = Event.select()
@@ -56,9 +94,9 @@ def events(run_id: str | None = None, entity: str | None = None, limit: int | No
 def subproblem_counts(run_id: str) -> dict[str, int]:
     """Number of subproblems of the run in each state (every state present, 0 when empty)."""
     counts = dict.fromkeys(STATES["subproblem"], 0)
-    query = (Subproblem.select(Subproblem.state, fn.COUNT(Subproblem.id))
-             .where(Subproblem.run == run_id).group_by(Subproblem.state).tuples())
-    counts.update({state: n for state, n in query})
+    # kept by the write paths (mcc.ledger.machines): one lookup instead of counting the run's rows
+    cursor = db.execute_sql('SELECT "state", "n" FROM "subproblem_counts" WHERE "run_id" = ?', (run_id,))
+    counts.update(dict(cursor.fetchall()))
     return counts
 
 
@@ -72,6 +110,16 @@ def failed_subproblems(run_id: str) -> list[Subproblem]:
     return list(Subproblem.select()
                 .where((Subproblem.run == run_id) & Subproblem.state.in_(["failed", "dead"]))
                 .order_by(Subproblem.index))
+
+
+def dead_subproblems(run_id: str) -> list[dict[str, Any]]:
+    """The run's given-up subproblems as dicts (index, first_point, n_points, attempts, state, error), by index."""
+    # sorted here: an ORDER BY "index" would make SQLite walk the run's whole (run_id, index) index
+    rows = db.execute_sql(
+        'SELECT "index", "first_point", "n_points", "attempts", "state", "error" FROM "subproblems" '
+        'WHERE "run_id" = ? AND "state" = \'dead\'', (run_id,)).fetchall()
+    names = ("index", "first_point", "n_points", "attempts", "state", "error")
+    return [dict(zip(names, row)) for row in sorted(rows)]
 
 
 def row_to_dict(row: BaseModel) -> dict[str, Any]:

@@ -1,0 +1,86 @@
+"""Several transitions per row in one pass: what a journal sync needs (claimed, then acked, ...).
+
+``fire_steps`` gives every row its own sequence of triggers and walks each sequence through the
+machine's table (``PLAN``) exactly as calling ``fire_bulk`` once per step would — a step that is not
+legal from the row's state at that point is skipped, the next one is tried from the same state —
+but writes each row once: one ``UPDATE ... WHERE id IN (...) AND state = <where it started>`` per
+group of rows with the same start, end and changes, one Event per transition taken, and the
+subproblem counts, all in one transaction.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from mcc.errors import IllegalTransition
+from mcc.ledger.machines import _BATCH, _EVENT_INSERT, _STAMPS, PLAN, _batches, _count, _entity, _marks, _move
+from mcc.ledger.models import BaseModel, db
+
+# one step of a row: (trigger, actor, changes written with it, UNIX time of the event or None = now)
+Step = tuple[str, str, dict[str, Any], "float | None"]
+
+
+def fire_steps(model: type[BaseModel], steps_by_id: dict[Any, list[Step]], *, run_id: str | None,
+               reason: str | None = None) -> int:
+    """Apply each row's steps in order (illegal ones skipped); returns the number of transitions taken.
+
+    Rows that do not exist are skipped. ``changes`` of the steps taken are written (a later step's
+    value wins), with the state they lead to, in the same UPDATE.
+    """
+    entity = _entity(model)
+    plan = PLAN[entity]
+    for seq in steps_by_id.values():
+        for trigger, *_ in seq:
+            if trigger not in plan:
+                raise IllegalTransition(f"{entity} has no trigger '{trigger}' (triggers: {', '.join(plan)}).")
+    now, table = time.time(), model._meta.table_name
+    counted = entity == "subproblem"
+    selected = '"id", "state", "run_id"' if counted else '"id", "state"'
+    rounds: list[list[tuple[Any, ...]]] = []  # events of every row's k-th transition, in rounds as fire_bulk would
+    groups: dict[tuple[str, str, tuple[tuple[str, Any], ...]], list[Any]] = {}  # (start, end, changes) -> ids
+    singles: list[tuple[str, str, dict[str, Any], Any]] = []  # unhashable changes: one UPDATE each
+    deltas: dict[tuple[str, str], int] = {}
+    merged_of: dict[tuple[int, ...], tuple[tuple[str, Any], ...]] = {}  # ids of the changes dicts -> merged items
+    ids = list(steps_by_id)
+    with db.atomic():
+        for batch in _batches(ids, _BATCH):
+            found = db.execute_sql(f'SELECT {selected} FROM "{table}" WHERE "id" IN ({_marks(len(batch))})',
+                                   list(batch)).fetchall()
+            for row_id, start, *row_run in found:
+                state, taken, applied = start, 0, []
+                for trigger, actor, changes, at in steps_by_id[row_id]:
+                    dest = plan[trigger].get(state)
+                    if dest is None:
+                        continue
+                    if taken == len(rounds):
+                        rounds.append([])
+                    rounds[taken].append((now if at is None else at, entity, str(row_id),
+                                          row_id if entity == "run" else run_id, trigger, state, dest, actor, reason))
+                    if (entity, dest) in _STAMPS:
+                        changes = {**changes, _STAMPS[entity, dest]: now}
+                    applied.append(changes)
+                    state, taken = dest, taken + 1
+                if not taken:
+                    continue
+                if counted:
+                    deltas[row_run[0], start] = deltas.get((row_run[0], start), 0) - 1
+                    deltas[row_run[0], state] = deltas.get((row_run[0], state), 0) + 1
+                key = tuple(map(id, applied))
+                items = merged_of.get(key)
+                if items is None:
+                    merged: dict[str, Any] = {}
+                    for changes in applied:
+                        merged.update(changes)
+                    items = merged_of[key] = tuple(merged.items())
+                try:
+                    groups.setdefault((start, state, items), []).append(row_id)
+                except TypeError:
+                    singles.append((start, state, dict(items), row_id))
+        for (start, end, items), group in groups.items():
+            _move(model, entity, start, end, dict(items), group, now, reason)
+        for start, end, changes, row_id in singles:
+            _move(model, entity, start, end, changes, [row_id], now, reason)
+        events = [event for events in rounds for event in events]
+        db.executemany(_EVENT_INSERT, events)
+        _count(deltas)
+    return len(events)
