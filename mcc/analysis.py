@@ -357,14 +357,20 @@ class CostMeter:
         now = self.clock()
         if progress is not None and self.first is None:
             self.first = (now, done + dead)
-        if self.figures is not None and self.last_at is not None and now - self.last_at < self.every:
-            return self.figures
         rate = None
         if self.first is not None and now - self.first[0] >= 1.0 and done + dead > self.first[1]:
             rate = (done + dead - self.first[1]) / (now - self.first[0])
-        self.figures = cost_figures(run, done=done, dead=dead, points_per_s=rate)
-        self.last_at = now
-        return self.figures
+        if self.figures is None or self.last_at is None or now - self.last_at >= self.every:
+            self.figures = cost_figures(run, done=done, dead=dead, points_per_s=rate)
+            self.last_at = now
+            return self.figures
+        # between ledger reads: the same cost so far and burn, the projection from the latest counts
+        f = self.figures
+        remaining = 0 if f["finished"] else max(0, (run.points or 0) - done - dead)
+        rate = rate or f["points_per_s"]
+        projected = f["so_far_usd"] if f["finished"] else projected_cost(f["so_far_usd"], f["burn_usd_per_hour"],
+                                                                          remaining, rate)
+        return {**f, "remaining_points": remaining, "points_per_s": rate, "projected_usd": projected}
 
 
 # -- the worker timeline (for plots) ------------------------------------------------------------------

@@ -313,9 +313,16 @@ def test_cost_meter_measures_the_rate_and_reads_the_ledger_sparingly(ledger) -> 
     first = meter.update(run, progress(290))
     assert first["remaining_points"] == 700 and first["burn_usd_per_hour"] == pytest.approx(T3MICRO + M5 + CACHE)
     now[0] = 1.0
-    assert meter.update(run, progress(300)) is first  # within 2 s: the same figures, no ledger read
+    between = meter.update(run, progress(300))  # within 2 s: no ledger read, the projection from the new counts
+    assert between["so_far_usd"] == first["so_far_usd"] and between["remaining_points"] == 690
+    assert between["points_per_s"] == pytest.approx(10.0)  # 10 points in the 1 s since the first observation
+    assert between["projected_usd"] == pytest.approx(
+        analysis.projected_cost(first["so_far_usd"], first["burn_usd_per_hour"], 690, 10.0))
+    worker = Resource.get((Resource.run == run.id) & (Resource.name == "w-0001"))
+    Resource.update(attrs={**worker.attrs, "terminated_at": 1100.0}).where(Resource.id == worker.id).execute()
+    assert meter.update(run, progress(300))["burn_usd_per_hour"] == first["burn_usd_per_hour"]  # not read yet
     now[0] = 2.5
     second = meter.update(run, progress(340))
-    assert second is not first
+    assert second["burn_usd_per_hour"] == pytest.approx(T3MICRO + CACHE)  # read again: the worker has ended
     assert second["points_per_s"] == pytest.approx(50 / 2.5)  # measured between the two observations
     assert second["remaining_points"] == 1000 - 340 - 10
