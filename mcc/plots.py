@@ -90,13 +90,13 @@ def _cost_panel(ax: Any, analysis: dict[str, Any]) -> None:
     """USD per part when anything cost money, else instance-seconds per role and type (local runs cost $0)."""
     if analysis["cost_usd"] > 0:
         parts = {k: v for k, v in analysis["cost_breakdown"].items() if v > 0}
-        unit, fmt = "USD", "${:.4f}"
+        unit, fmt = "USD", r"\${:.4f}"
     else:
         parts: dict[str, float] = {}
         for i in analysis["instance_runs"]:
             key = f"{i['role']}s ({i['instance_type']})"
             parts[key] = parts.get(key, 0.0) + i["seconds"]
-        unit, fmt = "instance-seconds (cost $0)", "{:.1f} s"
+        unit, fmt = r"instance-seconds (cost \$0)", "{:.1f} s"
     names = list(parts) or ["none"]
     values = [parts.get(n, 0.0) for n in names]
     ax.barh(names, values, color="tab:purple")
@@ -106,8 +106,9 @@ def _cost_panel(ax: Any, analysis: dict[str, Any]) -> None:
     ax.set_xlabel(unit)
     per_point = analysis["cost_per_point"]
     ax.set_title(
-        f"cost ${analysis['cost_usd']:.4f}"
-        + (f" (${per_point:.3g}/point)" if per_point else "")
+        # "\$": a plain dollar sign (two bare ones would make matplotlib typeset the text between as math)
+        f"cost \\${analysis['cost_usd']:.4f}"
+        + (f" (\\${per_point:.3g}/point)" if per_point else "")
         + f"  ·  {analysis['instance_seconds']:.0f} instance-seconds, {analysis['billed_instance_seconds']} billed"
         + ("" if analysis["cost_complete"] else f"  ·  no price for {', '.join(analysis['unpriced_instance_types'])}"),
         fontsize=9, loc="left")

@@ -31,6 +31,12 @@ def test_plot_run_png_and_worker_rows(mcc_home: Path, tmp_path: Path) -> None:
     assert {a.get_label() for a in fig.axes} >= {plots.TIMELINE, plots.UTILISATION, plots.COST}
     cost = _axis(fig, plots.COST)
     assert "elasticache" in [t.get_text() for t in cost.get_yticklabels()]
+    # dollar amounts print as dollars: no text of the panel is typeset as math between two "$"
+    from matplotlib import cbook
+
+    texts = [cost.get_title(loc="left"), cost.get_xlabel(), *(t.get_text() for t in cost.texts)]
+    assert texts[0].startswith("cost \\$") and "/point)" in texts[0]
+    assert not [t for t in texts if cbook.is_math_text(t)]
 
 
 def test_local_run_plot_shows_instance_seconds(mcc_home: Path, tmp_path: Path) -> None:
