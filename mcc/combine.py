@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import h5py
 import numpy as np
@@ -11,15 +11,19 @@ from h5py import h5d, h5f, h5p, h5s
 
 BLOCK_BYTES = 4 * 2**20  # rows are gathered in a buffer of this size, then written in one call
 SMALL_FILE_BYTES = 2**20  # files up to this size are read whole in one read (HDF5's core driver)
+FIRST_READ = 64 * 1024
 
 
 def builtin_combine(files: Sequence[str], fileout: str) -> None:
     """Concatenate the ``data`` datasets of ``files`` (in the given order) into ``fileout``.
 
-    One pass, each file opened once: its rows are read (converted to float64 by HDF5) straight into
-    a fixed-size block buffer, and a full block is appended to the output dataset in one write. The
-    memory used is one block (or one file's rows, if a single file is larger), never the whole
-    result; the output dataset grows as blocks arrive (chunked, resizable along the rows).
+    One pass, each file read once, its rows (converted to float64) gathered in a fixed-size block
+    buffer, and a full block appended to the output dataset in one write. The memory used is one
+    block (or one file's rows, if a single file is larger), never the whole result; the output
+    dataset grows as blocks arrive (chunked, resizable along the rows).
+
+    Result files are many and alike (the workers write them all the same way), and opening one with
+    HDF5 costs ~20× reading its bytes; see :class:`_Layouts` for how most files skip the HDF5 open.
     """
     files = list(files)
     with h5py.File(fileout, "w") as out:
@@ -27,32 +31,136 @@ def builtin_combine(files: Sequence[str], fileout: str) -> None:
             out.create_dataset("data", (0, 0), dtype="float64")
             return
         small, large = _read_fapls()
+        layouts = _Layouts()
         writer: _BlockWriter | None = None
         for name in files:
-            fapl = small if os.stat(name).st_size <= SMALL_FILE_BYTES else large
-            fid = h5f.open(os.fsencode(name), h5f.ACC_RDONLY, fapl=fapl)
+            raw = _read_small(name)
+            layout = layouts.match(raw) if raw is not None else None
+            if layout is not None:
+                if writer is None:
+                    writer = _BlockWriter(out, _width(name, layout.shape))
+                writer.add_bytes(name, raw, layout)
+                continue
+            fid = h5f.open(os.fsencode(name), h5f.ACC_RDONLY, fapl=small if raw is not None else large)
             try:
                 dset = h5d.open(fid, b"data")
                 try:
-                    shape = dset.shape
-                    if len(shape) not in (1, 2):
-                        raise ValueError(f"{name}: `data` has shape {shape}; the built-in combiner takes 1-D or 2-D "
-                                         f"rows; write a combine_data.py")
-                    width = shape[1] if len(shape) > 1 else 1
-                    if width == 0:
-                        raise ValueError(f"{name}: `data` rows have no columns (shape {shape})")
                     if writer is None:
-                        writer = _BlockWriter(out, width)
-                    elif width != writer.width:
-                        raise ValueError(f"result files have different row widths {sorted({width, writer.width})}; "
-                                         f"write a combine_data.py")
-                    writer.read_from(dset, shape[0])
+                        writer = _BlockWriter(out, _width(name, dset.shape))
+                    writer.read_from(name, dset)
+                    if raw is not None:
+                        layouts.learn(raw, dset)
                 finally:
                     dset.close()
             finally:
                 fid.close()
         assert writer is not None
         writer.flush()
+
+
+def _read_small(name: str) -> bytes | None:
+    """The whole file if it is small (one read), else None."""
+    fd = os.open(name, os.O_RDONLY)
+    try:
+        raw = os.read(fd, FIRST_READ)  # most result files are a few KB: one read, no fstat
+        if len(raw) < FIRST_READ:
+            return raw
+        size = os.fstat(fd).st_size
+        return raw + os.read(fd, size - len(raw)) if size <= SMALL_FILE_BYTES else None
+    finally:
+        os.close(fd)
+
+
+def _width(name: str, shape: tuple[int, ...]) -> int:
+    if len(shape) not in (1, 2):
+        raise ValueError(f"{name}: `data` has shape {shape}; the built-in combiner takes 1-D or 2-D "
+                         f"rows; write a combine_data.py")
+    width = shape[1] if len(shape) > 1 else 1
+    if width == 0:
+        raise ValueError(f"{name}: `data` rows have no columns (shape {shape})")
+    return width
+
+
+class _Layout(NamedTuple):
+    template: bytes  # a whole file of this layout
+    offset: int  # where its rows start
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    spans: list[tuple[int, int]]  # byte ranges every file of this layout has equal to the template
+    float64: bool  # rows already native float64: copied as bytes
+
+
+class _Layouts:
+    """Where the rows of a small result file are, learned from files HDF5 has opened.
+
+    A file HDF5 opened whose ``data`` is stored contiguously (no filters, no external storage)
+    becomes the layout of its file size: its bytes, the data's offset, shape and dtype. A later file
+    of the same size whose bytes outside the data region equal the layout's (except at positions
+    known to vary) holds its rows at the same offset, and they are read straight from its bytes.
+    Positions known to vary are those where two files of the same size, both opened by HDF5 and
+    found to share offset, shape and dtype, differed: attribute values such as ``first_point``.
+    Any other difference sends the file through HDF5, so a file written another way is never
+    misread, only read more slowly.
+    """
+
+    def __init__(self) -> None:
+        self.by_size: dict[int, _Layout] = {}
+
+    def match(self, raw: bytes) -> _Layout | None:
+        """The layout of this file's bytes, if it is a known one."""
+        layout = self.by_size.get(len(raw))
+        if layout is None:
+            return None
+        template = layout.template
+        for start, end in layout.spans:
+            if raw[start:end] != template[start:end]:
+                return None
+        return layout
+
+    def learn(self, raw: bytes, dset: h5d.DatasetID) -> None:
+        """Record (or refine) the layout of a file HDF5 has opened, from its bytes and its dataset."""
+        where = _contiguous(dset)
+        if where is None:
+            return
+        offset, shape, dtype = where
+        known = self.by_size.get(len(raw))
+        if known is None:
+            vary: set[int] = set()
+        else:
+            if (known.offset, known.shape, known.dtype) != (offset, shape, dtype):
+                return  # same size, other layout: such files keep going through HDF5
+            checked = {i for start, end in known.spans for i in range(start, end)}
+            vary = set(range(len(raw))) - checked
+            vary |= {i for i in checked if raw[i] != known.template[i]}
+            raw = known.template
+        data = set(range(offset, offset + int(np.prod(shape)) * dtype.itemsize))
+        self.by_size[len(raw)] = _Layout(raw, offset, shape, dtype, _spans(len(raw), vary | data),
+                                         dtype == np.dtype(np.float64))
+
+
+def _contiguous(dset: h5d.DatasetID) -> tuple[int, tuple[int, ...], np.dtype] | None:
+    """(offset, shape, dtype) of a dataset stored contiguously in its file, in a plain numeric type."""
+    dcpl = dset.get_create_plist()
+    dtype = dset.dtype
+    offset = dset.get_offset()
+    if (dcpl.get_layout() != h5d.CONTIGUOUS or dcpl.get_nfilters() or dcpl.get_external_count()
+            or offset is None or dtype.kind not in "fiu" or dtype.fields is not None
+            or dset.get_storage_size() != int(np.prod(dset.shape)) * dtype.itemsize):
+        return None
+    return offset, tuple(dset.shape), dtype
+
+
+def _spans(size: int, skip: set[int]) -> list[tuple[int, int]]:
+    """The ranges of [0, size) outside ``skip``."""
+    spans, start = [], None
+    for i in range(size + 1):
+        if i < size and i not in skip:
+            if start is None:
+                start = i
+        elif start is not None:
+            spans.append((start, i))
+            start = None
+    return spans
 
 
 class _BlockWriter:
@@ -62,13 +170,18 @@ class _BlockWriter:
         self.width = width
         rows = max(1, BLOCK_BYTES // (8 * width))
         self.block = np.empty((rows, width), dtype=np.float64)
+        self.bytes = memoryview(self.block).cast("B")  # the same memory, as bytes
+        self.row_bytes = 8 * width
+        self.checked: _Layout | None = None  # the last layout whose shape passed _check
         self.used = 0
         chunk_rows = max(1, min(rows, 2**20 // (8 * width)))  # ~1 MiB chunks
         self.dset = out.create_dataset("data", (0, width), maxshape=(None, width), dtype="float64",
                                        chunks=(chunk_rows, width))
         self.total = 0
 
-    def read_from(self, dset: h5d.DatasetID, rows: int) -> None:
+    def read_from(self, name: str, dset: h5d.DatasetID) -> None:
+        """Append the rows of an open HDF5 dataset (HDF5 converts them to float64)."""
+        rows = self._check(name, dset.shape)
         if rows == 0:
             return
         if rows > len(self.block):  # one file larger than the block: read it alone
@@ -81,6 +194,41 @@ class _BlockWriter:
             self.flush()
         dset.read(h5s.ALL, h5s.ALL, self.block[self.used : self.used + rows])
         self.used += rows
+
+    def add_bytes(self, name: str, raw: bytes, layout: _Layout) -> None:
+        """Append the rows held in a result file's bytes at ``layout``."""
+        rows = layout.shape[0] if layout is self.checked else self._check(name, layout.shape)
+        self.checked = layout
+        if not layout.float64 or rows > len(self.block):
+            count = rows * self.width
+            data = np.frombuffer(raw, dtype=layout.dtype, count=count, offset=layout.offset)
+            self.add(name, data.reshape(rows, self.width))
+            return
+        if self.used + rows > len(self.block):
+            self.flush()
+        start, n = self.used * self.row_bytes, rows * self.row_bytes
+        self.bytes[start : start + n] = raw[layout.offset : layout.offset + n]  # one copy, no conversion
+        self.used += rows
+
+    def add(self, name: str, data: np.ndarray) -> None:
+        """Append rows already in memory (1-D data is one column)."""
+        rows = self._check(name, data.shape)
+        data = data.reshape(rows, self.width)
+        if rows > len(self.block):
+            self.flush()
+            self._append(data.astype(np.float64))
+            return
+        if self.used + rows > len(self.block):
+            self.flush()
+        self.block[self.used : self.used + rows] = data
+        self.used += rows
+
+    def _check(self, name: str, shape: tuple[int, ...]) -> int:
+        width = _width(name, shape)
+        if width != self.width:
+            raise ValueError(f"result files have different row widths {sorted({width, self.width})}; "
+                             f"write a combine_data.py")
+        return shape[0]
 
     def flush(self) -> None:
         if self.used:

@@ -1,0 +1,88 @@
+"""The built-in combiner: every row once, in order, from result files however they were written."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from mcc import combine
+from mcc.combine import builtin_combine, combine_files
+from mcc.remote.worker import _write_result
+
+
+def _read(path: Path) -> np.ndarray:
+    with h5py.File(path, "r") as fh:
+        return fh["data"][...]
+
+
+def test_worker_files_many_alike_most_skip_the_hdf5_open(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(1)
+    parts, files = [], []
+    for i in range(300):  # first_point grows past one byte: positions that vary are learned
+        rows = rng.random((7, 3))
+        _write_result(tmp_path / f"{i:05d}.h5", rows, 7 * i * 40, 7)
+        parts.append(rows)
+        files.append(str(tmp_path / f"{i:05d}.h5"))
+    opened: list[str] = []
+    real_open = combine.h5f.open
+    monkeypatch.setattr(combine.h5f, "open", lambda name, *a, **k: opened.append(name) or real_open(name, *a, **k))
+    combine_files(files, tmp_path / "out.h5", None)
+    assert np.array_equal(_read(tmp_path / "out.h5"), np.concatenate(parts))
+    assert 1 <= len(opened) <= 8  # the rest were read from their bytes
+
+
+def test_files_written_other_ways_go_through_hdf5(tmp_path: Path) -> None:
+    """Same size and shape but chunked, compressed, int32, 1-D, big-endian or another row count:
+    each is read correctly, converted to float64, in order."""
+    rng = np.random.default_rng(2)
+    parts, files = [], []
+
+    def add(rows: np.ndarray, **kwargs: object) -> None:
+        name = tmp_path / f"{len(files):03d}.h5"
+        with h5py.File(name, "w") as fh:
+            fh.create_dataset("data", data=rows, **kwargs)
+            fh.attrs["first_point"] = len(files)
+        parts.append(np.asarray(rows, dtype=np.float64).reshape(len(rows), -1))
+        files.append(str(name))
+
+    for k in range(4):
+        add(rng.random((10, 2)))  # plain, contiguous: learned, then read from bytes
+        add(rng.random((10, 2)), chunks=(5, 2))
+        add(rng.random((10, 2)), compression="gzip")
+        add(rng.random((10, 2)).astype(">f8"))
+        add(rng.integers(0, 1000, (10, 2)).astype(np.int32))
+        add(rng.random((3, 2)))
+    _write_result(tmp_path / "w.h5", rng.random((10, 2)), 99, 10)
+    files.append(str(tmp_path / "w.h5"))
+    parts.append(_read(tmp_path / "w.h5"))
+    builtin_combine(files, str(tmp_path / "out.h5"))
+    assert np.array_equal(_read(tmp_path / "out.h5"), np.concatenate(parts))
+
+    one_d = tmp_path / "one_d.h5"
+    with h5py.File(one_d, "w") as fh:
+        fh.create_dataset("data", data=np.arange(4.0))
+    builtin_combine([str(one_d)] * 3, str(tmp_path / "out1.h5"))
+    assert np.array_equal(_read(tmp_path / "out1.h5"), np.tile(np.arange(4.0), 3).reshape(-1, 1))
+
+
+def test_larger_than_a_block_and_than_a_small_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(combine, "BLOCK_BYTES", 4096)
+    monkeypatch.setattr(combine, "SMALL_FILE_BYTES", 100_000)
+    rng = np.random.default_rng(3)
+    # 300 rows: more than a block; 2,100 rows: beyond the first read; 4,000: not a small file
+    parts = [rng.random((n, 4)) for n in (30, 30, 30, 300, 300, 30, 2100, 2100, 30, 4000, 0, 30)]
+    files = []
+    for i, rows in enumerate(parts):
+        _write_result(tmp_path / f"{i}.h5", rows, i, len(rows))
+        files.append(str(tmp_path / f"{i}.h5"))
+    builtin_combine(files, str(tmp_path / "out.h5"))
+    assert np.array_equal(_read(tmp_path / "out.h5"), np.concatenate(parts))
+
+
+def test_different_widths_are_refused(tmp_path: Path) -> None:
+    _write_result(tmp_path / "a.h5", np.zeros((2, 3)), 0, 2)
+    _write_result(tmp_path / "b.h5", np.zeros((2, 4)), 2, 2)
+    with pytest.raises(ValueError, match="different row widths"):
+        builtin_combine([str(tmp_path / "a.h5"), str(tmp_path / "b.h5")], str(tmp_path / "out.h5"))
