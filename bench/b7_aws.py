@@ -1,16 +1,177 @@
-"""B7 — AWS API efficiency (emulated cloud): API calls per manager supervision tick with 10 and 100
-workers, which must be equal (O(1) in the number of workers). Not measurable yet: the manager's
-fleet is local processes only; this row waits for the AWS backend's fleet."""
+"""B7 — AWS API efficiency (emulated cloud): API calls per manager supervision tick, 10 vs 100 workers.
+
+The real manager (``mcc.remote.manager.Manager`` with its real ``Ec2Fleet`` and an ``S3Store``)
+against ``moto_server`` behind the test harness's fault proxy (tests/aws/harness), with a real
+redis-server as its queue. For each fleet size N the manager seeds the queue, launches N worker
+instances (one RunInstances, N instance records in the bucket: start-up, not counted), and then
+``Manager.tick()`` runs TICKS times. Before every tick each of the N workers heartbeats and acks
+one subproblem while claiming the next (as real workers do, through ``mcc.queue``), so every tick
+has fresh queue events to journal, N live instances to check and progress to publish.
+
+Counted per tick: every botocore API call of the manager's clients (the S3 client of its store and
+the EC2 client of its fleet), with a ``before-call`` hook registered on each client's
+``meta.events``; cross-checked against the requests the proxy forwarded to moto in the same tick
+(so a call made through a client without the hook, or retried, would show). Target: the counts at
+10 and 100 workers are equal (O(1) in the number of workers).
+
+Size: the larger fleet (default 100; the smaller is always 10).
+"""
 from __future__ import annotations
 
+import os
+import shutil
+import statistics
+import sys
+import time
+import uuid
+from collections import Counter
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
 from bench import Context, Row
+from bench.harness import BENCH_UUID, REPO, redis_server, tempdir
 
 ID = "B7"
 TITLE = "AWS API efficiency: calls per manager tick, 10 vs 100 workers"
 DEFAULT_SIZE = 100
+SMALL = 10
+TICKS = 5
+REGION = "us-east-1"
+
+
+@contextmanager
+def emulated_cloud(root: Path) -> Iterator[Any]:
+    """moto_server + the harness's fault proxy; the AWS environment pointed at the proxy meanwhile."""
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    from tests.aws.harness.moto_server import MotoServer
+    from tests.aws.harness.proxy import FaultProxy
+
+    if not shutil.which("moto_server"):
+        raise RuntimeError("B7 needs moto_server: pip install -e '.[bench]' (moto[server])")
+    server = MotoServer(root).start()
+    proxy = FaultProxy(server.url).start()
+    env = {"AWS_ENDPOINT_URL": proxy.url, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+           "AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION, "AWS_CONFIG_FILE": str(root / "no-config"),
+           "AWS_SHARED_CREDENTIALS_FILE": str(root / "no-credentials")}
+    saved = {k: os.environ.get(k) for k in [*env, "AWS_PROFILE", "AWS_SESSION_TOKEN"]}
+    os.environ.update(env)
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
+        os.environ.pop(name, None)
+    try:
+        yield proxy
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        proxy.stop()
+        server.stop()
+
+
+def measure(n_workers: int, proxy: Any, server: Any, root: Path) -> dict[str, Any]:
+    """Start a manager with ``n_workers`` EC2 workers; count the API calls of TICKS ticks."""
+    import boto3
+
+    from mcc.queue import Queue
+    from mcc.remote.manager import Manager
+    from mcc.remote.runtime import Runtime
+    from mcc.runspec import SPEC, RunSpec, make_chunks
+    from mcc.storage import open_store
+    from tests.aws.harness.moto_server import ensure_al2023_parameter
+
+    run_id = f"b7-{n_workers}-{uuid.uuid4().hex[:6]}"
+    ec2, ssm, s3 = (boto3.client(name, region_name=REGION) for name in ("ec2", "ssm", "s3"))
+    ami = ensure_al2023_parameter(ssm, ec2, proxy)
+    bucket = f"mcc-bench-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(Bucket=bucket)
+    template = ec2.create_launch_template(
+        LaunchTemplateName=run_id, LaunchTemplateData={"ImageId": ami, "InstanceType": "t3.micro"},
+    )["LaunchTemplate"]["LaunchTemplateId"]
+    subproblems = n_workers * (TICKS + 2)
+    spec = RunSpec(
+        run_id=run_id, ledger_uuid=BENCH_UUID, n_points=subproblems, chunks=make_chunks(subproblems, 1),
+        entry_kind="function", entry_target="entry:compute", project_dir=str(root), workers=n_workers,
+        max_attempts=3, point_timeout=60.0, lease_seconds=600.0, has_combiner=False, tick_seconds=0.5,
+        extra={"backend": "aws", "aws": {
+            "region": REGION, "wheel": "materialsCloudCompute-0.1.0-py3-none-any.whl", "requirements": [],
+            "max_lifetime_seconds": 3600, "launch_template_id": template, "worker_type": "t3.micro",
+            "spot": False, "subnet_id": None}},
+    )
+    store = open_store(f"s3://{bucket}/runs/{run_id}")
+    store.put_bytes(SPEC, spec.to_json())
+    client = server.client()
+    workdir = root / run_id
+    workdir.mkdir(parents=True)
+    manager = Manager(Runtime(spec, store, client, Queue(client, run_id), workdir))
+    manager._acquire_lock()
+    manager._ensure_seeded()
+    workers = manager.fleet.launch_workers(n_workers)
+    if len(workers) != n_workers:
+        raise RuntimeError(f"launched {len(workers)} of {n_workers} workers")
+    for wid in workers:
+        manager.launched_at[wid] = time.time()
+
+    calls: Counter[str] = Counter()
+
+    def count(model: Any, **_: Any) -> None:
+        calls[f"{model.service_model.service_name}:{model.name}"] += 1
+
+    clients = [store.s3, *manager.fleet.ctx._clients.values()]  # every client the manager has made
+    for c in clients:
+        c.meta.events.register("before-call", count)
+    queue = Queue(server.client(), run_id)
+    held: dict[str, list[int]] = {wid: [] for wid in workers}
+    per_tick: list[dict[str, Any]] = []
+    try:
+        for _ in range(TICKS):
+            for wid in workers:  # each worker acks what it held and claims one more
+                held[wid] = queue.ack_and_claim(wid, held[wid], 1, spec.lease_seconds)[1]
+            calls.clear()
+            proxy.reset_counts()
+            t0 = time.perf_counter()
+            _, failure = manager.tick()
+            seconds = time.perf_counter() - t0
+            if failure:
+                raise RuntimeError(f"the manager's tick failed the run: {failure}")
+            per_tick.append({"hooked": sum(calls.values()), "proxy": proxy.count(), "calls": dict(calls),
+                             "seconds": seconds, "alive": manager.alive_workers})
+        alive = manager.alive_workers
+    finally:
+        for c in clients:
+            c.meta.events.unregister("before-call", count)
+        manager.fleet.terminate_all("benchmark over")
+        queue.delete()
+    return {"workers": n_workers, "alive": alive, "ticks": per_tick,
+            "hooked": statistics.median(t["hooked"] for t in per_tick),
+            "proxy": statistics.median(t["proxy"] for t in per_tick),
+            "calls": per_tick[-1]["calls"], "tick_s": statistics.median(t["seconds"] for t in per_tick)}
 
 
 def run(size: int | None, ctx: Context) -> list[Row]:
-    return [Row("B7", "AWS API calls per manager supervision tick, 10 vs 100 workers (emulated cloud)",
-                "not yet (needs the AWS backend)", "—", "—", "equal counts (O(1) in workers)", None,
-                notes="skipped: remote/fleet.py has only the local fleet")]
+    big = size or DEFAULT_SIZE
+    with tempdir("b7") as root, emulated_cloud(root) as proxy, redis_server(root) as server:
+        small = measure(SMALL, proxy, server, root)
+        ctx.log(f"  {SMALL} workers: {small['hooked']} calls per tick (proxy {small['proxy']}): {small['calls']}")
+        large = measure(big, proxy, server, root)
+        ctx.log(f"  {big} workers: {large['hooked']} calls per tick (proxy {large['proxy']}): {large['calls']}")
+    equal = small["hooked"] == large["hooked"] and small["proxy"] == large["proxy"] == large["hooked"]
+    equal = equal and all(t["hooked"] == small["hooked"] for t in small["ticks"] + large["ticks"])
+    seen = all(m["alive"] == m["workers"] for m in (small, large))
+    breakdown = ", ".join(f"{k} {v}" for k, v in sorted(large["calls"].items()))
+
+    def fmt(m: dict[str, Any]) -> str:
+        return f"{m['hooked']:g} calls/tick at {m['workers']} workers"
+
+    return [Row(
+        "B7", f"AWS API calls per manager supervision tick (real Manager.tick with its EC2 fleet and S3 store, "
+              f"moto_server), {SMALL} vs {big} workers; every tick journals new events; {TICKS} ticks each",
+        fmt(large), fmt(small), f"{large['hooked'] / small['hooked']:.2f}×" if small["hooked"] else "—",
+        "equal counts (O(1) in workers)", equal and seen,
+        notes=f"per tick: {breakdown} (botocore before-call hooks; the proxy forwarded the same: "
+              f"{small['proxy']:g} and {large['proxy']:g}); every tick of both fleets the same count: "
+              f"{'yes' if equal else 'NO'}; workers seen alive {small['alive']}/{SMALL}, {large['alive']}/{big}; "
+              f"tick {small['tick_s'] * 1000:.0f} ms vs {large['tick_s'] * 1000:.0f} ms",
+        data={"small": small, "large": large})]

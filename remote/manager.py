@@ -43,6 +43,7 @@ class Manager:
         self.alive_workers = 0
         self.boot_seconds = float(self.spec.extra.get("worker_boot_seconds", 120.0))
         self.startup_crashes = 0
+        self.cursor = "0-0"  # the last queue event copied into the journal
 
     def run(self) -> int:
         self._acquire_lock()
@@ -55,26 +56,34 @@ class Manager:
             self.launched_at[wid] = time.time()
             self.log.info("adopted running worker %s", wid)
         self._ensure_seeded()
-        cursor = (self.rt.redis.get(self.key + "journal_cursor") or b"0-0").decode()
-        prog = self.q.progress()
+        self.cursor = (self.rt.redis.get(self.key + "journal_cursor") or b"0-0").decode()
         while True:
-            self._renew_lock()
-            for sub, outcome in self.q.requeue_expired():
-                self.log.info("lease of subproblem %d expired → %s", sub, outcome)
-            prog = self.q.progress()
-            cursor = self._flush_journal(cursor)
+            prog, failure = self.tick()
             if prog.finished:
                 break
-            failure = self._maintain_workers(prog)
             if failure:
                 return self._finish({"state": "failed", "reason": failure}, prog)
-            self._publish("running", prog)
             time.sleep(self.spec.tick_seconds)
         self.fleet.terminate_all("run finished")
         self.alive_workers = 0
-        cursor = self._flush_journal(cursor)
+        self.cursor = self._flush_journal(self.cursor)
         self._publish("combining", prog)
         return self._finish(self._combine(prog), prog)
+
+    def tick(self) -> tuple[Progress, str | None]:
+        """One supervision step: requeue expired leases, journal new events, keep the fleet (one query),
+        publish progress. Returns the progress and, if the run must fail, why."""
+        self._renew_lock()
+        for sub, outcome in self.q.requeue_expired():
+            self.log.info("lease of subproblem %d expired → %s", sub, outcome)
+        prog = self.q.progress()
+        self.cursor = self._flush_journal(self.cursor)
+        if prog.finished:
+            return prog, None
+        failure = self._maintain_workers(prog)
+        if not failure:
+            self._publish("running", prog)
+        return prog, failure
 
     # -- the queue ---------------------------------------------------------------------------------
     def _ensure_seeded(self) -> None:
