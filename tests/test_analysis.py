@@ -206,11 +206,13 @@ def test_local_run_analyze_plot_and_logs(mcc_home: Path, make_project, tmp_path:
 
     logs = mcc("logs", run_id, home=mcc_home, check=True).stdout.splitlines()
     assert any(line.startswith("manager-1 ") and "finished: completed" in line for line in logs)
-    assert any(line.startswith("w-0001 ") for line in logs)
+    # a worker that started after the others had finished (a loaded machine) may have logged nothing
+    workers = sorted({line.split()[0] for line in logs if line.startswith("w-")})
+    assert workers and set(workers) <= {"w-0001", "w-0002", "w-0003", "w-0004"}
     folder = project / "results" / run_id / "logs"
     assert (folder / "merged.log").exists() and (folder / "manager-1.log").exists()
-    one = mcc("logs", run_id, "--worker", "w-0001", home=mcc_home, check=True).stdout.splitlines()
-    assert one and all(line.startswith("w-0001 ") for line in one)
+    one = mcc("logs", run_id, "--worker", workers[0], home=mcc_home, check=True).stdout.splitlines()
+    assert one and all(line.startswith(f"{workers[0]} ") for line in one)
     summary = mcc("analyze", home=mcc_home, check=True).stdout
     assert run_id in summary and "local" in summary
 
