@@ -7,6 +7,7 @@ exactly where the previous one stopped, and a segment rewritten by a restarted m
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from mcc.engine import Engine
@@ -115,18 +116,37 @@ def sync_run(store: Store, run: models.Run, engine: Engine | None = None) -> mod
     return run
 
 
+# what an instance record in the bucket (remote/fleet.py, remote/ec2_fleet.py) says that `mcc analyze`
+# prices an instance by: its type, spot or on-demand, its price if the launcher knew it, and its times
+RECORD_ATTRS = ("instance_type", "spot", "price_per_hour", "vcpus", "region", "launched_at", "terminated_at")
+
+
+def record_attrs(record: dict[str, Any]) -> dict[str, Any]:
+    """The ``attrs`` of a worker Resource from its instance record (keys it does not have are left out)."""
+    return {k: record[k] for k in RECORD_ATTRS if record.get(k) is not None}
+
+
 def sync_workers(store: Store, run: models.Run, engine: Engine) -> None:
-    """Worker instances the manager created appear as Resources (adopted), deleted once terminated."""
+    """Worker instances the manager created appear as Resources (adopted), deleted once terminated.
+
+    Their ``attrs`` carry what the instance record says (type, spot, price, launch and termination
+    times), so a run's cost is computed per instance type from what really ran.
+    """
     for key in store.list(INSTANCES):
         record = get_json(store, key) or {}
         worker_key = f"{run.id}/{record.get('worker_id')}"
+        attrs = record_attrs(record)
         row = queries.resource_by_key(worker_key)
         if row is None:
             row = create_row(
                 models.Resource, actor="manager", reason="launched by the manager", run=run.id, kind="instance",
                 name=record.get("worker_id"), backend=record.get("backend", "local"), idempotency_key=worker_key,
-                spec={"role": "worker"}, tags=record.get("tags", {}), physical_id=record.get("physical_id"),
-                attrs={"launched_at": record.get("launched_at")}, state="adopted",
+                region=record.get("region"), spec={"role": "worker"}, tags=record.get("tags", {}),
+                physical_id=record.get("physical_id"), attrs=attrs, state="adopted",
             )
+        elif any((row.attrs or {}).get(k) != v for k, v in attrs.items()):  # e.g. terminated since
+            row.attrs = {**(row.attrs or {}), **attrs}
+            models.Resource.update(attrs=row.attrs, updated_at=time.time()).where(
+                models.Resource.id == row.id).execute()
         if "terminated_at" in record and row.state != "deleted":
             engine.destroy(row, record.get("reason") or "terminated by the manager")
