@@ -1,10 +1,6 @@
 """Tests of mcc.queue against a real redis-server (no mocks)."""
 from __future__ import annotations
 
-import secrets
-import shutil
-import socket
-import subprocess
 import threading
 import time
 import uuid
@@ -14,10 +10,11 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from mcc.errors import ProviderError
+from mcc.providers.base import TAG_LEDGER
+from mcc.providers.local import processes
+from mcc.providers.local.cache import find_redis_server, new_password, start_redis
 from mcc.queue import Progress, Queue
-
-pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
-                                reason="redis-server not on PATH")
 
 
 def wait_for(cond, timeout: float = 10.0, interval: float = 0.02):
@@ -40,35 +37,23 @@ def run_threads(target, n: int) -> None:
 
 
 @pytest.fixture(scope="module")
-def server():
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    password = secrets.token_hex(16)
-    proc = subprocess.Popen(
-        ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--requirepass", password,
-         "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    client = redis.Redis("127.0.0.1", port, password=password)
-
-    def ping():
-        assert proc.poll() is None, "redis-server exited"
-        try:
-            return client.ping()
-        except redis.ConnectionError:
-            return False
-
+def server(tmp_path_factory: pytest.TempPathFactory):
+    """A password-protected redis-server on loopback, started as the local backend starts its queue
+    (the benchmarks' ``bench.harness.redis_server`` uses the same ``start_redis``)."""
     try:
-        wait_for(ping)
+        find_redis_server()
+    except ProviderError as exc:
+        pytest.skip(str(exc))
+    password = new_password()
+    workdir = tmp_path_factory.mktemp("redis")
+    proc, port = start_redis(password, workdir, {TAG_LEDGER: f"test-queue-{uuid.uuid4().hex[:12]}"},
+                             workdir / "redis.log")
+    client = redis.Redis("127.0.0.1", port, password=password)
+    try:
         yield {"client": client, "port": port, "password": password}
     finally:
         client.close()
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        processes.terminate(proc, grace=10.0)
 
 
 @pytest.fixture
