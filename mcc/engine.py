@@ -71,27 +71,29 @@ class Engine:
         return fire(row, "created", actor=self.actor, physical_id=found.physical_id, attrs=found.attrs,
                     active_at=time.time())
 
-    def current(self, run: models.Run, kind: str, base_key: str, params: dict[str, Any],
+    def current(self, run: models.Run | None, kind: str, base_key: str, params: dict[str, Any],
                 name: str | None = None) -> models.Resource:
-        """The run's live resource in this role, replaced under a new key if the previous one died.
+        """The live resource in this role (of ``run``, or shared by the ledger when None), replaced under a
+        new key if the previous one died.
 
         Keys are ``base_key``, ``base_key-2``, …: one row per physical resource, ever.
         """
+        run_id = run.id if run is not None else None
+        owner = models.Resource.run.is_null() if run_id is None else models.Resource.run == run_id
         rows = list(
-            models.Resource.select().where(
-                (models.Resource.run == run.id) & (models.Resource.idempotency_key.startswith(base_key))
-            ).order_by(models.Resource.id)
+            models.Resource.select().where(owner & models.Resource.idempotency_key.startswith(base_key))
+            .order_by(models.Resource.id)
         )
         current = rows[-1] if rows else None
         if current is not None and current.state not in ("deleting", "deleted", "failed"):
             if current.state == "active" and self.describe(current) is None:
                 self.destroy(current, "found dead")
             else:
-                return self.ensure(run.id, kind, current.name, current.idempotency_key, params)
+                return self.ensure(run_id, kind, current.name, current.idempotency_key, params)
         elif current is not None and current.state == "deleting":
             self.destroy(current, "found dead")
         key = base_key if not rows else f"{base_key}-{len(rows) + 1}"
-        return self.ensure(run.id, kind, name or base_key.split("/")[-1], key, params)
+        return self.ensure(run_id, kind, name or base_key.split("/")[-1], key, params)
 
     def describe(self, row: models.Resource) -> Found | None:
         """The resource as it is now, or None if it is gone."""

@@ -1,6 +1,7 @@
-"""The AWS backend: a bucket and a security group per ledger and region; per run an IAM role scoped to
-the run's prefix, its instance profile, a launch template, the queue password in SSM, optionally an
-ElastiCache cluster, and the manager instance. Workers are launched by the manager (remote/ec2_fleet)."""
+"""The AWS backend: a bucket and a security group per ledger and region (and, with ``custom_image``, the
+baked image: mcc/backends/aws_image.py); per run an IAM role scoped to the run's prefix, its instance
+profile, a launch template, the queue password in SSM, optionally an ElastiCache cluster, and the
+manager instance. Workers are launched by the manager (remote/ec2_fleet)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -35,7 +36,9 @@ class AwsBackend:
         self.providers: dict[str, Any] = {}
         for kind, cls in KIND_CLASSES.items():
             self.providers[kind] = cls(self.ctx, key_dir=home / "keys") if kind == "key_pair" else cls(self.ctx)
+        self.providers["image"] = KIND_CLASSES["image"](self.ctx, poll=min(10.0, settings.tick_seconds))
         self._identity: dict[str, str] | None = None
+        self._wheel: Path | None = None
 
     # -- identity and names ------------------------------------------------------------------------
     def identity(self) -> dict[str, str]:
@@ -54,6 +57,14 @@ class AwsBackend:
     def store(self, url: str) -> Store:
         return open_store(url, client=self.ctx.client("s3"))
 
+    def wheel(self) -> Path:
+        """The mcc wheel instances install (built once per backend)."""
+        from mcc.wheel import build_wheel
+
+        if self._wheel is None:
+            self._wheel = build_wheel(self.home / "wheels")
+        return self._wheel
+
     # -- shared per ledger and region --------------------------------------------------------------
     def provision_shared(self, engine: Engine) -> dict[str, models.Resource]:
         from mcc.providers.aws.bucket import bucket_name
@@ -68,6 +79,17 @@ class AwsBackend:
         if s.ssh_cidr:
             rows["key_pair"] = engine.ensure(None, "key_pair", f"mcc-{self._short()}", f"aws:{r}:key_pair",
                                              {"name": f"mcc-{self._short()}", "key_dir": str(self.home / "keys")})
+        if s.custom_image:
+            from mcc.backends.aws_image import ensure_image
+            from mcc.providers.aws.images import base_image_id
+            from mcc.storage import S3Store
+
+            bucket = rows["bucket"].attrs.get("name") or rows["bucket"].physical_id
+            rows["image"] = ensure_image(
+                engine, store=S3Store(bucket, client=self.ctx.client("s3")), wheel=self.wheel(),
+                requirements=list(s.requirements), region=r, short=self._short(), account=self.identity()["Account"],
+                security_group_id=rows["security_group"].physical_id, instance_type=s.manager_type,
+                base_image_id=base_image_id(self.ctx))
         return rows
 
     # -- per run -----------------------------------------------------------------------------------
@@ -90,7 +112,7 @@ class AwsBackend:
                                 {"name": name, "role_name": name})
         password = engine.ensure(run.id, "parameter", f"{param_path}queue-password", f"{run.id}/parameter",
                                  {"name": f"{param_path}queue-password", "value_bytes": 32})
-        image_id = base_image_id(self.ctx)
+        image_id = shared["image"].physical_id if "image" in shared else base_image_id(self.ctx)
         template = engine.ensure(run.id, "launch_template", name, f"{run.id}/launch_template", {
             "name": name, "image_id": image_id, "instance_type": s.worker_type,
             "security_group_id": shared["security_group"].physical_id,
@@ -129,9 +151,7 @@ class AwsBackend:
         raise MccError(f"the ElastiCache cluster {row.physical_id} has no endpoint after {timeout:.0f} s")
 
     def _upload_inputs(self, store: Store, run: models.Run) -> str:
-        from mcc.wheel import build_wheel
-
-        wheel = build_wheel(self.home / "wheels")
+        wheel = self.wheel()
         if not store.exists(f"dist/{wheel.name}"):
             store.put_file(f"dist/{wheel.name}", wheel)
         root = Path(run.project_dir)

@@ -1,10 +1,11 @@
 """Fixtures for the emulated cloud: ``moto`` (session) and ``cloud`` (per test). See tests/aws/harness."""
 from __future__ import annotations
 
+import json
 import secrets
 import shutil
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 
@@ -16,6 +17,18 @@ from tests.aws.harness.runner import InstanceRunner
 from tests.aws.harness.tls import TlsFiles, make_tls
 
 REGION = "us-east-1"
+
+
+def aws_toml(run: dict[str, Any] | None = None, **aws: Any) -> str:
+    """An mcc.toml for the emulated cloud: backend aws, small types, fast ticks. ``run`` overrides top-level
+    keys, keyword arguments the [aws] table (None leaves a key out)."""
+    top = {"chunk_size": 5, "workers": 2, "lease_seconds": 4, "backend": "aws", **(run or {})}
+    table = {"region": REGION, "worker_type": "t3.micro", "manager_type": "t3.micro", "tick_seconds": 0.5, **aws}
+
+    def lines(values: dict[str, Any]) -> str:  # JSON strings, lists, numbers and booleans are TOML too
+        return "".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items() if v is not None)
+
+    return lines(top) + "\n[aws]\n" + lines(table)
 
 
 @pytest.fixture(scope="session")

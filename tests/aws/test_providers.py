@@ -216,22 +216,31 @@ def test_plural_worker_functions(aws_ctx: AwsContext) -> None:
 
 
 def test_image_bake_and_snapshots(aws_ctx: AwsContext) -> None:
+    # the builder: an instance without a launch template, stopped (not terminated) by its own shutdown
+    builder_spec = make_spec(aws_ctx, "instance", "image-builder", {
+        "image_id": images.base_image_id(aws_ctx), "security_group_id": _group(aws_ctx).physical_id,
+        "instance_type": "t3.micro", "instance_profile_arn": _profile(aws_ctx).attrs["arn"],
+        "shutdown_behavior": "stop", "user_data": "#!/bin/sh\npip install mcc\nshutdown -h now\n"})
+    builder = inst.InstanceProvider(aws_ctx).create(builder_spec).physical_id
+    ec2 = aws_ctx.client("ec2")
+    described = ec2.describe_instances(InstanceIds=[builder])["Reservations"][0]["Instances"][0]
+    assert described["MetadataOptions"]["HttpTokens"] == "required"
+    shutdown = ec2.describe_instance_attribute(InstanceId=builder, Attribute="instanceInitiatedShutdownBehavior")
+    assert shutdown["InstanceInitiatedShutdownBehavior"]["Value"] == "stop"
+
     provider = ImageProvider(aws_ctx, poll=0.1)
-    params = {"name": f"mcc-image-{_uid()}", "base_image_id": images.base_image_id(aws_ctx),
-              "instance_type": "t3.micro", "user_data": "#!/bin/sh\npip install mcc\nshutdown -h now\n",
-              "security_group_id": _group(aws_ctx).physical_id,
-              "instance_profile_name": _profile(aws_ctx).physical_id, "ready_timeout": 30}
-    spec = make_spec(aws_ctx, "image", "image", params)
+    spec = make_spec(aws_ctx, "image", "image", {"name": f"mcc-image-{_uid()}", "builder_id": builder,
+                                                 "ready_timeout": 30})
     result: dict[str, Any] = {}
     baker = threading.Thread(target=lambda: result.update(found=provider.create(spec)))
     baker.start()
-    entity = {"mcc:entity": spec.idempotency_key}
-    builder = wait_for(lambda: list(inst.query_instances(aws_ctx, entity)), 20, "the image builder")[0]
-    aws_ctx.client("ec2").stop_instances(InstanceIds=[builder])  # what `shutdown -h now` does on AWS
+    wait_for(lambda: inst.query_instances(aws_ctx, {"mcc:entity": builder_spec.idempotency_key}), 20, "the builder")
+    assert provider.find(spec) is None  # not baked before the builder signals readiness
+    ec2.stop_instances(InstanceIds=[builder])  # what `shutdown -h now` does to a stop-on-shutdown instance
     baker.join(30)
     image = result["found"]
     assert image.physical_id.startswith("ami-") and image.attrs["snapshot_ids"]
-    assert inst.query_instances(aws_ctx, entity) == {}  # the builder is terminated
+    assert image.attrs["builder_id"] == builder
     assert provider.find(spec).physical_id == image.physical_id
     assert _ids(provider.sweep(aws_ctx.ledger_uuid)) == {image.physical_id}
 

@@ -1,10 +1,11 @@
-"""kinds ``image`` and ``snapshot``: the custom AMI baked from the base image, and its EBS snapshots.
+"""kinds ``image`` and ``snapshot``: the custom AMI baked from a builder instance, and its EBS snapshots.
 
-The bake: run a builder instance (tagged, ClientToken, InstanceInitiatedShutdownBehavior=stop) whose user
-data installs mcc and the requirements; wait until the builder signals readiness — it reaches state
-``stopped`` (user data ends with ``shutdown -h now``) or tags itself ``mcc:ready=true`` (``failed`` aborts);
-create_image; wait until available; terminate the builder. Every step is found again on resume by the
-``mcc:entity`` tag (builder and image share it), so an interrupted bake continues where it stopped.
+The bake (driven by mcc/backends/aws_image.py): the builder is an ``instance`` row of its own (tagged,
+InstanceInitiatedShutdownBehavior=stop) whose user data installs mcc and the requirements and powers
+off. ``image`` create waits until the builder signals readiness — it reaches state ``stopped`` or tags
+itself ``mcc:ready=true`` (``failed``, or a builder that is gone, aborts) — then calls create_image and
+waits until the AMI is available. The image is found again on resume by its name and ``mcc:entity``
+tag, so an interrupted bake continues where it stopped. The builder is terminated by its own row.
 
 Snapshots are made by create_image, which cannot tag them (moto answers HTTP 500 to a ``snapshot``
 TagSpecification): they are tagged right after with create_tags — the one tag-after-create exception.
@@ -18,7 +19,7 @@ from typing import Any, Callable
 from mcc.errors import ProviderError
 from mcc.providers.aws.clients import AwsContext, aws_tags, tag_dict, tag_specifications
 from mcc.providers.aws.errors import AwsDependency, AwsNotFound, call, error_code
-from mcc.providers.aws.instance import LIVE_STATES, describe_instances, ownership, tag_filters, terminate_instances
+from mcc.providers.aws.instance import describe_instances, ownership, tag_filters
 from mcc.providers.base import TAG_ENTITY, TAG_LEDGER, Found, ResourceSpec
 
 TAG_READY = "mcc:ready"
@@ -49,11 +50,10 @@ class ImageProvider:
         self.ctx, self.ec2, self.poll = ctx, ctx.client("ec2"), poll
 
     def create(self, spec: ResourceSpec) -> Found:
+        """params: ``name`` (unique AMI name), ``builder_id`` (the builder instance), ``ready_timeout`` (s)."""
         p, timeout = spec.params, float(spec.params.get("ready_timeout", 3600))
-        entity = {TAG_LEDGER: spec.tags[TAG_LEDGER], TAG_ENTITY: spec.idempotency_key}
-        builders = describe_instances(self.ctx, tags=entity, states=LIVE_STATES)
-        builder_id = builders[0]["InstanceId"] if builders else self._run_builder(spec)
-        image = self._image(p["name"], entity)
+        builder_id = p["builder_id"]
+        image = self._image(p["name"], {TAG_LEDGER: spec.tags[TAG_LEDGER], TAG_ENTITY: spec.idempotency_key})
         if image is None:
             wait_until(lambda: self._builder_ready(builder_id), timeout, self.poll, f"image builder {builder_id}")
             image_id = call(self.ec2.create_image, InstanceId=builder_id, Name=p["name"],
@@ -65,20 +65,7 @@ class ImageProvider:
         snapshots = _snapshot_ids(image)
         if snapshots:  # tag-after-create: create_image cannot tag its snapshots (see module docstring)
             call(self.ec2.create_tags, Resources=snapshots, Tags=aws_tags(spec.tags))
-        terminate_instances(self.ctx, [builder_id])
         return _found(image, builder_id)
-
-    def _run_builder(self, spec: ResourceSpec) -> str:
-        p = spec.params
-        extra = {"UserData": p["user_data"]} if p.get("user_data") else {}  # botocore base64-encodes it
-        reply = call(self.ec2.run_instances, ImageId=p["base_image_id"], InstanceType=p["instance_type"],
-                     MinCount=1, MaxCount=1, ClientToken=spec.idempotency_key[:64], **extra,
-                     SecurityGroupIds=[p["security_group_id"]], IamInstanceProfile={"Name": p["instance_profile_name"]},
-                     InstanceInitiatedShutdownBehavior="stop",
-                     MetadataOptions={"HttpTokens": "required", "HttpEndpoint": "enabled",
-                                      "InstanceMetadataTags": "enabled"},
-                     TagSpecifications=tag_specifications(["instance", "volume"], spec.tags))
-        return reply["Instances"][0]["InstanceId"]
 
     def _builder_ready(self, builder_id: str) -> bool:
         found = describe_instances(self.ctx, ids=[builder_id])
@@ -113,9 +100,7 @@ class ImageProvider:
         image = self._image(spec.params["name"], entity)
         if image is None or image.get("State") != "available":
             return None  # absent or still pending: create() resumes the bake
-        builders = [i["InstanceId"] for i in describe_instances(self.ctx, tags=entity, states=LIVE_STATES)]
-        terminate_instances(self.ctx, builders)
-        return _found(image, None)
+        return _found(image, spec.params.get("builder_id"))
 
     def describe(self, physical_id: str, attrs: dict[str, Any]) -> Found | None:
         image = self._describe_raw(physical_id)

@@ -34,9 +34,11 @@ def ownership(ledger_uuid: str, run_id: str | None = None) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class LaunchRequest:
-    """What ``run_instances`` needs: the template does the rest (image, profile, IMDSv2, security group)."""
+    """What ``run_instances`` needs: the template does the rest (image, profile, IMDSv2, security group).
 
-    launch_template_id: str
+    Without a template (the image builder) ``extra`` carries the image, security group and IMDS options."""
+
+    launch_template_id: str | None
     tags: dict[str, str]
     client_token: str
     instance_type: str | None = None
@@ -46,22 +48,31 @@ class LaunchRequest:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+IMDS_V2 = {"HttpTokens": "required", "HttpEndpoint": "enabled", "InstanceMetadataTags": "enabled"}
+
+
 def launch_overrides(params: dict[str, Any]) -> dict[str, Any]:
     """Settings repeated in RunInstances although the launch template has them: the instance profile and
-    terminate-on-shutdown must hold even where a template's data is not applied (seen in emulators)."""
-    extra: dict[str, Any] = {"InstanceInitiatedShutdownBehavior": "terminate"}
+    the shutdown behaviour (``terminate`` unless ``shutdown_behavior`` says ``stop``, as for the image
+    builder) must hold even where a template's data is not applied (seen in emulators). Without a
+    template, the image, security group and IMDSv2 options come from ``params`` too."""
+    extra: dict[str, Any] = {"InstanceInitiatedShutdownBehavior": params.get("shutdown_behavior") or "terminate"}
     if params.get("instance_profile_arn"):
         extra["IamInstanceProfile"] = {"Arn": params["instance_profile_arn"]}
+    if not params.get("launch_template_id"):
+        extra.update(ImageId=params["image_id"], SecurityGroupIds=[params["security_group_id"]],
+                     MetadataOptions=IMDS_V2)
     return extra
 
 
 def run_instances(ctx: AwsContext, req: LaunchRequest, count: int = 1) -> list[str]:
     """Launch ``count`` tagged instances in one call; returns their ids."""
     kwargs: dict[str, Any] = {
-        "LaunchTemplate": {"LaunchTemplateId": req.launch_template_id, "Version": "$Latest"},
         "MinCount": count, "MaxCount": count, "ClientToken": req.client_token[:64],
         "TagSpecifications": tag_specifications(["instance", "volume"], req.tags), **req.extra,
     }
+    if req.launch_template_id:
+        kwargs["LaunchTemplate"] = {"LaunchTemplateId": req.launch_template_id, "Version": "$Latest"}
     if req.instance_type:
         kwargs["InstanceType"] = req.instance_type
     if req.user_data:
@@ -139,7 +150,10 @@ def _found(instances: list[dict[str, Any]]) -> Found:
 
 
 class InstanceProvider:
-    """kind ``instance``: physical id is the instance id (ids joined by "," when ``count`` > 1)."""
+    """kind ``instance``: physical id is the instance id (ids joined by "," when ``count`` > 1).
+
+    params: ``launch_template_id`` (or, without one, ``image_id`` and ``security_group_id``), ``instance_type``,
+    ``user_data``, ``count``, ``spot``, ``subnet_id``, ``instance_profile_arn``, ``shutdown_behavior``."""
 
     kind = "instance"
 
@@ -148,7 +162,7 @@ class InstanceProvider:
 
     def create(self, spec: ResourceSpec) -> Found:
         p = spec.params
-        req = LaunchRequest(p["launch_template_id"], dict(spec.tags), spec.idempotency_key, p.get("instance_type"),
+        req = LaunchRequest(p.get("launch_template_id"), dict(spec.tags), spec.idempotency_key, p.get("instance_type"),
                             p.get("user_data"), bool(p.get("spot")), p.get("subnet_id"), launch_overrides(p))
         ids = run_instances(self.ctx, req, int(p.get("count", 1)))
         found = self.describe(",".join(ids), {})

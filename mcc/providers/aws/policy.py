@@ -48,6 +48,19 @@ def worker_policy(bucket: str, prefix: str, ledger_uuid: str, region: str, accou
     return {"Version": "2012-10-17", "Statement": statements}
 
 
+def builder_policy(bucket: str, prefix: str, ledger_uuid: str, region: str, account_id: str,
+                   ready_tag: str) -> dict[str, Any]:
+    """The inline policy of the image builder's role: read the wheel under ``prefix`` of the bucket, and tag
+    an instance of this ledger with ``ready_tag`` only (how a builder reports a failed install). Nothing else."""
+    return {"Version": "2012-10-17", "Statement": [
+        {"Sid": "ReadWheel", "Effect": "Allow", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{bucket}/{prefix}*"},
+        {"Sid": "SignalReadiness", "Effect": "Allow", "Action": "ec2:CreateTags",
+         "Resource": f"arn:aws:ec2:{region}:{account_id}:instance/*",
+         "Condition": {"StringEquals": {f"ec2:ResourceTag/{TAG_LEDGER}": ledger_uuid},
+                       "ForAllValues:StringEquals": {"aws:TagKeys": [ready_tag]}}},
+    ]}
+
+
 def mutating_on_any(policy: dict[str, Any]) -> list[str]:
     """Actions that a statement allows on Resource "*" and that are not read-only (should be empty)."""
     bad = []
