@@ -25,8 +25,6 @@ import numpy as np
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.aws.harness import runner as runner_module
-from tests.aws.harness.runner import marked_pids
 from tests.conftest import combined_rows, latest_run_id, ledger_uuid, mcc_json, wait_for
 
 pytestmark = pytest.mark.slow
@@ -44,43 +42,6 @@ tick_seconds = 0.5
 {extra}
 """
 SLOW_POINT = "time.sleep(0.05)"  # 4 points per subproblem: 0.2 s per subproblem
-
-
-# -- the emulated cloud: one moto gap and one harness hazard worked around here ------------------------------------
-@pytest.fixture
-def fleet_cloud(cloud, monkeypatch: pytest.MonkeyPatch):
-    """``cloud``, with moto's multi-instance instance-profile gap closed and this session's instances isolated.
-
-    1. moto 5.2 associates the ``IamInstanceProfile`` of a ``RunInstances`` with MinCount > 1 to the FIRST
-       instance only (the others describe without one), so the runner's IMDS serves no role credentials to
-       the others and they die at start-up with NoCredentialsError. EC2 gives every instance of the call the
-       profile. Here an instance booted without a profile takes the one of its reservation siblings.
-    2. The runner marks instance processes with ``HARNESS_INSTANCE_ID=<id>`` in their environment, and
-       ``InstanceRunner.stop()`` SIGKILLs EVERY process carrying that variable on the machine: a pytest
-       session that ends kills the instances of any other session running at the same time (seen here: a
-       manager and a worker dying mid-boot without a line of output). The marker name is made unique to
-       this test, so other sessions neither see nor kill these instances (and this one never kills theirs).
-    """
-    runner = cloud.runner
-    monkeypatch.setattr(runner_module, "MARKER", f"HARNESS_INSTANCE_ID_{uuid.uuid4().hex[:12]}")
-    original = runner._identity
-    patched: list[str] = []
-
-    def identity(inst: dict, user_data: bytes):
-        if not (inst.get("IamInstanceProfile") or {}).get("Arn"):
-            # moto filters the instances of a reservation by InstanceIds and has no reservation-id filter
-            pages = runner._client("ec2").get_paginator("describe_instances").paginate()
-            siblings = [i for page in pages for r in page["Reservations"]
-                        if inst["InstanceId"] in {i["InstanceId"] for i in r["Instances"]} for i in r["Instances"]]
-            arns = {(i.get("IamInstanceProfile") or {}).get("Arn") for i in siblings} - {None}
-            if len(arns) == 1:
-                inst = {**inst, "IamInstanceProfile": {"Arn": arns.pop()}}
-                patched.append(inst["InstanceId"])
-        return original(inst, user_data)
-
-    monkeypatch.setattr(runner, "_identity", identity)
-    cloud.profile_gap_patched = patched
-    return cloud
 
 
 # -- helpers -------------------------------------------------------------------------------------------------------
@@ -251,7 +212,7 @@ def relaunches(home: Path, run_id: str) -> int:
 
 
 @pytest.fixture
-def start_run(fleet_cloud, mcc_home: Path, make_project, tmp_path: Path):
+def start_run(cloud, mcc_home: Path, make_project, tmp_path: Path):
     """start_run(n, extra_toml) → RunView of a background `mcc run`; killed at teardown if still running."""
     started: list[RunView] = []
 
@@ -259,7 +220,7 @@ def start_run(fleet_cloud, mcc_home: Path, make_project, tmp_path: Path):
         project = make_project(n, body=body, toml=AWS_TOML.format(extra=extra))
         proc = RunProcess(project, mcc_home, tmp_path / "logs")
         try:
-            view = RunView(fleet_cloud, mcc_home, proc)
+            view = RunView(cloud, mcc_home, proc)
         except BaseException:
             proc.stop()
             raise
@@ -272,7 +233,7 @@ def start_run(fleet_cloud, mcc_home: Path, make_project, tmp_path: Path):
         if failed:
             print(view.run.output())
             print(view.consoles())
-            dump_stacks([view.run.proc.pid, *marked_pids()])
+            dump_stacks([view.run.proc.pid, *cloud.runner.marked_pids()])
         view.run.stop()
 
 
@@ -294,7 +255,7 @@ def dump_stacks(pids: list[int]) -> None:
 
 
 # -- 1. spot interruptions ------------------------------------------------------------------------------------------
-def test_spot_interruptions_are_preemptions_not_failures(fleet_cloud, start_run) -> None:
+def test_spot_interruptions_are_preemptions_not_failures(cloud, start_run) -> None:
     """Two spot workers interrupted at different moments, each in the middle of a subproblem: the lease goes
     back as a preemption (no attempt spent, no failure), a replacement is launched, and the combined file
     holds every point exactly once.
@@ -313,7 +274,7 @@ def test_spot_interruptions_are_preemptions_not_failures(fleet_cloud, start_run)
         victim = view.wait(lambda: view.holder(sub), 120, f"a worker to claim the slow subproblem {sub}")
         at.append(view.done_points())
         print(f"\n[spot] interrupt {victim} (holding subproblem {sub}) at {time.time():.3f}, {at[-1]} points done")
-        fleet_cloud.runner.interrupt(victim, notice_seconds=4.0)  # EC2 gives 120 s; 4 s is plenty here
+        cloud.runner.interrupt(victim, notice_seconds=4.0)  # EC2 gives 120 s; 4 s is plenty here
         victims.append(victim)
         view.wait(lambda: view.state_of(victim) == "terminated", 30, f"the interrupted {victim} to be terminated")
 
@@ -331,7 +292,7 @@ def test_spot_interruptions_are_preemptions_not_failures(fleet_cloud, start_run)
     print(f"[spot] run {view.run_id}: interrupted {victims[0]} at {at[0]} points and {victims[1]} at {at[1]}; "
           f"handed back {handed_back}; preemptions={p['preemptions']} failures={p['failures']} "
           f"expired={len(expired)} done={p['done_points']}/{n} worker instances={len(workers)} "
-          f"relaunches={relaunches(view.home, view.run_id)} profile-gap patched={len(fleet_cloud.profile_gap_patched)} "
+          f"relaunches={relaunches(view.home, view.run_id)} profile-gap closed={len(cloud.runner.profile_gap_closed)} "
           f"elapsed={elapsed:.1f}s timings={out['timings']}")
     assert victims[0] != victims[1]
     assert [handed_back[w] for w in victims] == [[slow[0]], [slow[1]]], handed_back
@@ -351,14 +312,14 @@ _manager_loss: dict[str, Any] = {}  # one run, two verdicts: what the run showed
 
 
 @pytest.fixture
-def manager_loss(fleet_cloud, start_run) -> dict[str, Any]:
+def manager_loss(cloud, start_run) -> dict[str, Any]:
     """Run once per session (the first test asking does it; the other reads the record): a sweep whose manager
     instance is terminated mid-run, and everything observed about it once `mcc run` returned."""
     if "error" in _manager_loss:
         pytest.fail(f"the shared manager-loss run failed in an earlier test: {_manager_loss['error']}")
     if not _manager_loss:
         try:
-            _manager_loss.update(_run_manager_loss(fleet_cloud, start_run))
+            _manager_loss.update(_run_manager_loss(cloud, start_run))
         except BaseException as exc:
             _manager_loss["error"] = f"{type(exc).__name__}: {str(exc)[:500]}"
             raise
@@ -434,10 +395,10 @@ def test_manager_relaunch_leaves_the_ledger_consistent(manager_loss) -> None:
 
 
 # -- 3. capacity, quota and throttling on the manager's calls --------------------------------------------------------
-def test_capacity_quota_and_throttling_on_worker_launches(fleet_cloud, start_run) -> None:
+def test_capacity_quota_and_throttling_on_worker_launches(cloud, start_run) -> None:
     """The manager's worker launches meet InsufficientInstanceCapacity then InstanceLimitExceeded, and its
     DescribeInstances is throttled 3 times: it backs off, keeps running with the worker it has, completes."""
-    proxy = fleet_cloud.proxy
+    proxy = cloud.proxy
     caller = threading.local()  # the access key of the request being handled (a hook runs in its thread)
 
     def remember_caller(call, phase: str) -> bool:
@@ -460,7 +421,7 @@ def test_capacity_quota_and_throttling_on_worker_launches(fleet_cloud, start_run
     quota = proxy.fail(from_instance("RunInstances"), "InstanceLimitExceeded", times=1)
     throttle = proxy.throttle(from_instance("DescribeInstances"), times=3)
     victim = view.wait(lambda: view.booted_worker_holding_a_lease(set()), 30, "a worker holding a lease")
-    fleet_cloud.runner.interrupt(victim)
+    cloud.runner.interrupt(victim)
 
     samples: list[tuple[int, int]] = []  # (workers, done points) from progress.json while the run goes on
 
@@ -479,12 +440,12 @@ def test_capacity_quota_and_throttling_on_worker_launches(fleet_cloud, start_run
     assert_exactly_once(out["result"], n)
 
     (manager,) = [m["InstanceId"] for m in view.managers()]
-    console = fleet_cloud.runner.console(manager)
+    console = cloud.runner.console(manager)
     backoffs = [line for line in console.splitlines() if "cannot launch" in line]
     one = [d for w, d in samples if w == 1]
     final = view.s3_json("final.json")
     p = final["progress"]
-    manager_key = fleet_cloud.runner.imds(manager).access_key
+    manager_key = cloud.runner.imds(manager).access_key
     laptop_launches = sum(1 for r in proxy.requests if r.action == "RunInstances" and r.access_key == "testing")
     manager_launches = sum(1 for r in proxy.requests if r.action == "RunInstances" and r.access_key == manager_key)
     print(f"\n[capacity] run {view.run_id}: fault hits capacity={capacity.hits} quota={quota.hits} "
@@ -503,14 +464,14 @@ def test_capacity_quota_and_throttling_on_worker_launches(fleet_cloud, start_run
 
 
 # -- 4. clean against planted resources -----------------------------------------------------------------------------
-def test_clean_removes_planted_resources_of_this_ledger_only(fleet_cloud, mcc_home: Path) -> None:
+def test_clean_removes_planted_resources_of_this_ledger_only(cloud, mcc_home: Path) -> None:
     """Resources tagged with this ledger but unknown to it are swept away; another ledger's and untagged
     resources are left alone."""
     t0 = time.monotonic()
     shared = mcc_json("provision", "--backend", "aws", "--region", "us-east-1", home=mcc_home, timeout=120)
     mine = ledger_uuid(mcc_home)
     other = str(uuid.uuid4())
-    ec2, ssm, s3 = fleet_cloud.client("ec2"), fleet_cloud.client("ssm"), fleet_cloud.client("s3")
+    ec2, ssm, s3 = cloud.client("ec2"), cloud.client("ssm"), cloud.client("s3")
     vpc = ec2.describe_vpcs(Filters=[{"Name": "isDefault", "Values": ["true"]}])["Vpcs"][0]["VpcId"]
 
     def group(name: str, ledger: str) -> str:

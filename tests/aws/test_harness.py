@@ -331,3 +331,39 @@ def test_spot_interruption_notice_then_termination(cloud: Cloud) -> None:
     wait_for(lambda: state(cloud, iid) == "terminated", 10, "the spot instance to be terminated")
     wait_for(lambda: iid not in runner.processes(), 10, "the spot instance's processes to die")
     runner.wait_idle()
+
+
+def test_every_instance_of_a_multi_instance_launch_gets_the_profile(cloud: Cloud) -> None:
+    """moto gives the IamInstanceProfile of a MinCount>1 launch to the first instance only; the runner
+    gives it to every instance of the reservation, as EC2 does."""
+    iam = cloud.client("iam")
+    iam.create_role(RoleName="mcc-fleet", AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17",
+                                                                               "Statement": []}))
+    iam.create_instance_profile(InstanceProfileName="mcc-fleet-profile")
+    iam.add_role_to_instance_profile(InstanceProfileName="mcc-fleet-profile", RoleName="mcc-fleet")
+    resp = boto3.client("ec2").run_instances(
+        ImageId=default_ami(cloud), InstanceType="t3.micro", MinCount=3, MaxCount=3, UserData="#!/bin/bash\nsleep 600\n",
+        IamInstanceProfile={"Name": "mcc-fleet-profile"})
+    ids = [i["InstanceId"] for i in resp["Instances"]]
+    wait_for(lambda: set(ids) <= set(cloud.runner.processes()), 30, "the three instances to boot")
+    assert [cloud.runner.imds(i).identity.role for i in ids] == ["mcc-fleet"] * 3
+
+
+def test_runner_kills_only_its_own_instances(cloud: Cloud, tmp_path) -> None:
+    """A process marked by another runner (another pytest session) survives this runner's stop()."""
+    from tests.aws.harness.runner import InstanceRunner
+
+    other = InstanceRunner(cloud.moto_url, cloud.url, tmp_path / "other", secret_key=cloud.secret_key,
+                           ca_bundle=cloud.ca_file)
+    assert other.marker != cloud.runner.marker
+    foreign = subprocess.Popen(["sleep", "600"], env={other.marker: "i-foreign", "PATH": os.environ["PATH"]})
+    try:
+        wait_for(lambda: other.marked_pids() == {foreign.pid: "i-foreign"}, 10, "the foreign process to be marked")
+        iid = launch(cloud, "#!/bin/bash\nsleep 600\n")
+        wait_for(lambda: iid in cloud.runner.processes(), 20, "this runner's instance to boot")
+        assert foreign.pid not in cloud.runner.marked_pids()
+        cloud.runner.stop()
+        assert cloud.runner.marked_pids() == {} and foreign.poll() is None
+    finally:
+        foreign.kill()
+        foreign.wait()

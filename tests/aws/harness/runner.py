@@ -12,13 +12,20 @@ Output goes to ``<instance dir>/console.log``.
 the instance's IMDS; the runner then stops or terminates THIS instance in moto per its
 InstanceInitiatedShutdownBehavior, as EC2 does (moto's default, like EC2's, is ``stop``). When an instance is
 shutting-down/terminated/stopping/stopped in moto, every process of it is SIGKILLed — found by the
-marker variable ``HARNESS_INSTANCE_ID`` in /proc/<pid>/environ, so even daemons that left the process
-group die — and its IMDS stops. A stopped instance started again gets no second boot.
+runner's own marker variable (``HARNESS_INSTANCE_ID_<token>``, one token per runner) in /proc/<pid>/environ,
+so even daemons that left the process group die, while the instances of another runner (another pytest
+session on the same machine) are never touched — and its IMDS stops. A stopped instance started again
+gets no second boot.
+
+moto gap closed here: a ``RunInstances`` with MinCount > 1 associates its ``IamInstanceProfile`` with the
+FIRST instance only (moto 5.2; the others describe without one). EC2 gives every instance of the call the
+profile, so an instance booted without one takes the profile of its reservation siblings.
 """
 from __future__ import annotations
 
 import base64
 import os
+import secrets
 import signal
 import stat
 import subprocess
@@ -33,7 +40,7 @@ from typing import Any
 from . import direct_client
 from .imds import Imds, InstanceIdentity
 
-MARKER = "HARNESS_INSTANCE_ID"
+MARKER_PREFIX = "HARNESS_INSTANCE_ID_"
 DEAD_STATES = {"shutting-down", "terminated", "stopping", "stopped"}
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -58,10 +65,10 @@ class _Instance:
     timers: list[threading.Timer] = field(default_factory=list)
 
 
-def marked_pids(instance_id: str | None = None) -> dict[int, str]:
-    """{pid: instance id} of live processes carrying the runner's marker (optionally one instance's)."""
+def marked_pids(marker: str, instance_id: str | None = None) -> dict[int, str]:
+    """{pid: instance id} of live processes carrying ``marker`` (one runner's), optionally one instance's."""
     found: dict[int, str] = {}
-    needle = f"{MARKER}=".encode()
+    needle = f"{marker}=".encode()
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
@@ -93,6 +100,8 @@ class InstanceRunner:
         self.secret_key, self.ca_bundle, self.python = secret_key, str(ca_bundle), python
         self.poll_interval = poll_interval
         self.errors = errors if errors is not None else []
+        self.marker = MARKER_PREFIX + secrets.token_hex(6)  # this runner's processes, no other's
+        self.profile_gap_closed: list[str] = []  # instances given their reservation's profile (moto gap)
         self._instances: dict[str, _Instance] = {}
         self._lock = threading.RLock()
         self._local = threading.local()
@@ -168,13 +177,35 @@ class InstanceRunner:
             instances = list(self._instances.values())
         for inst in instances:
             self._kill(inst)
-        for pid in marked_pids():  # anything of ours that escaped (should be none)
+        for pid in self.marked_pids():  # anything of ours that escaped (should be none)
             _sigkill(pid)
 
+    def marked_pids(self, instance_id: str | None = None) -> dict[int, str]:
+        """{pid: instance id} of this runner's live instance processes."""
+        return marked_pids(self.marker, instance_id)
+
     # -- booting -----------------------------------------------------------------------------
+    def _reservation_profile(self, inst: dict) -> dict:
+        """The instance's profile, or (moto gap, see the module docstring) its reservation siblings' one."""
+        profile = inst.get("IamInstanceProfile") or {}
+        if profile.get("Arn"):
+            return profile
+        # moto filters a reservation's instances by InstanceIds and has no reservation-id filter: list them all
+        pages = self._client("ec2").get_paginator("describe_instances").paginate()
+        for page in pages:
+            for reservation in page["Reservations"]:
+                members = reservation["Instances"]
+                if inst["InstanceId"] not in {i["InstanceId"] for i in members}:
+                    continue
+                arns = {(i.get("IamInstanceProfile") or {}).get("Arn") for i in members} - {None}
+                if len(arns) == 1:
+                    self.profile_gap_closed.append(inst["InstanceId"])
+                    return {"Arn": arns.pop()}
+        return {}
+
     def _identity(self, inst: dict, user_data: bytes) -> tuple[InstanceIdentity, bool]:
         role, profile_arn = None, None
-        profile = inst.get("IamInstanceProfile") or {}
+        profile = self._reservation_profile(inst)
         if profile.get("Arn"):
             profile_arn = profile["Arn"]
             name = profile_arn.rsplit("/", 1)[-1]
@@ -231,7 +262,7 @@ class InstanceRunner:
             "AWS_REGION": self.region,
             "SSL_CERT_FILE": self.ca_bundle,
             "MCC_PYTHON": self.python,
-            MARKER: iid,
+            self.marker: iid,
         }
         with open(directory / "console.log", "ab") as console:
             record.proc = subprocess.Popen(argv, cwd=directory, env=env, stdout=console, stderr=subprocess.STDOUT,
@@ -262,7 +293,7 @@ class InstanceRunner:
                 pass
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            pids = marked_pids(inst.instance_id)
+            pids = self.marked_pids(inst.instance_id)
             if not pids:
                 break
             for pid in pids:
@@ -279,7 +310,7 @@ class InstanceRunner:
     def processes(self) -> dict[str, int]:
         """{instance id: pid} of instances with at least one live process (the user data's, else any)."""
         alive: dict[str, int] = {}
-        marked = marked_pids()
+        marked = self.marked_pids()
         with self._lock:
             instances = list(self._instances.values())
         for inst in instances:
