@@ -34,7 +34,13 @@ def builtin_combine(files: Sequence[str], fileout: str) -> None:
         layouts = _Layouts()
         writer: _BlockWriter | None = None
         for name in files:
-            raw = _read_small(name)
+            fd = os.open(name, os.O_RDONLY)  # _read_small, inlined: this loop runs once per result file
+            try:
+                raw: bytes | None = os.read(fd, FIRST_READ)  # most result files are a few KB: one read
+                if len(raw) == FIRST_READ:
+                    raw = _read_rest(fd, raw)
+            finally:
+                os.close(fd)
             layout = layouts.match(raw) if raw is not None else None
             if layout is not None:
                 if writer is None:
@@ -58,17 +64,10 @@ def builtin_combine(files: Sequence[str], fileout: str) -> None:
         writer.flush()
 
 
-def _read_small(name: str) -> bytes | None:
-    """The whole file if it is small (one read), else None."""
-    fd = os.open(name, os.O_RDONLY)
-    try:
-        raw = os.read(fd, FIRST_READ)  # most result files are a few KB: one read, no fstat
-        if len(raw) < FIRST_READ:
-            return raw
-        size = os.fstat(fd).st_size
-        return raw + os.read(fd, size - len(raw)) if size <= SMALL_FILE_BYTES else None
-    finally:
-        os.close(fd)
+def _read_rest(fd: int, first: bytes) -> bytes | None:
+    """The whole file, given its first bytes, if it is small (else None: HDF5 reads it)."""
+    size = os.fstat(fd).st_size
+    return first + os.read(fd, size - len(first)) if size <= SMALL_FILE_BYTES else None
 
 
 def _width(name: str, shape: tuple[int, ...]) -> int:
@@ -87,7 +86,9 @@ class _Layout(NamedTuple):
     shape: tuple[int, ...]
     dtype: np.dtype
     spans: list[tuple[int, int]]  # byte ranges every file of this layout has equal to the template
+    pieces: tuple[tuple[int, bytes], ...]  # the same, as (start, the template's bytes there)
     float64: bool  # rows already native float64: copied as bytes
+    nbytes: int  # of the rows
 
 
 class _Layouts:
@@ -111,9 +112,8 @@ class _Layouts:
         layout = self.by_size.get(len(raw))
         if layout is None:
             return None
-        template = layout.template
-        for start, end in layout.spans:
-            if raw[start:end] != template[start:end]:
+        for start, piece in layout.pieces:
+            if not raw.startswith(piece, start):  # compares in place, no copy
                 return None
         return layout
 
@@ -134,8 +134,10 @@ class _Layouts:
             vary |= {i for i in checked if raw[i] != known.template[i]}
             raw = known.template
         data = set(range(offset, offset + int(np.prod(shape)) * dtype.itemsize))
-        self.by_size[len(raw)] = _Layout(raw, offset, shape, dtype, _spans(len(raw), vary | data),
-                                         dtype == np.dtype(np.float64))
+        spans = _spans(len(raw), vary | data)
+        self.by_size[len(raw)] = _Layout(raw, offset, shape, dtype, spans,
+                                         tuple((start, raw[start:end]) for start, end in spans),
+                                         dtype == np.dtype(np.float64), int(np.prod(shape)) * dtype.itemsize)
 
 
 def _contiguous(dset: h5d.DatasetID) -> tuple[int, tuple[int, ...], np.dtype] | None:
@@ -173,8 +175,9 @@ class _BlockWriter:
         self.bytes = memoryview(self.block).cast("B")  # the same memory, as bytes
         self.row_bytes = 8 * width
         self.checked: _Layout | None = None  # the last layout whose shape passed _check
+        self.capacity = len(self.block)
         self.used = 0
-        chunk_rows = max(1, min(rows, 2**20 // (8 * width)))  # ~1 MiB chunks
+        chunk_rows = rows  # one chunk per block: a full block is one chunk write, past the chunk cache
         self.dset = out.create_dataset("data", (0, width), maxshape=(None, width), dtype="float64",
                                        chunks=(chunk_rows, width))
         self.total = 0
@@ -197,17 +200,18 @@ class _BlockWriter:
 
     def add_bytes(self, name: str, raw: bytes, layout: _Layout) -> None:
         """Append the rows held in a result file's bytes at ``layout``."""
-        rows = layout.shape[0] if layout is self.checked else self._check(name, layout.shape)
-        self.checked = layout
-        if not layout.float64 or rows > len(self.block):
-            count = rows * self.width
-            data = np.frombuffer(raw, dtype=layout.dtype, count=count, offset=layout.offset)
+        if layout is not self.checked:
+            self._check(name, layout.shape)
+            self.checked = layout  # the next file of this layout needs no check
+        rows = layout.shape[0]
+        if not layout.float64 or rows > self.capacity:
+            data = np.frombuffer(raw, dtype=layout.dtype, count=rows * self.width, offset=layout.offset)
             self.add(name, data.reshape(rows, self.width))
             return
-        if self.used + rows > len(self.block):
+        if self.used + rows > self.capacity:
             self.flush()
-        start, n = self.used * self.row_bytes, rows * self.row_bytes
-        self.bytes[start : start + n] = raw[layout.offset : layout.offset + n]  # one copy, no conversion
+        start = self.used * self.row_bytes
+        self.bytes[start : start + layout.nbytes] = memoryview(raw)[layout.offset : layout.offset + layout.nbytes]
         self.used += rows
 
     def add(self, name: str, data: np.ndarray) -> None:
