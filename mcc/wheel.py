@@ -1,6 +1,7 @@
 """A wheel of the mcc that is running here, for instances to install (the launcher uploads it).
 
-From a source checkout (editable install) it is built with pip; from an installed wheel it is
+From a source checkout (editable install) it is built with pip — seconds of CPU, so it is cached in the
+user's cache directory by a hash of the source files; from an installed wheel it is
 re-packed from the installed files listed in the distribution's RECORD.
 """
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -18,6 +20,11 @@ from pathlib import Path
 from mcc.errors import MccError
 
 DIST = "materialsCloudCompute"
+
+
+def cache_dir() -> Path:
+    """Where built wheels are kept for every ledger of this user: ``$XDG_CACHE_HOME/mcc/wheels``."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mcc" / "wheels"
 
 
 def build_wheel(dest: Path) -> Path:
@@ -41,7 +48,32 @@ def _source_dir(dist: metadata.Distribution) -> Path | None:
     return Path(url[len("file://"):]) if url.startswith("file://") else None
 
 
+SOURCE_DIRS = ("mcc", "remote", "ledger_schema")
+SOURCE_FILES = ("pyproject.toml", "README.md", "setup.cfg", "setup.py", "MANIFEST.in")
+
+
+def source_digest(source: Path) -> str:
+    """A hash of every file a wheel of ``source`` can contain (caches are stale exactly when it changes)."""
+    h = hashlib.sha256()
+    files = [source / name for name in SOURCE_FILES if (source / name).is_file()]
+    for top in SOURCE_DIRS:
+        files += [f for f in (source / top).rglob("*") if f.is_file() and "__pycache__" not in f.parts]
+    for path in sorted(files):
+        h.update(path.relative_to(source).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
 def _pip_wheel(source: Path, dest: Path) -> Path:
+    """``pip wheel`` of the checkout (seconds of CPU), cached under ``dest/src-<digest>/`` by its source."""
+    cache = dest / f"src-{source_digest(source)}"
+    built = sorted(cache.glob("*.whl"))
+    if built:
+        return built[0]
+    cache.mkdir(parents=True, exist_ok=True)
+    return _pip_build(source, cache)
+
+
+def _pip_build(source: Path, dest: Path) -> Path:
     with tempfile.TemporaryDirectory(prefix="mcc-wheel-") as tmp:
         proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", tmp, str(source)],
                               capture_output=True, text=True)
@@ -57,8 +89,9 @@ def _repack(dist: metadata.Distribution, dest: Path) -> Path:
     name = dist.metadata["Name"].replace("-", "_").lower()
     version = dist.version
     target = dest / f"{name}-{version}-py3-none-any.whl"
+    partial = dest / f".{target.name}.{os.getpid()}"  # the cache is shared: readers never see half a wheel
     records = []
-    with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as zf:
+    with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as zf:
         for file in dist.files or []:
             rel = str(file)
             if rel.endswith(".pyc") or rel.startswith("..") or rel.endswith("RECORD") or "__pycache__" in rel:
@@ -70,4 +103,5 @@ def _repack(dist: metadata.Distribution, dest: Path) -> Path:
         record_name = f"{name}-{version}.dist-info/RECORD"
         records.append(f"{record_name},,")
         zf.writestr(record_name, "\n".join(records) + "\n")
+    partial.replace(target)
     return target

@@ -59,10 +59,10 @@ class AwsBackend:
 
     def wheel(self) -> Path:
         """The mcc wheel instances install (built once per backend)."""
-        from mcc.wheel import build_wheel
+        from mcc.wheel import build_wheel, cache_dir
 
         if self._wheel is None:
-            self._wheel = build_wheel(self.home / "wheels")
+            self._wheel = build_wheel(cache_dir())
         return self._wheel
 
     # -- shared per ledger and region --------------------------------------------------------------
