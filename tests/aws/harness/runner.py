@@ -42,6 +42,7 @@ from .imds import Imds, InstanceIdentity
 
 MARKER_PREFIX = "HARNESS_INSTANCE_ID_"
 DEAD_STATES = {"shutting-down", "terminated", "stopping", "stopped"}
+NOT_TERMINATED = {"pending", "running", "shutting-down", "stopping", "stopped"}
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 POWER_SCRIPT = '''#!{python}
@@ -122,8 +123,11 @@ class InstanceRunner:
         return cache[service]
 
     def _describe(self) -> list[dict]:
+        """Every instance not yet terminated (moto keeps terminated ones forever: listing them each poll made
+        every pass slower as a session went on)."""
         out = []
-        for page in self._client("ec2").get_paginator("describe_instances").paginate():
+        live = [{"Name": "instance-state-name", "Values": sorted(NOT_TERMINATED)}]
+        for page in self._client("ec2").get_paginator("describe_instances").paginate(Filters=live):
             for reservation in page["Reservations"]:
                 out.extend(reservation["Instances"])
         return out
@@ -149,8 +153,9 @@ class InstanceRunner:
             self._wake.clear()
 
     def poll_once(self) -> None:
-        """One pass: boot newly running instances, kill those moto says are going or gone."""
-        for inst in self._describe():
+        """One pass: boot newly running instances, kill those moto says are going or gone (or no longer lists)."""
+        listed = self._describe()
+        for inst in listed:
             iid, state = inst["InstanceId"], inst["State"]["Name"]
             with self._lock:
                 known = self._instances.get(iid)
@@ -158,6 +163,11 @@ class InstanceRunner:
                 self._boot(inst)
             elif state in DEAD_STATES and known is not None and not known.dead:
                 self._kill(known)
+        seen = {inst["InstanceId"] for inst in listed}
+        with self._lock:
+            gone = [inst for iid, inst in self._instances.items() if iid not in seen and not inst.dead]
+        for inst in gone:  # terminated since the last pass
+            self._kill(inst)
 
     def wait_idle(self, timeout: float = 15.0) -> None:
         """Return once a full poll pass that began after this call has finished (runner caught up)."""
