@@ -98,7 +98,7 @@ def clean(ledger: Ledger, run_id: str | None = None, *, dry_run: bool = False, r
 def _contexts(ledger: Ledger, runs: list[models.Run], rows: list[models.Resource], regions: list[str],
               ledger_id: str | None) -> dict[str, Context]:
     """One context per backend (and AWS region) that any run or resource lives in; local always."""
-    contexts = {"local": Context.open(ledger, "local")}
+    contexts = {"local": Context.open(ledger, "local", ledger_uuid=ledger_id)}
     aws_settings = {}
     for run in runs:
         if run.backend == "aws":
@@ -116,11 +116,8 @@ def _contexts(ledger: Ledger, runs: list[models.Run], rows: list[models.Resource
         aws_settings.setdefault(region, {"region": region})
     if ledger_id and not aws_settings:  # a lost ledger: sweep the region of the standard chain
         aws_settings[""] = {}
-    for region, table in aws_settings.items():
-        contexts[f"aws:{region}"] = Context.open(ledger, "aws", table)
-    if ledger_id:  # sweep for another ledger's tags: the engines look for that uuid
-        for ctx in contexts.values():
-            ctx.engine.ledger_uuid = ledger_id
+    for region, table in aws_settings.items():  # with ledger_id: sweep for that (lost) ledger's tags
+        contexts[f"aws:{region}"] = Context.open(ledger, "aws", table, ledger_uuid=ledger_id)
     return contexts
 
 

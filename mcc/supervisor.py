@@ -38,9 +38,13 @@ class Context:
     engine: Engine
 
     @classmethod
-    def open(cls, ledger: Ledger, backend_name: str, aws: dict[str, Any] | None = None) -> "Context":
-        backend = get_backend(backend_name, ledger.home, ledger.uuid, aws)
-        return cls(ledger, backend, Engine(ledger.uuid, backend.name, backend.providers, region=backend.region))
+    def open(cls, ledger: Ledger, backend_name: str, aws: dict[str, Any] | None = None,
+             ledger_uuid: str | None = None) -> "Context":
+        """``ledger_uuid`` (default: the ledger's own) is the tag the backend and engine own resources by:
+        another one sweeps what a lost ledger created."""
+        owner = ledger_uuid or ledger.uuid
+        backend = get_backend(backend_name, ledger.home, owner, aws)
+        return cls(ledger, backend, Engine(owner, backend.name, backend.providers, region=backend.region))
 
     @classmethod
     def for_run(cls, ledger: Ledger, run: models.Run) -> "Context":
