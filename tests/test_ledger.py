@@ -263,9 +263,7 @@ def test_opening_another_path_closes_the_previous(tmp_path: Path) -> None:
 def test_create_subproblems_200k_and_counts(ledger: Ledger) -> None:
     run = create_row(Run, backend="local", project_dir="/p")
     chunks = [(7 * i, 7) for i in range(200_000)]
-    started = time.monotonic()
-    assert create_subproblems(run, chunks) == 200_000
-    assert time.monotonic() - started < 20
+    assert create_subproblems(run, chunks) == 200_000  # its speed is a benchmark's business (bench B5)
     assert subproblem_counts(run.id) == {"pending": 200_000, "leased": 0, "done": 0, "failed": 0, "dead": 0}
     assert Event.select().where(Event.run_id == run.id).count() == 2  # run created + one summary
     last = Subproblem.get((Subproblem.run == run.id) & (Subproblem.index == 199_999))
@@ -279,14 +277,13 @@ def test_create_subproblems_200k_and_counts(ledger: Ledger) -> None:
     assert subproblem_counts(run.id) == {"pending": 199_000, "leased": 400, "done": 600, "failed": 0, "dead": 0}
 
 
-def test_fire_bulk_100k_is_fast(ledger: Ledger) -> None:
+def test_fire_bulk_100k(ledger: Ledger) -> None:
     run = create_row(Run, backend="local", project_dir="/p")
     create_subproblems(run, [(i, 1) for i in range(100_000)])
     ids = [i for (i,) in Subproblem.select(Subproblem.id).where(Subproblem.run == run.id).tuples()]
-    started = time.monotonic()
-    assert fire_bulk(Subproblem, "lease", ids, run_id=run.id, actor="sync") == 100_000
-    elapsed = time.monotonic() - started
-    assert elapsed < 10, elapsed  # ~1-2 s on a laptop; generous for shared CI machines
+    assert fire_bulk(Subproblem, "lease", ids, run_id=run.id, actor="sync") == 100_000  # timed by bench B5
+    assert subproblem_counts(run.id)["leased"] == 100_000
+    assert Event.select().where((Event.run_id == run.id) & (Event.trigger == "lease")).count() == 100_000
 
 
 def test_queries(ledger: Ledger) -> None:
