@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from mcc.providers.aws.clients import AwsContext
+from mcc.providers.aws import market
 from mcc.providers.aws.errors import AwsCapacity
 from mcc.providers.aws.instance import (
     LaunchRequest, launch_overrides, query_instances, run_instances, terminate_instances,
@@ -31,6 +32,16 @@ class Ec2Fleet:
         self.backoff_until = 0.0
         self.backoff = 5.0
         self.launches = 0
+        self._vcpus: dict[str, int] | None = None  # the worker type's, asked of EC2 once
+
+    def _pricing(self, zone: str | None, spot_prices: dict[str, float]) -> dict[str, Any]:
+        """What the instance record says about price: the spot price in force at launch in the instance's
+        zone (on-demand instances are priced from the table by ``mcc analyze``) and the type's vCPUs."""
+        worker_type = self.aws["worker_type"]
+        if self._vcpus is None:
+            self._vcpus = market.instance_vcpus(self.ctx, [worker_type])
+        return {"region": self.ctx.region, "zone": zone, "vcpus": self._vcpus.get(worker_type),
+                "price_per_hour": market.spot_price(spot_prices, zone) if spot_prices else None}
 
     def _tags(self, name: str) -> dict[str, str]:
         spec = self.rt.spec
@@ -47,21 +58,24 @@ class Ec2Fleet:
             launch_overrides(self.aws))
         try:
             # MinCount=MaxCount=count: on a capacity error we back off and come back for what is missing
-            ids = run_instances(self.ctx, request, count)
+            zones = run_instances(self.ctx, request, count)
         except AwsCapacity as exc:
             self.backoff_until = time.monotonic() + self.backoff
             log.warning("cannot launch %d worker(s) now (%s); retrying in %.0f s with what runs", count, exc, self.backoff)
             self.backoff = min(self.backoff * 2, 300.0)
             return []
         self.backoff = 5.0
-        for iid in ids:
+        launched_at = time.time()
+        # one price lookup per launch batch, never per tick (calls per tick stay O(1) in workers)
+        spot_prices = market.spot_prices(self.ctx, self.aws["worker_type"]) if self.aws.get("spot") else {}
+        for iid, zone in zones.items():
             self.known[iid] = "pending"
             put_json(self.rt.store, instance_key(iid), {
                 "worker_id": iid, "physical_id": iid, "kind": "instance", "role": "worker", "backend": "aws",
                 "instance_type": self.aws["worker_type"], "spot": bool(self.aws.get("spot")),
-                "launched_at": time.time(), "tags": tags,
+                "launched_at": launched_at, "tags": tags, **self._pricing(zone, spot_prices),
             })
-        return ids
+        return list(zones)
 
     def query_workers(self) -> dict[str, bool]:
         """worker id → alive, from ONE paginated DescribeInstances for every worker of the run."""

@@ -25,22 +25,11 @@ import numpy as np
 import pytest
 from botocore.exceptions import ClientError
 
+from tests.aws.conftest import aws_toml
 from tests.conftest import combined_rows, latest_run_id, ledger_uuid, mcc_json, wait_for
 
 pytestmark = pytest.mark.slow
 
-AWS_TOML = """chunk_size = 4
-workers = 2
-lease_seconds = 4
-backend = "aws"
-
-[aws]
-region = "us-east-1"
-worker_type = "t3.micro"
-manager_type = "t3.micro"
-tick_seconds = 0.5
-{extra}
-"""
 SLOW_POINT = "time.sleep(0.05)"  # 4 points per subproblem: 0.2 s per subproblem
 
 
@@ -213,11 +202,11 @@ def relaunches(home: Path, run_id: str) -> int:
 
 @pytest.fixture
 def start_run(cloud, mcc_home: Path, make_project, tmp_path: Path):
-    """start_run(n, extra_toml) → RunView of a background `mcc run`; killed at teardown if still running."""
+    """start_run(n, body=…, **aws_keys) → RunView of a background `mcc run`; killed at teardown if still running."""
     started: list[RunView] = []
 
-    def start(n: int, extra: str = "", body: str = SLOW_POINT) -> RunView:
-        project = make_project(n, body=body, toml=AWS_TOML.format(extra=extra))
+    def start(n: int, body: str = SLOW_POINT, **aws: Any) -> RunView:
+        project = make_project(n, body=body, toml=aws_toml(run={"chunk_size": 4}, **aws))
         proc = RunProcess(project, mcc_home, tmp_path / "logs")
         try:
             view = RunView(cloud, mcc_home, proc)
@@ -268,7 +257,7 @@ def test_spot_interruptions_are_preemptions_not_failures(cloud, start_run) -> No
     n, slow = 240, (16, 44)
     body = f"time.sleep(0.7 if i // 4 in {slow} else 0.05)"
     t0 = time.monotonic()
-    view = start_run(n, extra="spot = true", body=body)
+    view = start_run(n, body=body, spot=True)
     victims, at = [], []
     for sub in slow:
         victim = view.wait(lambda: view.holder(sub), 120, f"a worker to claim the slow subproblem {sub}")
@@ -304,6 +293,12 @@ def test_spot_interruptions_are_preemptions_not_failures(cloud, start_run) -> No
     assert states == {"done": n // 4}, states
     attempts = ledger_rows(view.home, "select max(attempts) from subproblems where run_id=?", view.run_id)[0][0]
     assert not attempts, f"a preemption spent an attempt (max attempts {attempts})"
+    # every worker is priced as launched: its zone's spot price and the type's vCPUs, asked of EC2 by the manager
+    priced = [json.loads(a) for (a,) in ledger_rows(
+        view.home, "select attrs from resources where run_id=? and kind='instance' and name!='manager'", view.run_id)]
+    assert len(priced) == len(workers), priced
+    assert all(a["spot"] and a["price_per_hour"] > 0 and a["vcpus"] == 2 and a["region"] == cloud.region
+               for a in priced), priced
 
 
 # -- 2. the manager instance lost mid-run ---------------------------------------------------------------------------

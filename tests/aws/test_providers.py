@@ -203,8 +203,9 @@ def test_plural_worker_functions(aws_ctx: AwsContext) -> None:
     template = _template(aws_ctx)
     tags = {"mcc:ledger": aws_ctx.ledger_uuid, "mcc:run": "run-1", "mcc:entity": "run-1/workers/1", "Name": "worker"}
     req = inst.LaunchRequest(template.physical_id, tags, "run-1/workers/1", instance_type="t3.micro")
-    ids = inst.run_instances(aws_ctx, req, count=3)
-    assert len(ids) == 3
+    zones = inst.run_instances(aws_ctx, req, count=3)
+    ids = list(zones)
+    assert len(ids) == 3 and all(z and z.startswith(aws_ctx.region) for z in zones.values())
     states = inst.query_instances(aws_ctx, {"mcc:ledger": aws_ctx.ledger_uuid, "mcc:run": "run-1"})
     assert set(states) == set(ids) and all(inst.STATES[s] == "alive" for s in states.values())
     inst.terminate_instances(aws_ctx, ids + ["i-0123456789abcdef0"])  # an unknown id does not block the rest

@@ -65,8 +65,8 @@ def launch_overrides(params: dict[str, Any]) -> dict[str, Any]:
     return extra
 
 
-def run_instances(ctx: AwsContext, req: LaunchRequest, count: int = 1) -> list[str]:
-    """Launch ``count`` tagged instances in one call; returns their ids."""
+def run_instances(ctx: AwsContext, req: LaunchRequest, count: int = 1) -> dict[str, str | None]:
+    """Launch ``count`` tagged instances in one call; returns instance id → availability zone."""
     kwargs: dict[str, Any] = {
         "MinCount": count, "MaxCount": count, "ClientToken": req.client_token[:64],
         "TagSpecifications": tag_specifications(["instance", "volume"], req.tags), **req.extra,
@@ -83,7 +83,7 @@ def run_instances(ctx: AwsContext, req: LaunchRequest, count: int = 1) -> list[s
         kwargs["InstanceMarketOptions"] = {"MarketType": "spot", "SpotOptions": {
             "SpotInstanceType": "one-time", "InstanceInterruptionBehavior": "terminate"}}
     reply = call(ctx.client("ec2").run_instances, **kwargs)
-    return [i["InstanceId"] for i in reply["Instances"]]
+    return {i["InstanceId"]: i.get("Placement", {}).get("AvailabilityZone") for i in reply["Instances"]}
 
 
 def describe_instances(ctx: AwsContext, *, ids: list[str] | None = None,
@@ -164,7 +164,7 @@ class InstanceProvider:
         p = spec.params
         req = LaunchRequest(p.get("launch_template_id"), dict(spec.tags), spec.idempotency_key, p.get("instance_type"),
                             p.get("user_data"), bool(p.get("spot")), p.get("subnet_id"), launch_overrides(p))
-        ids = run_instances(self.ctx, req, int(p.get("count", 1)))
+        ids = list(run_instances(self.ctx, req, int(p.get("count", 1))))
         found = self.describe(",".join(ids), {})
         return found or Found(",".join(sorted(ids)), {"instance_ids": sorted(ids)}, dict(spec.tags))
 

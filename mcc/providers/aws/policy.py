@@ -10,7 +10,9 @@ from typing import Any
 from mcc.providers.base import TAG_LEDGER
 
 # Actions that only read; the one place Resource "*" is allowed (EC2 describe calls cannot be scoped).
-READ_ONLY_ON_ANY = ["ec2:DescribeInstances", "ec2:DescribeInstanceStatus"]
+# The manager prices its workers at launch (spot price history, vCPUs of the type): read-only as well.
+READ_ONLY_ON_ANY = ["ec2:DescribeInstances", "ec2:DescribeInstanceStatus", "ec2:DescribeInstanceTypes",
+                    "ec2:DescribeSpotPriceHistory"]
 
 
 def worker_policy(bucket: str, prefix: str, ledger_uuid: str, region: str, account_id: str, role_arn: str,
