@@ -26,7 +26,7 @@ class CleanReport:
 
 def _describe(row: models.Resource) -> dict[str, Any]:
     return {"id": row.id, "kind": row.kind, "name": row.name, "physical_id": row.physical_id,
-            "run": row.run_id, "state": row.state, "backend": row.backend}
+            "run": row.run_id, "state": row.state, "backend": row.backend, "region": row.region}
 
 
 def _found(kind: str, f: Found) -> dict[str, Any]:

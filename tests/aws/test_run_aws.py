@@ -10,19 +10,10 @@ import pytest
 
 from mcc.providers.aws.clients import AwsContext
 from mcc.providers.aws.sweep import sweep_tagged
+from tests.aws.conftest import aws_toml
 from tests.conftest import combined_rows, ledger_uuid, mcc, mcc_json
 
-AWS_TOML = """chunk_size = 5
-workers = 2
-lease_seconds = 4
-backend = "aws"
-
-[aws]
-region = "us-east-1"
-worker_type = "t3.micro"
-manager_type = "t3.micro"
-tick_seconds = 0.5
-"""
+AWS_TOML = aws_toml()  # chunks of 5, 2 workers, t3.micro, 0.5 s ticks
 
 
 def tagged_counts(home: Path) -> dict[str, int]:
@@ -106,7 +97,7 @@ def test_elasticache_queue_with_tls(cloud, mcc_home: Path, make_project) -> None
     """queue = "elasticache" (the original design): TLS + AUTH token from SSM; every point once."""
     if not cloud.elasticache.available():
         pytest.skip("the ElastiCache stand-in needs a TLS-capable redis-server 7 (Debian's redis-server)")
-    project = make_project(12, toml=AWS_TOML.replace('tick_seconds = 0.5', 'tick_seconds = 0.5\nqueue = "elasticache"'))
+    project = make_project(12, toml=aws_toml(queue="elasticache"))
     out = mcc_json("run", str(project), home=mcc_home, timeout=600)
     assert out["state"] == "completed" and out["done"] == 12
     doc = mcc_json("ledger", "show", "--kind", "cache", home=mcc_home)
