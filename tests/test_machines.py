@@ -341,3 +341,22 @@ def test_fire_steps_equals_fire_bulk_round_by_round(ledger: Ledger) -> None:
     assert subproblem_counts(run_a.id) == subproblem_counts(run_b.id)
     with pytest.raises(IllegalTransition):
         fire_steps(Subproblem, {ids_a[0]: [("provision", "x", {}, None)]}, run_id=run_a.id)
+
+
+def test_fire_steps_on_resources_stamps_and_unhashable_changes(ledger: Ledger) -> None:
+    from mcc.ledger.steps import fire_steps
+
+    rows = [create_row(Resource, kind="instance", name=f"i{k}", backend="local", idempotency_key=f"s{k}")
+            for k in range(3)]
+    steps = {r.id: [("begin_create", "eng", {"attrs": {"n": [k]}}, None), ("created", "eng", {}, None)]
+             for k, r in enumerate(rows[:2])}
+    steps[rows[2].id] = [("begin_create", "eng", {}, None), ("created", "eng", {}, 5.0), ("begin_delete", "x", {}, None)]
+    assert fire_steps(Resource, steps, run_id=None) == 7
+    got = {r.id: r for r in Resource.select()}
+    assert [got[r.id].state for r in rows] == ["active", "active", "deleting"]
+    assert [got[r.id].attrs for r in rows] == [{"n": [0]}, {"n": [1]}, {}]
+    assert all(got[r.id].active_at is not None for r in rows)
+    trail = list(Event.select().where(Event.entity_id == str(rows[2].id)).order_by(Event.id))
+    assert [(e.trigger, e.run_id) for e in trail] == [("create", None), ("begin_create", None), ("created", None),
+                                                      ("begin_delete", None)]
+    assert trail[2].at == 5.0

@@ -40,14 +40,18 @@ def fire_steps(model: type[BaseModel], steps_by_id: dict[Any, list[Step]], *, ru
     groups: dict[tuple[str, str, tuple[tuple[str, Any], ...]], list[Any]] = {}  # (start, end, changes) -> ids
     singles: list[tuple[str, str, dict[str, Any], Any]] = []  # unhashable changes: one UPDATE each
     deltas: dict[tuple[str, str], int] = {}
-    merged_of: dict[tuple[int, ...], tuple[tuple[str, Any], ...]] = {}  # ids of the changes dicts -> merged items
+    # (start, end, ids of the caller's changes dicts taken, stamps) -> that group's id list, or None for
+    # unhashable changes; the caller's dicts live through this call, so their ids stay theirs
+    slots: dict[tuple[Any, ...], list[Any] | None] = {}
+    stamp_of = {dest: column for (kind, dest), column in _STAMPS.items() if kind == entity}
+    is_run = entity == "run"  # a run's events carry its own id as run_id
     ids = list(steps_by_id)
     with db.atomic():
         for batch in _batches(ids, _BATCH):
             found = db.execute_sql(f'SELECT {selected} FROM "{table}" WHERE "id" IN ({_marks(len(batch))})',
                                    list(batch)).fetchall()
             for row_id, start, *row_run in found:
-                state, taken, applied = start, 0, []
+                state, taken, applied, stamps = start, 0, [], ()
                 for trigger, actor, changes, at in steps_by_id[row_id]:
                     dest = plan[trigger].get(state)
                     if dest is None:
@@ -55,9 +59,9 @@ def fire_steps(model: type[BaseModel], steps_by_id: dict[Any, list[Step]], *, ru
                     if taken == len(rounds):
                         rounds.append([])
                     rounds[taken].append((now if at is None else at, entity, str(row_id),
-                                          row_id if entity == "run" else run_id, trigger, state, dest, actor, reason))
-                    if (entity, dest) in _STAMPS:
-                        changes = {**changes, _STAMPS[entity, dest]: now}
+                                          row_id if is_run else run_id, trigger, state, dest, actor, reason))
+                    if dest in stamp_of:
+                        stamps += (stamp_of[dest],)
                     applied.append(changes)
                     state, taken = dest, taken + 1
                 if not taken:
@@ -65,17 +69,24 @@ def fire_steps(model: type[BaseModel], steps_by_id: dict[Any, list[Step]], *, ru
                 if counted:
                     deltas[row_run[0], start] = deltas.get((row_run[0], start), 0) - 1
                     deltas[row_run[0], state] = deltas.get((row_run[0], state), 0) + 1
-                key = tuple(map(id, applied))
-                items = merged_of.get(key)
-                if items is None:
+                key = (start, state, stamps, *map(id, applied))
+                if key not in slots:
                     merged: dict[str, Any] = {}
                     for changes in applied:
                         merged.update(changes)
-                    items = merged_of[key] = tuple(merged.items())
-                try:
-                    groups.setdefault((start, state, items), []).append(row_id)
-                except TypeError:
-                    singles.append((start, state, dict(items), row_id))
+                    merged.update(dict.fromkeys(stamps, now))
+                    try:
+                        slots[key] = groups.setdefault((start, state, tuple(merged.items())), [])
+                    except TypeError:
+                        slots[key] = None
+                slot = slots[key]
+                if slot is not None:
+                    slot.append(row_id)
+                else:
+                    merged = {}
+                    for changes in applied:
+                        merged.update(changes)
+                    singles.append((start, state, {**merged, **dict.fromkeys(stamps, now)}, row_id))
         for (start, end, items), group in groups.items():
             _move(model, entity, start, end, dict(items), group, now, reason)
         for start, end, changes, row_id in singles:
