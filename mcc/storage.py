@@ -32,11 +32,12 @@ class LocalStore:
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
-        self.url = self.root.resolve().as_uri()
+        self._resolved = self.root.resolve()  # once: a worker writes one result per subproblem through _path
+        self.url = self._resolved.as_uri()
 
     def _path(self, key: str) -> Path:
-        path = (self.root / key).resolve()
-        if self.root.resolve() not in path.parents:
+        path = (self._resolved / key).resolve()
+        if self._resolved not in path.parents:
             raise ValueError(f"key {key!r} escapes the bucket")
         return path
 
