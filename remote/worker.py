@@ -19,10 +19,11 @@ from typing import Any, Callable
 import h5py
 import numpy as np
 import redis
-from h5py import h5a, h5d, h5f, h5p, h5s, h5t
+from h5py import h5f, h5p
 
 from mcc.project import load_function, rows_from_result
 from mcc.runspec import failure_key, result_key
+from mcc.remote.results import ResultWriter, fill_result
 from mcc.remote.runtime import Runtime, connect, setup_logging
 
 WATCHDOG_GRACE = 15.0  # seconds past the point timeout before a hung worker kills itself
@@ -64,6 +65,7 @@ class Worker:
         if spec.project_dir not in sys.path:  # user code may import its siblings at call time
             sys.path.insert(0, spec.project_dir)
         self.fn = load_function(Path(spec.project_dir), spec.entry_target) if spec.entry_kind == "function" else None
+        self.results = ResultWriter(_write_result)
 
     # -- main loop -------------------------------------------------------------------------------
     def run(self) -> int:
@@ -216,7 +218,7 @@ class Worker:
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, previous)
             self.point_started = None
-        _write_result(part, _stack_rows(rows, first, points, target), first, n)
+        self.results.write(part, _stack_rows(rows, first, points, target), first, n)
 
     def _compute_script(self, first: int, n: int, part: Path) -> None:
         spec = self.rt.spec
@@ -303,6 +305,8 @@ def _write_result(path: Path, data: np.ndarray, first: int, n: int) -> None:
     ``attrs`` assignments write (same property lists), through h5py's low-level API, which skips
     the high-level layer's per-call overhead (attributes written under a temporary name and
     renamed, property-list building): about 3× cheaper per file, which counts for small subproblems.
+    Workers go through :class:`mcc.remote.results.ResultWriter`, which renders most files from a
+    template this function's output has been checked against.
     """
     fapl = h5p.create(h5p.FILE_ACCESS)
     fapl.set_libver_bounds(h5f.LIBVER_EARLIEST, h5f.LIBVER_LATEST)
@@ -310,17 +314,7 @@ def _write_result(path: Path, data: np.ndarray, first: int, n: int) -> None:
     fcpl.set_obj_track_times(False)
     fid = h5f.create(os.fsencode(path), h5f.ACC_TRUNC, fapl=fapl, fcpl=fcpl)
     try:
-        dcpl = h5p.create(h5p.DATASET_CREATE)
-        dcpl.set_obj_track_times(False)
-        dset = h5d.create(fid, b"data", h5t.py_create(data.dtype, logical=True), h5s.create_simple(data.shape),
-                          dcpl=dcpl)
-        dset.write(h5s.ALL, h5s.ALL, data)
-        dset.close()
-        for name, value in ((b"first_point", first), (b"n_points", n)):
-            scalar = np.asarray(value)
-            attr = h5a.create(fid, name, h5t.py_create(scalar.dtype, logical=True), h5s.create(h5s.SCALAR))
-            attr.write(scalar)
-            attr.close()
+        fill_result(fid, data, first, n)
     finally:
         fid.close()
 

@@ -1,0 +1,44 @@
+"""Result files rendered from a template are byte for byte what HDF5 writes."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from mcc.remote.results import ResultWriter, hdf5_image
+from mcc.remote.worker import _write_result
+
+
+def test_rendered_files_equal_hdf5s_and_read_back(tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    writer = ResultWriter(_write_result)
+    cases = [(rng.random((1, 3)), 0, 1), (rng.random((1, 3)), 1, 1), (rng.random((1, 3)), 2**40 + 5, 1),
+             (rng.random((4, 3)), 10, 4), (rng.random((4, 3)), 14, 2),  # two rows per point
+             (rng.integers(-9, 9, (5,)).astype(np.int32), 20, 5), (rng.integers(-9, 9, (5,)).astype(np.int32), 25, 5),
+             (rng.random((1, 3)), np.int64(77), np.int64(1)), (rng.random((0, 3)), 30, 0), (rng.random((0, 3)), 31, 0)]
+    for k, (data, first, n) in enumerate(cases):
+        got, want = tmp_path / f"{k}.h5", tmp_path / f"{k}.ref.h5"
+        writer.write(got, data, first, n)
+        _write_result(want, data, first, n)
+        assert got.read_bytes() == want.read_bytes(), k
+        with h5py.File(got, "r") as fh:
+            assert np.array_equal(fh["data"][...], data)
+            assert (fh.attrs["first_point"], fh.attrs["n_points"]) == (first, n)
+    assert writer.rendered >= 4  # the second file of a shape on came from its template
+    assert hdf5_image(cases[0][0], 0, 1)[0] == (tmp_path / "0.ref.h5").read_bytes()
+
+
+def test_a_template_that_disagrees_with_hdf5_is_not_used(tmp_path: Path) -> None:
+    calls = []
+
+    def hdf5_write(path: Path, data: np.ndarray, first: int, n: int) -> None:
+        calls.append(first)
+        _write_result(path, data, first, n)
+        with open(path, "ab") as fh:  # a writer whose files the template cannot reproduce
+            fh.write(b"\\0")
+
+    writer = ResultWriter(hdf5_write)
+    for first in range(3):
+        writer.write(tmp_path / f"{first}.h5", np.ones((2, 2)), first, 2)
+    assert calls == [0, 1, 2] and writer.rendered == 0
