@@ -18,6 +18,7 @@ Size: the larger fleet (default 100; the smaller is always 10).
 """
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import statistics
@@ -150,9 +151,25 @@ def measure(n_workers: int, proxy: Any, server: Any, root: Path) -> dict[str, An
             "calls": per_tick[-1]["calls"], "tick_s": statistics.median(t["seconds"] for t in per_tick)}
 
 
+@contextmanager
+def logs_to(path: Path) -> Iterator[None]:
+    """The manager's (and botocore's) log records into ``path``, not into the table on stdout: a root
+    handler present makes the manager's ``logging.basicConfig`` a no-op."""
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        handler.close()
+
+
 def run(size: int | None, ctx: Context) -> list[Row]:
     big = size or DEFAULT_SIZE
-    with tempdir("b7") as root, emulated_cloud(root) as proxy, redis_server(root) as server:
+    with tempdir("b7") as root, emulated_cloud(root) as proxy, redis_server(root) as server, \
+            logs_to(root / "manager.log"):
         small = measure(SMALL, proxy, server, root)
         ctx.log(f"  {SMALL} workers: {small['hooked']} calls per tick (proxy {small['proxy']}): {small['calls']}")
         large = measure(big, proxy, server, root)

@@ -219,6 +219,36 @@ def _count(deltas: dict[tuple[str, str], int]) -> None:
         db.executemany(_COUNT_UPSERT, rows)
 
 
+_EVENT_ROWS = 3000  # rows per multi-row INSERT (3 variables each: well under SQLite's 32766)
+
+
+def _insert_events(events: Sequence[tuple[Any, ...]]) -> None:
+    """Insert Event rows given as ``_EVENT_INSERT`` tuples, in order, inside the caller's transaction.
+
+    Consecutive events sharing entity, trigger, source, dest, actor and reason (a bulk move's are
+    all alike) go in as one ``INSERT ... SELECT ... FROM (VALUES (at, entity_id, run_id), ...)`` of
+    up to 3,000 rows, the shared values bound once: about half the cost of one executemany row each.
+    """
+    start = 0
+    while start < len(events):
+        first = events[start]
+        shared = (first[1], first[4], first[5], first[6], first[7], first[8])
+        end = start + 1
+        while (end < len(events) and end - start < _EVENT_ROWS
+               and (events[end][1], events[end][4], events[end][5], events[end][6], events[end][7],
+                    events[end][8]) == shared):
+            end += 1
+        if end - start == 1:
+            db.execute_sql(_EVENT_INSERT, list(first))
+        else:
+            values = [v for event in events[start:end] for v in (event[0], event[2], event[3])]
+            db.execute_sql(
+                'INSERT INTO "events" ("at", "entity", "entity_id", "run_id", "trigger", "source", "dest", '
+                '"actor", "reason") SELECT column1, ?, column2, column3, ?, ?, ?, ?, ? FROM (VALUES '
+                + ", ".join(["(?, ?, ?)"] * (end - start)) + ")", [*shared, *values])
+        start = end
+
+
 def _marks(n: int) -> str:
     return ", ".join("?" * n)
 
@@ -279,7 +309,7 @@ def fire_bulk(model: type[BaseModel], trigger: str, ids: Iterable[Any], *, run_i
             dest = moves[source]
             events += [(at.get(i, now), entity, str(i), i if entity == "run" else run_id, trigger, source,
                         dest, actor, reason) for i in group]
-        db.executemany(_EVENT_INSERT, events)
+        _insert_events(events)
         _count(deltas)
     return len(events)
 

@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from mcc.errors import IllegalTransition
-from mcc.ledger.machines import _BATCH, _EVENT_INSERT, _STAMPS, PLAN, _batches, _count, _entity, _marks, _move
+from mcc.ledger.machines import _BATCH, _STAMPS, PLAN, _batches, _count, _entity, _insert_events, _marks, _move
 from mcc.ledger.models import BaseModel, db
 
 # one step of a row: (trigger, actor, changes written with it, UNIX time of the event or None = now)
@@ -92,6 +92,6 @@ def fire_steps(model: type[BaseModel], steps_by_id: dict[Any, list[Step]], *, ru
         for start, end, changes, row_id in singles:
             _move(model, entity, start, end, changes, [row_id], now, reason)
         events = [event for events in rounds for event in events]
-        db.executemany(_EVENT_INSERT, events)
+        _insert_events(events)
         _count(deltas)
     return len(events)
