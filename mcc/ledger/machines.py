@@ -226,27 +226,29 @@ def _insert_events(events: Sequence[tuple[Any, ...]]) -> None:
     """Insert Event rows given as ``_EVENT_INSERT`` tuples, in order, inside the caller's transaction.
 
     Consecutive events sharing entity, trigger, source, dest, actor and reason (a bulk move's are
-    all alike) go in as one ``INSERT ... SELECT ... FROM (VALUES (at, entity_id, run_id), ...)`` of
-    up to 3,000 rows, the shared values bound once: about half the cost of one executemany row each.
+    all alike) go in together through :func:`_insert_alike`.
     """
     start = 0
     while start < len(events):
         first = events[start]
         shared = (first[1], first[4], first[5], first[6], first[7], first[8])
         end = start + 1
-        while (end < len(events) and end - start < _EVENT_ROWS
-               and (events[end][1], events[end][4], events[end][5], events[end][6], events[end][7],
-                    events[end][8]) == shared):
+        while end < len(events) and (events[end][1], *events[end][4:]) == shared:
             end += 1
-        if end - start == 1:
-            db.execute_sql(_EVENT_INSERT, list(first))
-        else:
-            values = [v for event in events[start:end] for v in (event[0], event[2], event[3])]
-            db.execute_sql(
-                'INSERT INTO "events" ("at", "entity", "entity_id", "run_id", "trigger", "source", "dest", '
-                '"actor", "reason") SELECT column1, ?, column2, column3, ?, ?, ?, ?, ? FROM (VALUES '
-                + ", ".join(["(?, ?, ?)"] * (end - start)) + ")", [*shared, *values])
+        _insert_alike(shared, [v for event in events[start:end] for v in (event[0], event[2], event[3])])
         start = end
+
+
+def _insert_alike(shared: tuple[Any, ...], flat: list[Any]) -> None:
+    """Events that share (entity, trigger, source, dest, actor, reason), given as a flat list of
+    at, entity_id, run_id, at, entity_id, run_id, ...: one ``INSERT ... SELECT ... FROM (VALUES ...)``
+    per 3,000 rows with the shared values bound once, about half the cost of an executemany row each."""
+    for start in range(0, len(flat), 3 * _EVENT_ROWS):
+        part = flat[start:start + 3 * _EVENT_ROWS]
+        db.execute_sql(
+            'INSERT INTO "events" ("at", "entity", "entity_id", "run_id", "trigger", "source", "dest", '
+            '"actor", "reason") SELECT column1, ?, column2, column3, ?, ?, ?, ?, ? FROM (VALUES '
+            + ", ".join(["(?, ?, ?)"] * (len(part) // 3)) + ")", [*shared, *part])
 
 
 def _marks(n: int) -> str:

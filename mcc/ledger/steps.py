@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from mcc.errors import IllegalTransition
-from mcc.ledger.machines import _BATCH, _STAMPS, PLAN, _batches, _count, _entity, _insert_events, _marks, _move
+from mcc.ledger.machines import _BATCH, _STAMPS, PLAN, _batches, _count, _entity, _insert_alike, _marks, _move
 from mcc.ledger.models import BaseModel, db
 
 # one step of a row: (trigger, actor, changes written with it, UNIX time of the event or None = now)
@@ -36,7 +36,9 @@ def fire_steps(model: type[BaseModel], steps_by_id: dict[Any, list[Step]], *, ru
     now, table = time.time(), model._meta.table_name
     counted = entity == "subproblem"
     selected = '"id", "state", "run_id"' if counted else '"id", "state"'
-    rounds: list[list[tuple[Any, ...]]] = []  # events of every row's k-th transition, in rounds as fire_bulk would
+    # events of every row's k-th transition, in rounds as fire_bulk would: per round, (trigger, source,
+    # dest, actor) -> flat [at, entity_id, run_id, at, ...]
+    rounds: list[dict[tuple[str, str, str, str], list[Any]]] = []
     groups: dict[tuple[str, str, tuple[tuple[str, Any], ...]], list[Any]] = {}  # (start, end, changes) -> ids
     singles: list[tuple[str, str, dict[str, Any], Any]] = []  # unhashable changes: one UPDATE each
     deltas: dict[tuple[str, str], int] = {}
@@ -57,9 +59,11 @@ def fire_steps(model: type[BaseModel], steps_by_id: dict[Any, list[Step]], *, ru
                     if dest is None:
                         continue
                     if taken == len(rounds):
-                        rounds.append([])
-                    rounds[taken].append((now if at is None else at, entity, str(row_id),
-                                          row_id if is_run else run_id, trigger, state, dest, actor, reason))
+                        rounds.append({})
+                    alike = rounds[taken].get((trigger, state, dest, actor))
+                    if alike is None:
+                        alike = rounds[taken][trigger, state, dest, actor] = []
+                    alike += (now if at is None else at, str(row_id), row_id if is_run else run_id)
                     if dest in stamp_of:
                         stamps += (stamp_of[dest],)
                     applied.append(changes)
@@ -91,7 +95,10 @@ def fire_steps(model: type[BaseModel], steps_by_id: dict[Any, list[Step]], *, ru
             _move(model, entity, start, end, dict(items), group, now, reason)
         for start, end, changes, row_id in singles:
             _move(model, entity, start, end, changes, [row_id], now, reason)
-        events = [event for events in rounds for event in events]
-        _insert_events(events)
+        moved = 0
+        for alikes in rounds:
+            for (trigger, source, dest, actor), flat in alikes.items():
+                _insert_alike((entity, trigger, source, dest, actor, reason), flat)
+                moved += len(flat) // 3
         _count(deltas)
-    return len(events)
+    return moved
