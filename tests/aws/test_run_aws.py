@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import threading
 from pathlib import Path
 
+import boto3
 import numpy as np
 import pytest
 
@@ -16,8 +19,21 @@ from tests.conftest import combined_rows, ledger_uuid, mcc, mcc_json
 AWS_TOML = aws_toml()  # chunks of 5, 2 workers, t3.micro, 0.5 s ticks
 
 
+_SESSIONS = threading.local()
+
+
+def _session() -> boto3.Session:
+    """One boto3 session per thread and emulated cloud: a fresh session reloads every service model (~0.4 s of
+    CPU for the sweep's clients), and sessions are not thread-safe."""
+    key = (os.environ.get("AWS_ENDPOINT_URL"), os.environ.get("AWS_SECRET_ACCESS_KEY"))
+    if getattr(_SESSIONS, "key", None) != key:
+        _SESSIONS.key, _SESSIONS.session = key, boto3.Session(region_name="us-east-1")
+    return _SESSIONS.session
+
+
 def tagged_counts(home: Path) -> dict[str, int]:
-    ctx = AwsContext.create(ledger_uuid(home), region="us-east-1")
+    """{kind: count} of live resources tagged with the ledger of ``home`` (the sweep mcc clean verifies with)."""
+    ctx = AwsContext(_session(), "us-east-1", ledger_uuid(home))
     found = sweep_tagged(ctx, ledger_uuid(home))
     return {kind: len(items) for kind, items in sorted(found.items()) if items and kind != "unknown"}
 
