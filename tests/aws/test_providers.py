@@ -252,12 +252,11 @@ def test_image_bake_and_snapshots(aws_ctx: AwsContext) -> None:
     assert snapshots.create(snap_spec).physical_id == snap_id
     assert snapshots.find(snap_spec).physical_id == snap_id
     assert snap_id not in _ids(snapshots.sweep(new_ctx().ledger_uuid))
-    provider.delete(image.physical_id, image.attrs)
+    provider.delete(image.physical_id, image.attrs)  # deregisters, then deletes the snapshots it names
     assert provider.describe(image.physical_id, {}) is None
-    provider.delete(image.physical_id, image.attrs)
-    snapshots.delete(snap_id, {})
     assert snapshots.describe(snap_id, {}) is None
-    snapshots.delete(snap_id, {})
+    provider.delete(image.physical_id, image.attrs)
+    snapshots.delete(snap_id, {})  # the snapshot's own row: "not found" counts as deleted
 
 
 def test_parameter_secret_never_in_attrs(aws_ctx: AwsContext) -> None:

@@ -109,11 +109,17 @@ class ImageProvider:
         return _found(image, attrs.get("builder_id"))
 
     def delete(self, physical_id: str, attrs: dict[str, Any]) -> None:
-        """Deregister the AMI; its snapshots are deleted by their own rows."""
+        """Deregister the AMI, then delete the snapshots it names. They have rows of their own (deleted next,
+        "not found" = deleted), but an image adopted by a sweep, or cleaned before its snapshot rows were
+        written, would otherwise leave them behind — untagged if create_image made them after the last look."""
+        image = self._describe_raw(physical_id)
+        snapshots = _snapshot_ids(image) if image else list(attrs.get("snapshot_ids") or [])
         try:
             call(self.ec2.deregister_image, ImageId=physical_id)
         except AwsNotFound:
             pass
+        for snapshot_id in snapshots:
+            SnapshotProvider(self.ctx).delete(snapshot_id, {})
 
     def sweep(self, ledger_uuid: str, run_id: str | None = None) -> list[Found]:
         images = call(self.ec2.describe_images, Owners=["self"],
