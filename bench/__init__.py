@@ -2,7 +2,7 @@
 
 Ratios, not absolute seconds, are the claims: the machine this runs on is shared and noisy.
 ``python -m bench`` runs every benchmark; ``python -m bench B1 --size 20000`` runs one. Each
-benchmark module exposes ``ID``, ``TITLE``, ``DEFAULT_SIZE`` and ``run(size, ctx) -> list[Row]``.
+benchmark module exposes ``ID``, ``TITLE``, ``DEFAULT_SIZE``, ``SMOKE_SIZE`` and ``run(size, ctx) -> list[Row]``.
 Benchmarks are not tests: nothing in the test suite depends on these numbers.
 """
 from __future__ import annotations

@@ -24,6 +24,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("ids", nargs="*", metavar="ID", help=f"benchmarks to run (default: all of {', '.join(BENCHMARKS)})")
     parser.add_argument("--size", type=int, default=None,
                         help="the size argument of each benchmark named (points, kills, files… see bench/README.md)")
+    parser.add_argument("--smoke", action="store_true",
+                        help="every benchmark at a tiny size (its SMOKE_SIZE): checks the suite runs here in about a "
+                             "minute; the figures are not comparable with the targets")
     parser.add_argument("--json", dest="json_out", metavar="FILE", help="also write the results as JSON")
     parser.add_argument("--quiet", action="store_true", help="no progress lines, only the table")
     parser.add_argument("--markdown", action="store_true", help="print the table as Markdown (for bench/README.md)")
@@ -45,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         ctx.log(f"== {bid}: {module.TITLE}")
         t0 = time.monotonic()
         try:
-            rows.extend(module.run(args.size, ctx))
+            rows.extend(module.run(args.size or (module.SMOKE_SIZE if args.smoke else None), ctx))
         except Exception as exc:  # one broken benchmark must not hide the others
             traceback.print_exc()
             rows.append(Row(bid, module.TITLE, "error", "—", "—", "—", False, notes=f"{type(exc).__name__}: {exc}"))

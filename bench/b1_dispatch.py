@@ -35,6 +35,7 @@ from mcc.providers.local import processes
 ID = "B1"
 TITLE = "steady-state dispatch, no-op function entry, 2 local workers"
 DEFAULT_SIZE = 10_000
+SMOKE_SIZE = 1_000  # python -m bench --smoke: does it run here (figures not comparable)
 WORKERS = 2
 RQ_MAX_JOBS = 1_000  # RQ runs ~100-250 jobs/s here: its (flat) rate is taken over the first 1,000 points
 

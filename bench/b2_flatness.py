@@ -25,6 +25,7 @@ from mcc.queue import Queue
 ID = "B2"
 TITLE = "flatness: B1 at 100k points vs B1 at 10k"
 DEFAULT_SIZE = 100_000
+SMOKE_SIZE = 10_000  # python -m bench --smoke: does it run here (figures not comparable)
 BATCH = 64  # as remote.worker.MAX_BATCH
 
 

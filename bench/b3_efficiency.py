@@ -33,6 +33,7 @@ from bench.harness import SPIN_ENTRY, tempdir
 ID = "B3"
 TITLE = "efficiency on real-sized work: 20 ms CPU points, 2 workers, whole `mcc run`"
 DEFAULT_SIZE = 2_000
+SMOKE_SIZE = 100  # python -m bench --smoke: does it run here (figures not comparable)
 SECONDS_PER_POINT = 0.02
 
 TICKS = os.sysconf("SC_CLK_TCK")

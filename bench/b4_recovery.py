@@ -29,6 +29,7 @@ from mcc.runspec import instance_key
 ID = "B4"
 TITLE = "recovery: SIGKILL a worker holding leases → its subproblems leased again"
 DEFAULT_SIZE = 10
+SMOKE_SIZE = 2  # python -m bench --smoke: does it run here (figures not comparable)
 LEASE = 2.0
 
 STUCK_ENTRY = "import time\n\ndef compute(point):\n    time.sleep(100_000)\n    return point\n"

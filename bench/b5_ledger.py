@@ -33,6 +33,7 @@ from bench.harness import median, tempdir
 ID = "B5"
 TITLE = "ledger at scale: ledger show, a filtered query, journal sync"
 DEFAULT_SIZE = 1_000_000
+SMOKE_SIZE = 20_000  # python -m bench --smoke: does it run here (figures not comparable)
 RUNS = 10
 SYNC_CHANGES = 100_000
 

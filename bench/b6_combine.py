@@ -28,6 +28,7 @@ from bench.harness import env_with_repo, tempdir
 ID = "B6"
 TITLE = "combine: 10k partial files × 100 rows × 5 float64, built-in combiner"
 DEFAULT_SIZE = 10_000
+SMOKE_SIZE = 300  # python -m bench --smoke: does it run here (figures not comparable)
 ROWS, WIDTH = 100, 5
 REPEATS = 3  # each side's median of this many fresh processes
 

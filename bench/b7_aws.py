@@ -36,6 +36,7 @@ from bench.harness import BENCH_UUID, REPO, redis_server, tempdir
 ID = "B7"
 TITLE = "AWS API efficiency: calls per manager tick, 10 vs 100 workers"
 DEFAULT_SIZE = 100
+SMOKE_SIZE = 20  # python -m bench --smoke: does it run here (figures not comparable)
 SMALL = 10
 TICKS = 5
 REGION = "us-east-1"

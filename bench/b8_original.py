@@ -38,6 +38,7 @@ ID = "B8"
 TITLE = "original mCC queue algorithm (JSON lists under WATCH) vs mcc B1"
 DEFAULT_SIZES = (1_000, 4_000, 20_000)
 DEFAULT_SIZE = 20_000
+SMOKE_SIZE = 1_000  # python -m bench --smoke: does it run here (figures not comparable)
 TIME_BUDGET = 6.0
 WORKERS = 2
 MID = "i-0manager"

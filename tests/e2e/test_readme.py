@@ -30,6 +30,7 @@ SH_BLOCKS = {
     "On AWS": "tests/aws/test_run_aws.py::test_readme_aws_commands_as_written (the emulated cloud)",
     "Costs": "test_costs_as_written",
     "Migrating from the original materialsCloudCompute": "test_migration_as_written",
+    "Performance": "test_performance_as_written (the full suite only with MCC_SLOW_TESTS=1)",
     "Tests": ".ci/run (the whole suite cannot run inside one of its own tests)",
 }
 PYTHON_BLOCKS = {"Python API": "test_python_api_as_written"}
@@ -177,6 +178,30 @@ def test_costs_as_written(mcc_home: Path, tmp_path: Path) -> None:
     assert "local" in outputs["mcc analyze --by-type"]
     assert "us-east-1" in outputs["mcc prices --region us-east-1"] and "m5.large" in outputs["mcc prices --region us-east-1"]
     shell("mcc clean --all --yes", cwd=tmp_path, home=mcc_home, bin_dir=bin_dir)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1500)
+def test_performance_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The install line in the checkout, the benchmark lines from elsewhere (they write files where they run);
+    the full suite (minutes) only with MCC_SLOW_TESTS=1. Figures are printed, never asserted on."""
+    lines = commands("Performance")
+    assert lines[0] == 'pip install -e ".[bench]"' and all(line.startswith("python -m bench") for line in lines[1:])
+    monkeypatch.setenv("PYTHONPATH", str(REPO))  # `python -m bench` as run from the checkout
+    monkeypatch.setenv("MCC_BENCH_TMP", str(tmp_path / "bench-tmp"))
+    python_bin = Path(sys.executable).parent  # `pip` and `python` of this interpreter (the CI's venv)
+    shell(lines[0], cwd=REPO, home=tmp_path / "home", bin_dir=python_bin)
+    full = [line for line in lines[1:] if "--smoke" not in line and "--size" not in line]
+    for line in lines[1:]:
+        if line in full and not os.environ.get("MCC_SLOW_TESTS"):
+            continue
+        out = shell(line, cwd=tmp_path, home=tmp_path / "home", bin_dir=python_bin, timeout=1400).stdout
+        print(out)
+        ids = set(re.findall(r"^[│|] (B\d)\S* ", out, re.M))
+        expected = {"B5"} if "B5 --size" in line else {f"B{i}" for i in range(1, 9)}
+        assert ids == expected, (line, ids)
+        assert "│ error" not in out and "| error |" not in out, line
+    assert len(full) == 1
 
 
 OLD_POINTS = '''import numpy as np
