@@ -5,6 +5,7 @@ The standard credential and region chain applies (profiles, SSO, environment); `
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,3 +56,9 @@ def tag_dict(tags: list[dict[str, str]] | None) -> dict[str, str]:
 def tag_specifications(resource_types: list[str], tags: dict[str, str]) -> list[dict[str, Any]]:
     """TagSpecifications for a create call: the tags go inside the create, never after it."""
     return [{"ResourceType": rt, "Tags": aws_tags(tags)} for rt in resource_types]
+
+
+def client_token(ledger_uuid: str, idempotency_key: str) -> str:
+    """The ClientToken of a create: deterministic per ledger and entity. A token is unique per account and
+    region, and keys such as ``aws:<region>:image-builder:<digest>`` repeat across ledgers of one account."""
+    return hashlib.sha256(f"{ledger_uuid}/{idempotency_key}".encode()).hexdigest()[:64]

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mcc.errors import ProviderError
-from mcc.providers.aws.clients import AwsContext, tag_dict, tag_specifications
+from mcc.providers.aws.clients import AwsContext, client_token, tag_dict, tag_specifications
 from mcc.providers.aws.errors import AwsNotFound, call
 from mcc.providers.base import TAG_ENTITY, TAG_LEDGER, TAG_RUN, Found, ResourceSpec
 
@@ -162,7 +162,8 @@ class InstanceProvider:
 
     def create(self, spec: ResourceSpec) -> Found:
         p = spec.params
-        req = LaunchRequest(p.get("launch_template_id"), dict(spec.tags), spec.idempotency_key, p.get("instance_type"),
+        token = client_token(spec.tags[TAG_LEDGER], spec.idempotency_key)
+        req = LaunchRequest(p.get("launch_template_id"), dict(spec.tags), token, p.get("instance_type"),
                             p.get("user_data"), bool(p.get("spot")), p.get("subnet_id"), launch_overrides(p))
         ids = list(run_instances(self.ctx, req, int(p.get("count", 1))))
         found = self.describe(",".join(ids), {})

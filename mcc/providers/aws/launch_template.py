@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mcc.providers.aws.clients import AwsContext, tag_dict, tag_specifications
+from mcc.providers.aws.clients import AwsContext, client_token, tag_dict, tag_specifications
 from mcc.providers.aws.errors import AwsNotFound, call
 from mcc.providers.aws.instance import ownership, tag_filters
 from mcc.providers.base import TAG_ENTITY, TAG_LEDGER, Found, ResourceSpec
@@ -41,7 +41,7 @@ class LaunchTemplateProvider:
         if spec.params.get("max_lifetime_hours") is not None:
             tags[TAG_LIFETIME] = str(spec.params["max_lifetime_hours"])
         template = call(self.ec2.create_launch_template, LaunchTemplateName=spec.params["name"],
-                        ClientToken=spec.idempotency_key[:64], LaunchTemplateData=template_data(spec.params, tags),
+                        ClientToken=client_token(spec.tags[TAG_LEDGER], spec.idempotency_key), LaunchTemplateData=template_data(spec.params, tags),
                         TagSpecifications=tag_specifications(["launch-template"], tags))["LaunchTemplate"]
         return _found(template)
 
