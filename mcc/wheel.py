@@ -16,6 +16,7 @@ import tempfile
 import zipfile
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from mcc.errors import MccError
 
@@ -70,7 +71,20 @@ def _pip_wheel(source: Path, dest: Path) -> Path:
     if built:
         return built[0]
     cache.mkdir(parents=True, exist_ok=True)
-    return _pip_build(source, cache)
+    # One build at a time: pip builds in the source tree (build/, *.egg-info), so two at once break each
+    # other; whoever waited finds the wheel the first one built.
+    with open(dest / ".build.lock", "w") as lock:
+        _lock(lock)
+        built = sorted(cache.glob("*.whl"))
+        return built[0] if built else _pip_build(source, cache)
+
+
+def _lock(handle: Any) -> None:
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: builds are not serialised
+        return
+    fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes
 
 
 def _pip_build(source: Path, dest: Path) -> Path:
