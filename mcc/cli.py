@@ -327,7 +327,7 @@ def analyze(run_ids: tuple[str, ...], tsv: bool, by_type: bool, plot_path: Path 
 
 @main.command()
 @click.option("--refresh", is_flag=True,
-              help="Fetch current prices from the AWS Price List API into $MCC_HOME/prices.json (needs AWS credentials).")
+              help="Fetch current prices from the AWS Price List API into the ledger (needs AWS credentials).")
 @click.option("--region", help="Only this region (with --refresh: fetch only this region).")
 @json_option
 def prices(refresh: bool, region: str | None, as_json: bool) -> None:
@@ -342,14 +342,13 @@ def prices(refresh: bool, region: str | None, as_json: bool) -> None:
     from mcc.display import prices_table
     from mcc.ledger import open_ledger
 
-    ledger_ = open_ledger()
-    if refresh:
+    if refresh:  # a plain read opens no ledger: on a fresh machine it creates nothing
         import boto3
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
             client = boto3.client("pricing", region_name="us-east-1")
-            pricing.refresh_prices(ledger_, client, regions=[region] if region else None)
+            pricing.refresh_prices(open_ledger(), client, regions=[region] if region else None)
         except (BotoCoreError, ClientError) as exc:
             raise MccError(f"could not fetch prices from the AWS Price List API: {exc}. It needs AWS credentials "
                            "with pricing:GetProducts (`mcc doctor` checks them); the shipped table still works.") from exc

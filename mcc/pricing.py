@@ -1,5 +1,5 @@
 """What compute costs: an offline table of EC2 On-Demand Linux prices, AWS's billing rules, and a refresh
-from the AWS Price List API cached beside the ledger.
+from the AWS Price List API cached in the ledger's ``prices`` table.
 
 Billing rule (Amazon EC2 pricing page, https://aws.amazon.com/ec2/pricing/on-demand/): Linux On-Demand and
 Spot instances are billed per second with a 60-second minimum, per instance-run. The original mCC charged
@@ -10,17 +10,15 @@ from __future__ import annotations
 import json
 import logging
 import math
+import sqlite3
 import time
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable
 
-from mcc import atomic
-
 log = logging.getLogger(__name__)
 
 TABLE_FILE = Path(__file__).parent / "prices" / "ec2-ondemand-linux.json"
-CACHE_FILE = "prices.json"  # in $MCC_HOME, written by refresh_prices
 MINIMUM_SECONDS = 60
 LOCAL = "local"
 
@@ -73,24 +71,51 @@ def packaged_table() -> dict[str, Any]:
     return json.loads(TABLE_FILE.read_text())
 
 
-def _home(home: str | Path | None) -> Path:
-    if home is not None:
-        return Path(home).expanduser()
-    from mcc.ledger import current_ledger, default_home
+def _ledger_rows(home: str | Path | None) -> tuple[Path | None, list[tuple[Any, ...]]]:
+    """The ledger's ``prices`` rows (region, type, $/h, vCPUs, source, fetched_at) and the ledger's path.
+
+    Reads the open ledger when it is the one asked for; otherwise reads ``home/ledger.db`` (default
+    ``$MCC_HOME``) with a bare connection, only if the file exists: a read never creates or migrates a
+    ledger. A ledger without the table (older schema) has no rows.
+    """
+    from mcc.ledger import current_ledger, default_home, models
 
     ledger = current_ledger()
-    return ledger.home if ledger is not None else default_home()
+    wanted = Path(home).expanduser().resolve() if home is not None else None
+    if ledger is not None and wanted in (None, ledger.home):
+        query = models.Price.select().tuples().order_by(models.Price.fetched_at)
+        return ledger.path, list(query)
+    path = (wanted or default_home().resolve()) / "ledger.db"
+    if not path.is_file():
+        return None, []
+    try:
+        conn = sqlite3.connect(path, timeout=10, isolation_level=None)
+    except sqlite3.Error as exc:
+        log.warning("ignoring the prices in %s: %s", path, exc)
+        return None, []
+    try:
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='prices'").fetchone() is None:
+            return path, []
+        return path, conn.execute("SELECT region, instance_type, usd_per_hour, vcpus, source, fetched_at "
+                                  "FROM prices ORDER BY fetched_at").fetchall()
+    except sqlite3.Error as exc:
+        log.warning("ignoring the prices in %s: %s", path, exc)
+        return path, []
+    finally:
+        conn.close()
 
 
-def cache_path(home: str | Path | None = None) -> Path:
-    """``$MCC_HOME/prices.json``: prices fetched by :func:`refresh_prices`."""
-    return _home(home) / CACHE_FILE
+def _iso(seconds: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
 
 
 def load_table(home: str | Path | None = None) -> dict[str, Any]:
-    """The packaged table with the refreshed prices of ``$MCC_HOME/prices.json`` laid over it.
+    """The packaged table with the ledger's refreshed prices (``prices`` table) laid over it.
 
-    The result has ``regions`` (region → type → $/h), ``vcpus`` (type → n), ``sources`` and ``date``.
+    The ledger is the open one, else ``home/ledger.db`` (default ``$MCC_HOME``) when it exists. The
+    result has ``regions`` (region → type → $/h), ``vcpus`` (type → n), ``date``, ``source``,
+    ``elasticache`` and ``refreshed`` (None, or the ledger ``path`` and the latest fetch's ``date``
+    and ``source``).
     """
     base = packaged_table()
     table: dict[str, Any] = {
@@ -98,18 +123,14 @@ def load_table(home: str | Path | None = None) -> dict[str, Any]:
         "date": base["date"], "source": base["source"], "refreshed": None,
         "elasticache": {r: dict(p) for r, p in base["elasticache"]["regions"].items()},
     }
-    path = cache_path(home)
-    try:
-        cached = json.loads(path.read_text())
-    except FileNotFoundError:
-        return table
-    except (OSError, ValueError) as exc:
-        log.warning("ignoring the price cache %s: %s", path, exc)
-        return table
-    for region, prices in (cached.get("regions") or {}).items():
-        table["regions"].setdefault(region, {}).update(prices)
-    table["vcpus"].update(cached.get("vcpus") or {})
-    table["refreshed"] = {"date": cached.get("date"), "source": cached.get("source"), "path": str(path)}
+    path, rows = _ledger_rows(home)
+    for region, itype, usd, cpus, _source, _at in rows:
+        table["regions"].setdefault(region, {})[itype] = usd
+        if cpus is not None:
+            table["vcpus"][itype] = cpus
+    if rows:
+        *_, source, fetched_at = rows[-1]
+        table["refreshed"] = {"date": _iso(fetched_at), "source": source, "path": str(path)}
     return table
 
 
@@ -222,10 +243,11 @@ def get_products(pricing_client: Any, region: str, instance_types: Iterable[str]
 
 def refresh_prices(ledger: Any, pricing_client: Any, *, regions: Iterable[str] | None = None,
                    instance_types: Iterable[str] | None = None) -> dict[str, Any]:
-    """Fetch current prices from the Price List API and cache them in ``<ledger home>/prices.json``.
+    """Fetch current prices from the Price List API and upsert them into the ledger's ``prices`` table.
 
     Defaults: the packaged table's regions and instance types plus every region and type the ledger's
-    resources record. Returns the cached document. ``pricing_client`` is ``boto3.client("pricing",
+    resources record. All rows are written in one transaction; returns the fetched document
+    (``source``, ``date``, ``regions``, ``vcpus``). ``pricing_client`` is ``boto3.client("pricing",
     region_name="us-east-1")`` (the API answers in us-east-1, eu-central-1 and ap-south-1 only).
     """
     base = packaged_table()
@@ -241,11 +263,27 @@ def refresh_prices(ledger: Any, pricing_client: Any, *, regions: Iterable[str] |
         fetched["regions"].update(parsed["regions"])
         fetched["vcpus"].update(parsed["vcpus"])
         log.info("fetched %d prices for %s", len(parsed["regions"].get(region, {})), region)
+    now = time.time()
     doc = {"source": "AWS Price List API (pricing:GetProducts, ServiceCode AmazonEC2, Linux, On-Demand)",
-           "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **fetched}
-    path = Path(ledger.home) / CACHE_FILE
-    atomic.write_bytes(path, json.dumps(doc, indent=1, sort_keys=True).encode())
+           "date": _iso(now), **fetched}
+    _store(ledger, doc, now)
     return doc
+
+
+def _store(ledger: Any, doc: dict[str, Any], fetched_at: float) -> None:
+    """Upsert ``doc``'s prices into the ledger in one transaction."""
+    from peewee import chunked
+
+    from mcc.ledger.models import Price
+
+    rows = [{"region": region, "instance_type": itype, "usd_per_hour": usd, "vcpus": doc["vcpus"].get(itype),
+             "source": doc["source"], "fetched_at": fetched_at}
+            for region, prices in sorted(doc["regions"].items()) for itype, usd in sorted(prices.items())]
+    update = [Price.usd_per_hour, Price.vcpus, Price.source, Price.fetched_at]
+    with ledger.atomic():
+        for batch in chunked(rows, 500):
+            (Price.insert_many(batch)
+             .on_conflict(conflict_target=[Price.region, Price.instance_type], preserve=update).execute())
 
 
 def _ledger_usage() -> tuple[set[str], set[str]]:

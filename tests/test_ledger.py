@@ -166,6 +166,29 @@ def test_migrates_a_version_2_ledger_counts_its_subproblems(home: Path) -> None:
         assert migrate(ledger.db) == []
 
 
+def test_migrates_a_version_3_ledger_adds_an_empty_prices_table(home: Path) -> None:
+    home.mkdir(mode=0o700)
+    old = peewee.SqliteDatabase(str(home / "ledger.db"))
+    assert migrate(old, target=3) == [1, 2, 3]
+    old.execute_sql("INSERT INTO runs (id, state, backend, project_dir, created_at, updated_at) "
+                    "VALUES ('r-old', 'done', 'local', '/p', 1.0, 2.0)")
+    tables = {r[0] for r in old.execute_sql("SELECT name FROM sqlite_master WHERE type='table'").fetchall()}
+    assert "prices" not in tables
+    old.close()
+
+    with open_ledger(home) as ledger:
+        assert current_version(ledger.db) == LATEST
+        assert get_run("r-old").state == "done"
+        assert models.Price.select().count() == 0
+        row = {"region": "us-east-1", "instance_type": "m5.large", "usd_per_hour": 0.096, "vcpus": None,
+               "source": "test", "fetched_at": 1.0}
+        models.Price.insert(row).execute()
+        with pytest.raises(peewee.IntegrityError):  # (region, instance_type) is the primary key
+            models.Price.insert(row).execute()
+        assert models.Price.get(models.Price.instance_type == "m5.large").vcpus is None
+        assert migrate(ledger.db) == []
+
+
 def test_refuses_a_newer_ledger_and_leaves_it_unchanged(home: Path) -> None:
     open_ledger(home).close()
     path = home / "ledger.db"

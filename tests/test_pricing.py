@@ -1,15 +1,19 @@
 """mcc.pricing: per-second billing with the 60 s minimum, the shipped table, the Price List parser on a
-response of the recorded shape, and the refresh cached beside the ledger."""
+response of the recorded shape, and the refresh cached in the ledger's prices table."""
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 from typing import Any
 
+import peewee
 import pytest
 
 from mcc import pricing
-from mcc.ledger import open_ledger
+from mcc.ledger import current_ledger, open_ledger
+from mcc.ledger.models import Price
+from mcc.ledger_schema import current_version, migrate
 from tests.conftest import mcc_json
 
 
@@ -120,7 +124,7 @@ class RecordedPricing:
         return self.pages if region == "us-east-1" else []
 
 
-def test_refresh_prices_caches_beside_the_ledger(mcc_home: Path) -> None:
+def test_refresh_prices_upserts_into_the_ledger(mcc_home: Path) -> None:
     ledger = open_ledger(mcc_home)
     client = RecordedPricing([RECORDED_PAGES[1]])
     doc = pricing.refresh_prices(ledger, client, regions=["us-east-1", "eu-west-1"], instance_types=["m7i.2xlarge"])
@@ -129,12 +133,48 @@ def test_refresh_prices_caches_beside_the_ledger(mcc_home: Path) -> None:
     assert call["ServiceCode"] == "AmazonEC2"
     filters = {f["Field"]: (f["Type"], f["Value"]) for f in call["Filters"]}
     assert filters["operatingSystem"] == ("TERM_MATCH", "Linux") and filters["instanceType"] == ("ANY_OF", "m7i.2xlarge")
-    cached = json.loads((mcc_home / "prices.json").read_text())
-    assert cached["source"].startswith("AWS Price List API") and cached["date"]
-    table = pricing.load_table(mcc_home)
-    assert table["refreshed"]["path"] == str(mcc_home / "prices.json")
+    rows = list(Price.select().tuples())
+    assert [r[:4] for r in rows] == [("us-east-1", "m7i.2xlarge", 0.4032, 8)]
+    assert rows[0][4].startswith("AWS Price List API") and rows[0][5] > 0
+    assert not (mcc_home / "prices.json").exists()
+    table = pricing.load_table()
+    assert table["refreshed"] == {"path": str(ledger.path), "date": doc["date"], "source": doc["source"]}
     assert table["regions"]["us-east-1"]["m7i.2xlarge"] == 0.4032
     assert table["regions"]["us-east-1"]["m5.large"] == 0.096  # the rest of the shipped table stays
+
+    again = [{"PriceList": [RECORDED_PAGES[1]["PriceList"][0].replace("0.4032000000", "0.5000000000")]}]
+    pricing.refresh_prices(ledger, RecordedPricing(again), regions=["us-east-1"], instance_types=["m7i.2xlarge"])
+    assert Price.select().count() == 1  # upserted, not duplicated
+    assert pricing.price("m7i.2xlarge", "us-east-1") == 0.5
+
+
+def test_refreshed_prices_read_from_another_process(mcc_home: Path) -> None:
+    """`mcc prices` opens no ledger: it reads the file's rows with a bare connection."""
+    with open_ledger(mcc_home) as ledger:
+        pricing.refresh_prices(ledger, RecordedPricing(RECORDED_PAGES), regions=["us-east-1"],
+                               instance_types=["m5.large", "m7i.2xlarge"])
+        path = str(ledger.path)
+    assert current_ledger() is None
+    assert pricing.load_table(mcc_home)["refreshed"]["path"] == path
+    doc = mcc_json("prices", "--region", "us-east-1", home=mcc_home)
+    assert doc["refreshed"]["path"] == path and doc["refreshed"]["source"].startswith("AWS Price List API")
+    row = next(r for r in doc["prices"] if r["instance_type"] == "m7i.2xlarge")
+    assert row == {"region": "us-east-1", "instance_type": "m7i.2xlarge", "vcpus": 8, "usd_per_hour": 0.4032}
+
+
+def test_a_ledger_older_than_the_prices_table_has_no_refresh(tmp_path: Path) -> None:
+    home = tmp_path / "old"
+    home.mkdir()
+    old = peewee.SqliteDatabase(str(home / "ledger.db"))
+    migrate(old, target=3)
+    old.close()
+    table = pricing.load_table(home)
+    assert table["refreshed"] is None and table["regions"] == pricing.packaged_table()["regions"]
+    conn = sqlite3.connect(home / "ledger.db")
+    try:
+        assert current_version(conn) == 3  # a read does not migrate
+    finally:
+        conn.close()
 
 
 def test_mcc_prices_json(mcc_home: Path) -> None:
@@ -143,3 +183,4 @@ def test_mcc_prices_json(mcc_home: Path) -> None:
     assert {r["region"] for r in doc["prices"]} == {"eu-central-1"}
     row = next(r for r in doc["prices"] if r["instance_type"] == "c6i.2xlarge")
     assert row["vcpus"] == 8 and row["usd_per_hour"] == pricing.price("c6i.2xlarge", "eu-central-1")
+    assert not mcc_home.exists()  # a fresh machine: reading prices creates no ledger

@@ -234,6 +234,22 @@ class SubproblemCount(BaseModel):
         without_rowid = True
 
 
-MODELS: list[type[BaseModel]] = [Meta, Run, Resource, Subproblem, Event, SubproblemCount]
+class Price(BaseModel):
+    """An EC2 On-Demand Linux price fetched from the AWS Price List API (``mcc prices --refresh``)."""
+
+    region = CharField()
+    instance_type = CharField()
+    usd_per_hour = FloatField()
+    vcpus = IntegerField(null=True)
+    source = TextField()
+    fetched_at = FloatField(default=time.time)
+
+    class Meta:
+        table_name = "prices"
+        primary_key = peewee.CompositeKey("region", "instance_type")
+        without_rowid = True
+
+
+MODELS: list[type[BaseModel]] = [Meta, Run, Resource, Subproblem, Event, SubproblemCount, Price]
 ENTITY_OF: dict[type[BaseModel], str] = {Run: "run", Resource: "resource", Subproblem: "subproblem"}
 MODEL_OF: dict[str, type[BaseModel]] = {name: model for model, name in ENTITY_OF.items()}
