@@ -317,10 +317,9 @@ def test_troubleshooting_messages_are_what_mcc_prints() -> None:
 
 def test_billing_rule_is_stated_and_cited() -> None:
     text = README.read_text()
-    costs = text[text.index("## Costs"): text.index("## Troubleshooting")]
+    costs = text[text.index("## Costs"): text.index("## Performance")]
     assert "per second, with a\n60-second minimum" in costs and "Per Second Billing" in costs
     assert "https://aws.amazon.com/ec2/pricing/on-demand/" in costs and "whole hour" in costs
     from mcc import pricing
 
     assert pricing.instance_cost(30, 3600.0) == 60.0 and pricing.instance_cost(3600.4, 3600.0) == 3601.0  # as stated
-    assert "<!-- performance:" in text  # the place kept for the Performance section
