@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 import re
 import signal
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -24,7 +26,7 @@ import pytest
 
 from tests.aws.conftest import aws_toml
 from tests.aws.test_run_aws import tagged_counts
-from tests.conftest import combined_rows, latest_run_id, mcc, mcc_json, spawn_mcc
+from tests.conftest import combined_rows, latest_run_id, mcc, mcc_json
 
 pytestmark = pytest.mark.slow
 
@@ -69,10 +71,13 @@ def exactly_once(result: str) -> None:
     np.testing.assert_array_equal(np.sort(rows[:, 0]), np.arange(N, dtype=float))
 
 
-def killed(cloud, home: Path, target: Target, key: str, command: list[str]) -> None:
+def killed(cloud, home: Path, target: Target, key: str, command: list[str], cwd: Path | None = None) -> None:
+    """Run `mcc COMMAND` signing with ``key`` and SIGKILL it at ``target``; fail if it never got there."""
     killer = Killer(target[0], target[1], key)
     cloud.proxy.add_hook(killer)
-    proc = spawn_mcc(*command, home=home, env={"AWS_ACCESS_KEY_ID": key})
+    env = {**os.environ, "MCC_HOME": str(home), "AWS_ACCESS_KEY_ID": key}
+    proc = subprocess.Popen([sys.executable, "-m", "mcc.cli", *command], env=env, cwd=cwd, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
     killer.pid = proc.pid
     out, err = proc.communicate(timeout=300)
     assert killer.fired.is_set(), (f"mcc {command[0]} never reached {target} (exit {proc.returncode}):\n"
