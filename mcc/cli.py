@@ -200,7 +200,10 @@ def ledger_show(run_id: str | None, kind: str | None, state: str | None, with_ev
 @click.option("--ssh-cidr", help="Open SSH to this CIDR only (creates a key pair); closed by default.")
 @json_option
 def provision(backend: str, profile: str | None, region: str | None, ssh_cidr: str | None, as_json: bool) -> None:
-    """Create the resources every run in a region shares (bucket, security group[, key pair]).
+    """Create the resources every run in a region shares (bucket, security group[, key pair][, baked AMI]).
+
+    Reads the [aws] table of ./mcc.toml when there is one: with custom_image = true it bakes an AMI with
+    mcc and the table's requirements installed (once per mcc version and requirement list).
 
     Example: mcc provision --backend aws --region us-east-1
     """
