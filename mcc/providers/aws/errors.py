@@ -65,6 +65,12 @@ def error_code(exc: BaseException) -> str | None:
     return None
 
 
+def _profile_not_yet_visible(code: str, message: str) -> bool:
+    """IAM is eventually consistent: for some seconds after an instance profile is created, RunInstances
+    rejects it as an invalid ``iamInstanceProfile`` parameter. That passes; it is retried like throttling."""
+    return code == "InvalidParameterValue" and "iamInstanceProfile" in message
+
+
 def classify(exc: BaseException) -> BaseException:
     """The typed exception for a botocore error (or ``exc`` itself when it is not one we know)."""
     if isinstance(exc, (NoCredentialsError, PartialCredentialsError, TokenRetrievalError)):
@@ -80,7 +86,7 @@ def classify(exc: BaseException) -> BaseException:
     if code is None:
         return exc
     message = f"{code}: {exc.response.get('Error', {}).get('Message', '')}"  # type: ignore[union-attr]
-    if code in TRANSIENT:
+    if code in TRANSIENT or _profile_not_yet_visible(code, message):
         return AwsTransient(message)
     if code in CAPACITY:
         return AwsCapacity(message)
