@@ -62,9 +62,19 @@ def main(debug: bool) -> None:
     """
 
 
+REGION_NAME = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
+
+
+def _region_name(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is not None and not REGION_NAME.match(value):
+        raise click.BadParameter(f"{value!r} is not an AWS region name, e.g. us-east-1 or eu-west-1")
+    return value
+
+
 def aws_options(f: Callable) -> Callable:
     """--profile and --region, as every AWS tool has them."""
-    f = click.option("--region", help="AWS region (default: the standard chain, e.g. AWS_REGION).")(f)
+    f = click.option("--region", callback=_region_name,
+                     help="AWS region (default: the standard chain, e.g. AWS_REGION).")(f)
     return click.option("--profile", help="AWS profile (SSO profiles work).")(f)
 
 
@@ -215,7 +225,6 @@ def provision(backend: str, profile: str | None, region: str | None, ssh_cidr: s
         out.print(resources_table(rows))
 
 
-REGION_NAME = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
 
 
 def _region_list(regions: str | None) -> list[str] | None:
@@ -331,7 +340,7 @@ def analyze(run_ids: tuple[str, ...], tsv: bool, by_type: bool, plot_path: Path 
 @main.command()
 @click.option("--refresh", is_flag=True,
               help="Fetch current prices from the AWS Price List API into the ledger (needs AWS credentials).")
-@click.option("--region", help="Only this region (with --refresh: fetch only this region).")
+@click.option("--region", callback=_region_name, help="Only this region (with --refresh: fetch only this region).")
 @json_option
 def prices(refresh: bool, region: str | None, as_json: bool) -> None:
     """EC2 On-Demand Linux prices ($/hour) and vCPUs per instance type, as `mcc analyze` uses them.

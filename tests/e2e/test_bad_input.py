@@ -65,6 +65,18 @@ def test_unknown_run(mcc_home: Path, command: list[str]) -> None:
     assert_clear_error(mcc(*command, home=mcc_home), "r-nope", "mcc status")
 
 
+@pytest.mark.parametrize("command", [
+    ["provision", "--backend", "aws", "--region", "us_east_1"],
+    ["prices", "--region", "Virginia"],
+    ["clean", "--all", "--yes", "--regions", "us-east-1,eu west"],
+])
+def test_region_names_are_checked_before_anything_runs(mcc_home: Path, command: list[str]) -> None:
+    proc = mcc(*command, home=mcc_home)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert "region" in proc.stderr and "us-east-1" in proc.stderr, proc.stderr  # what was wrong, and an example
+    assert nothing_created(mcc_home)
+
+
 def test_newer_ledger_schema_is_refused_untouched(mcc_home: Path, make_project) -> None:
     mcc("status", home=mcc_home, check=True)
     with sqlite3.connect(mcc_home / "ledger.db") as con:
