@@ -282,8 +282,10 @@ def to_tsv(rows: Iterable[dict[str, Any]], columns: list[str]) -> str:
 # -- the live cost of a run (for `mcc run`'s live view and the run/status JSON) ---------------------------
 
 def projected_cost(so_far_usd: float, burn_usd_per_hour: float, remaining_points: int,
-                   points_per_s: float | None) -> float | None:
-    """The run's projected total: cost so far + (remaining points / current rate) x current burn rate.
+                   points_per_s: float | None, prepaid: Iterable[tuple[float, float]] = ()) -> float | None:
+    """The run's projected total: cost so far + (remaining points / current rate) x current burn rate,
+    less what running instances have already paid for: ``prepaid`` is (USD/hour, seconds billed but not
+    yet lived) per running instance — the 60-second minimum of a young one is in the cost so far already.
 
     Nothing left to do (or nothing burning) → the cost so far. Points left but no rate yet → None (unknown).
     """
@@ -291,7 +293,15 @@ def projected_cost(so_far_usd: float, burn_usd_per_hour: float, remaining_points
         return so_far_usd
     if not points_per_s or points_per_s <= 0:
         return None
-    return so_far_usd + remaining_points / points_per_s * burn_usd_per_hour / 3600.0
+    seconds = remaining_points / points_per_s
+    credit = sum(per_hour * min(seconds, ahead) for per_hour, ahead in prepaid) / 3600.0
+    return so_far_usd + seconds * burn_usd_per_hour / 3600.0 - credit
+
+
+def _prepaid(instances: list[dict[str, Any]]) -> list[tuple[float, float]]:
+    """(USD/hour, seconds billed beyond the time lived) of each running instance (see :func:`projected_cost`)."""
+    return [(i["price_per_hour"] or 0.0, max(0.0, i["billed_seconds"] - i["seconds"]))
+            for i in instances if i["running"] and i["price_per_hour"]]
 
 
 def _burn_per_hour(run: models.Run, instances: list[dict[str, Any]], table: dict[str, Any]) -> float:
@@ -321,21 +331,22 @@ def cost_figures(run: models.Run, *, done: int | None = None, dead: int | None =
     remaining = max(0, (run.points or 0) - done - dead)
     finished = run.state not in ("draft", "provisioning", "launching", "running", "combining", "collecting")
     if run.backend == "local":
-        return {"local": True, "so_far_usd": 0.0, "burn_usd_per_hour": 0.0, "projected_usd": 0.0,
+        return {"local": True, "so_far_usd": 0.0, "burn_usd_per_hour": 0.0, "projected_usd": 0.0, "prepaid": [],
                 "points_per_s": points_per_s, "remaining_points": remaining, "complete": True, "finished": finished}
     now = time.time() if now is None else now
     table = pricing.load_table()
     instances = instance_rows(run, table=table, now=now)
     so_far = sum(i["cost_usd"] for i in instances) + sum(_other_costs(run, now).values())
     burn = 0.0 if finished else _burn_per_hour(run, instances, table)
+    prepaid = [] if finished else _prepaid(instances)
     if points_per_s is None and not finished:
         start, _, _ = _run_times(run, now)
         if start is not None and now > start and done + dead > 0:
             points_per_s = (done + dead) / (now - start)
     return {
         "local": False, "so_far_usd": so_far, "burn_usd_per_hour": burn,
-        "projected_usd": so_far if finished else projected_cost(so_far, burn, remaining, points_per_s),
-        "points_per_s": points_per_s, "remaining_points": 0 if finished else remaining,
+        "projected_usd": so_far if finished else projected_cost(so_far, burn, remaining, points_per_s, prepaid),
+        "prepaid": prepaid, "points_per_s": points_per_s, "remaining_points": 0 if finished else remaining,
         "complete": all(i["priced"] for i in instances), "finished": finished,
     }
 
@@ -369,7 +380,7 @@ class CostMeter:
         remaining = 0 if f["finished"] else max(0, (run.points or 0) - done - dead)
         rate = rate or f["points_per_s"]
         projected = f["so_far_usd"] if f["finished"] else projected_cost(f["so_far_usd"], f["burn_usd_per_hour"],
-                                                                          remaining, rate)
+                                                                          remaining, rate, f["prepaid"])
         return {**f, "remaining_points": remaining, "points_per_s": rate, "projected_usd": projected}
 
 

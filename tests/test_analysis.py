@@ -255,6 +255,10 @@ def test_projected_cost_is_so_far_plus_remaining_time_at_the_burn_rate() -> None
     assert analysis.projected_cost(1.0, 3.6, 600, None) is None  # no rate yet: unknown, not a guess
     assert analysis.projected_cost(1.0, 3.6, 600, 0.0) is None
     # twice the rate halves what remains to be paid
+    # an instance 10 s old has paid for 60 s (the minimum): 300 s more of it costs 250 s more, not 300 s
+    assert analysis.projected_cost(1.0, 3.6, 600, 2.0, [(3.6, 50.0)]) == pytest.approx(1.0 + 0.25)
+    # and when the run ends within what it already paid for, nothing more
+    assert analysis.projected_cost(1.0, 3.6, 60, 2.0, [(3.6, 50.0)]) == pytest.approx(1.0)
     more = analysis.projected_cost(0.0, 3.6, 600, 2.0)
     assert analysis.projected_cost(0.0, 3.6, 600, 4.0) == pytest.approx(more / 2)
 
