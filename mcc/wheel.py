@@ -18,6 +18,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from mcc import atomic
 from mcc.errors import MccError
 
 DIST = "materialsCloudCompute"
@@ -103,9 +104,9 @@ def _repack(dist: metadata.Distribution, dest: Path) -> Path:
     name = dist.metadata["Name"].replace("-", "_").lower()
     version = dist.version
     target = dest / f"{name}-{version}-py3-none-any.whl"
-    partial = dest / f".{target.name}.{os.getpid()}"  # the cache is shared: readers never see half a wheel
     records = []
-    with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as zf:
+    # the cache is shared: readers never see half a wheel
+    with atomic.replacing(target) as partial, zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as zf:
         for file in dist.files or []:
             rel = str(file)
             if rel.endswith(".pyc") or rel.startswith("..") or rel.endswith("RECORD") or "__pycache__" in rel:
@@ -117,5 +118,4 @@ def _repack(dist: metadata.Distribution, dest: Path) -> Path:
         record_name = f"{name}-{version}.dist-info/RECORD"
         records.append(f"{record_name},,")
         zf.writestr(record_name, "\n".join(records) + "\n")
-    partial.replace(target)
     return target

@@ -15,17 +15,7 @@ from mcc.providers.base import TAG_LEDGER
 from mcc.providers.local import processes
 from mcc.providers.local.cache import find_redis_server, new_password, start_redis
 from mcc.queue import Progress, Queue
-
-
-def wait_for(cond, timeout: float = 10.0, interval: float = 0.02):
-    """Poll ``cond`` until it returns something truthy or the deadline passes."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s")
+from tests.conftest import wait_for
 
 
 def run_threads(target, n: int) -> None:
