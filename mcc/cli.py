@@ -117,7 +117,7 @@ def _report(result: dict[str, Any], as_json: bool) -> None:
 
 @main.command()
 @click.argument("directory", default=".", type=click.Path(path_type=Path))
-@click.option("--backend", type=click.Choice(["local", "aws"]), help="Where to run (default: local).")
+@click.option("--backend", type=click.Choice(["local", "aws", "slurm"]), help="Where to run (default: local).")
 @click.option("--workers", type=int, help="Number of workers.")
 @click.option("--chunk-size", type=int, help="Points per subproblem (default: ~2 s of work).")
 @click.option("--max-attempts", type=int, help="Attempts per subproblem before it is dead.")
