@@ -18,6 +18,7 @@ from peewee import fn
 
 from mcc import pricing
 from mcc.ledger import current_ledger, models, open_ledger, queries
+from mcc.backends.slurm_cost import job_rows
 
 RUN_END_TRIGGERS = ("complete", "complete_with_failures", "fail", "cancel")
 LOCAL = pricing.LOCAL
@@ -181,6 +182,9 @@ def analyze_run(run_id: str, *, home: str | Path | None = None, now: float | Non
         breakdown[f"ec2 {i['instance_type']}" if i["instance_type"] != LOCAL else "local"] += i["cost_usd"]
     for kind, usd in _other_costs(run, now).items():
         breakdown[kind] += usd
+    jobs = job_rows(run, now) if run.backend == "slurm" else []
+    if jobs:
+        breakdown["slurm core-hours"] += sum(j["cost_usd"] for j in jobs)
     cost = sum(breakdown.values())
     instance_seconds = sum(i["seconds"] for i in instances)
     vcpu_seconds = sum(i["seconds"] * (i["vcpus"] or 0) for i in instances)
@@ -211,6 +215,7 @@ def analyze_run(run_id: str, *, home: str | Path | None = None, now: float | Non
         "retries": counts.get("fail", 0), "preemptions": counts.get("release", 0), "stalls": _stalls(run),
         "data_kb": result.stat().st_size / 1024 if result is not None and result.exists() else None,
         "instance_runs": instances,
+        "core_hours": sum(j["core_hours"] for j in jobs), "jobs": jobs,
     }
 
 

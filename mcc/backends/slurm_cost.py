@@ -1,0 +1,35 @@
+"""Core-hours of a Slurm run: per job, the scheduler's own start/end times × its CPUs × core_hour_usd.
+
+Times come from the job rows' attrs: ``start_at``/``end_at`` (sacct or jobcomp, recorded at teardown)
+when known, else what the manager saw in squeue (``launched_at``/``terminated_at``), else the ledger's
+own active/deleted times. Array rows are containers of their tasks and are not counted themselves.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from mcc.ledger import models, queries
+
+
+def job_rows(run: models.Run, now: float | None = None) -> list[dict[str, Any]]:
+    now = time.time() if now is None else now
+    usd = float(((run.settings or {}).get("slurm") or {}).get("core_hour_usd") or 0.0)
+    out = []
+    for row in queries.resources(run_id=run.id, kind="job"):
+        attrs = row.attrs or {}
+        role = "manager" if row.name == "manager" else (row.spec or {}).get("role") or "worker"
+        if str(row.name).startswith("array-") or role not in ("manager", "worker"):
+            continue
+        start = next((t for t in (attrs.get("start_at"), attrs.get("launched_at"), row.active_at) if t is not None), None)
+        if start is None:  # never started (pending when cancelled)
+            continue
+        end = next((t for t in (attrs.get("end_at"), attrs.get("terminated_at"), row.deleted_at) if t is not None), None)
+        cpus = int(attrs.get("cpus") or attrs.get("vcpus") or 1)
+        seconds = max(0.0, float(end if end is not None else now) - float(start))
+        core_hours = seconds * cpus / 3600.0
+        out.append({"name": row.name, "job_id": row.physical_id, "role": role, "start": float(start),
+                    "end": None if end is None else float(end), "running": end is None, "cpus": cpus,
+                    "seconds": seconds, "core_hours": core_hours, "cost_usd": core_hours * usd,
+                    "from_scheduler": attrs.get("start_at") is not None})
+    return out
