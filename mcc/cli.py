@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 from mcc import api
 from mcc.display import (
@@ -35,7 +36,7 @@ class McGroup(click.Group):
         except MccError as exc:
             if ctx.params.get("debug") or os.environ.get("MCC_DEBUG"):
                 traceback.print_exc()
-            err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, markup=True, soft_wrap=True)
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
             err.print("interrupted. A run keeps going in the background: `mcc status` shows it, "
@@ -46,7 +47,7 @@ class McGroup(click.Group):
         except Exception as exc:  # a bug of ours: say so, briefly
             if ctx.params.get("debug") or os.environ.get("MCC_DEBUG"):
                 raise
-            err.print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc}\n"
+            err.print(f"[bold red]internal error:[/] {type(exc).__name__}: {escape(str(exc))}\n"
                       "Re-run with --debug for the traceback and report it. The ledger is intact.", markup=True,
                       highlight=False)
             ctx.exit(70)
