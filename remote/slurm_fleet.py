@@ -129,6 +129,14 @@ class SlurmFleet:
             record = get_json(self.rt.store, key) or {}
             if record.get("role") == "array" and "terminated_at" not in record:
                 self.arrays.add(str(record["physical_id"]))
+        # find before create: an array whose record was lost with a killed manager is found by its comment
+        for job in owned(query_jobs(self.runner), self.rt.spec.ledger_uuid, self.rt.spec.run_id):
+            array_id = job.array_job_id or job.job_id
+            if job.tags.get("mcc:role") == "worker" and job.state in scheduler.ALIVE and array_id not in self.arrays:
+                self.arrays.add(array_id)
+                put_json(self.rt.store, instance_key(f"array-{array_id}"), {
+                    "worker_id": f"array-{array_id}", "physical_id": array_id, "kind": "job", "role": "array",
+                    "backend": "slurm", "launched_at": time.time(), "tags": job.tags, "found": "by its comment"})
         for key in self.rt.store.list(INSTANCES):
             record = get_json(self.rt.store, key) or {}
             if record.get("role") == "worker" and "terminated_at" not in record:

@@ -12,9 +12,14 @@ from typing import Any
 from mcc.ledger import models, queries
 
 
+def core_hour_usd(run: models.Run) -> float:
+    return float(((run.settings or {}).get("slurm") or {}).get("core_hour_usd") or 0.0)
+
+
 def job_rows(run: models.Run, now: float | None = None) -> list[dict[str, Any]]:
+    """One dict per manager job and worker task of the run: times, CPUs, core-hours and their cost."""
     now = time.time() if now is None else now
-    usd = float(((run.settings or {}).get("slurm") or {}).get("core_hour_usd") or 0.0)
+    usd = core_hour_usd(run)
     out = []
     for row in queries.resources(run_id=run.id, kind="job"):
         attrs = row.attrs or {}

@@ -120,7 +120,9 @@ class SlurmJobProvider:
         return None
 
     def delete(self, physical_id: str, attrs: dict[str, Any]) -> None:
-        cancel_jobs(self.runner, [physical_id])
+        """scancel and verify; a job squeue no longer lists alive is already deleted (no scancel sent)."""
+        if any(matches(j, physical_id) and j.state in scheduler.ALIVE for j in query_jobs(self.runner)):
+            cancel_jobs(self.runner, [physical_id])
 
     def sweep(self, ledger_uuid: str, run_id: str | None = None) -> list[Found]:
         """Alive jobs whose comment names this ledger (an array once, by its array job id)."""
