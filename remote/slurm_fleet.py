@@ -21,8 +21,8 @@ from mcc.providers.slurm.jobs import cancel_jobs, owned, query_jobs, submit_job
 from mcc.providers.slurm.runner import LocalRunner, Runner, SchedulerError
 from mcc.providers.slurm.scheduler import JobInfo, JobRequest
 from mcc.remote.runtime import Runtime
-from mcc.runspec import INSTANCES, LOGS, instance_key
-from mcc.storage import get_json, put_json
+from mcc.work.runspec import INSTANCES, LOGS, instance_key
+from mcc.work.stores import get_json, put_json
 
 log = logging.getLogger("manager")
 

@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 
 from mcc.remote.instance import QUEUE_INFO, queue_url, wait_for_queue
-from mcc.runspec import SPEC, RunSpec
-from mcc.storage import open_store, put_json
+from mcc.work.runspec import SPEC, RunSpec
+from mcc.work.stores import open_store, put_json
 
 PASSWORD_FILE = "queue-password"
 

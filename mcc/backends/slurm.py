@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from mcc.backends.slurm_settings import SlurmSettings, slurm_settings
-from mcc.engine import Engine
+from mcc.driver.engine import Engine
 from mcc.errors import ConfigError
 from mcc.ledger import models
 from mcc.providers.base import TAG_LEDGER, TAG_NAME, TAG_RUN
@@ -23,7 +23,7 @@ from mcc.providers.slurm import scheduler
 from mcc.providers.slurm.jobs import SlurmJobProvider, cancel_jobs, job_times, submit_job, test_job
 from mcc.providers.slurm.runner import LocalRunner, Runner, SchedulerError, SchedulerMissing
 from mcc.providers.slurm.scheduler import JobRequest
-from mcc.storage import LocalStore
+from mcc.work.stores import LocalStore
 
 PASSWORD_FILE = "queue-password"   # in the bucket folder, mode 0600: the manager job's redis and its workers read it
 SHARED_MARK = ".mcc-shared"        # written once a probe job proved the bucket folder shared and writable

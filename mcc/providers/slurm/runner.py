@@ -1,13 +1,12 @@
 """Where scheduler commands run: here, as a subprocess (an SSH runner to a login node can sit beside it)."""
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 from dataclasses import dataclass
 from typing import Protocol
 
 from mcc.errors import ConfigError, ProviderError
+from mcc.providers.local import processes
 
 
 @dataclass(frozen=True)
@@ -41,17 +40,13 @@ class LocalRunner:
 
     def run(self, argv: list[str], stdin: str | None = None, timeout: float = 60.0) -> Result:
         try:
-            proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    text=True, start_new_session=True)
+            done = processes.run_bounded(argv, timeout=timeout, input=stdin if stdin is not None else "",
+                                         capture_output=True, text=True)
         except FileNotFoundError:
             raise SchedulerMissing(
                 f"`{argv[0]}` is not on PATH, so the Slurm backend cannot submit jobs. Run mcc on the cluster's "
                 f"login node (or load its Slurm module, e.g. `module load slurm`), or use --backend local."
             ) from None
-        try:
-            out, err = proc.communicate(stdin, timeout=timeout)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
             raise SchedulerError(f"`{' '.join(argv[:3])} …` did not answer within {timeout:.0f} s") from None
-        return Result(list(argv), proc.returncode, out, err)
+        return Result(list(argv), done.returncode, done.stdout or "", done.stderr or "")
