@@ -16,11 +16,11 @@ from mcc.backends.slurm_settings import SlurmSettings, slurm_settings
 from mcc.driver.engine import Engine
 from mcc.errors import ConfigError
 from mcc.ledger import models
-from mcc.providers.base import TAG_LEDGER, TAG_NAME, TAG_RUN
+from mcc.providers.base import TAG_LEDGER, TAG_NAME
 from mcc.providers.local.bucket import DirectoryProvider
 from mcc.providers.local.cache import new_password
 from mcc.providers.slurm import scheduler
-from mcc.providers.slurm.jobs import SlurmJobProvider, cancel_jobs, job_times, submit_job, test_job
+from mcc.providers.slurm.jobs import SlurmJobProvider, cancel_jobs, job_times, query_jobs, submit_job, test_job
 from mcc.providers.slurm.runner import LocalRunner, Runner, SchedulerError, SchedulerMissing
 from mcc.providers.slurm.scheduler import JobRequest
 from mcc.work.stores import LocalStore
@@ -63,7 +63,6 @@ class SlurmBackend:
                     f"`{cmd}` is not on PATH, so the Slurm backend cannot run (backend = \"slurm\"). Run mcc on the "
                     f"cluster's login node, load its Slurm module (e.g. `module load slurm`), or use --backend local.")
         self._check_bucket_dir()
-        s = self.settings
         for what, req in (("worker", self._request("probe", "true", os.devnull, array=None, worker=True)),
                           ("manager", self._request("probe", "true", os.devnull, array=None, worker=False))):
             try:
@@ -111,7 +110,7 @@ class SlurmBackend:
             while time.monotonic() < deadline:
                 if mark.exists():
                     break
-                alive = [j for j in _query(self.runner) if j.job_id == job_id and j.state in scheduler.ALIVE]
+                alive = [j for j in query_jobs(self.runner) if j.job_id == job_id and j.state in scheduler.ALIVE]
                 if not alive:
                     time.sleep(0.5)  # a shared filesystem may show the file a moment later
                     if mark.exists():
@@ -183,13 +182,26 @@ class SlurmBackend:
     def teardown(self, engine: Engine, run: models.Run) -> None:
         """Cancel the run's jobs (the manager's worker arrays found by their comment too), then record the
         scheduler's start/end times of every job of the run for `mcc analyze`."""
-        rows = models.Resource.select().where((models.Resource.run == run.id) & (models.Resource.kind == "job")
-                                              & models.Resource.state.not_in(["deleted"]))
-        engine.destroy_all(list(rows), "run finished")
+        rows = list(models.Resource.select().where((models.Resource.run == run.id) & (models.Resource.kind == "job")
+                                                   & models.Resource.state.not_in(["deleted"])))
+        if run.state in ("completed", "completed_with_failures"):  # the manager wrote final.json and is exiting
+            self._await_exit([r.physical_id for r in rows if r.name == "manager" and r.physical_id])
+        engine.destroy_all(rows, "run finished")
         for row in engine.sweep(run.id):
             if row.kind == "job":
                 engine.destroy(row, "run finished")
         record_job_times(self.runner, run)
+
+
+    def _await_exit(self, job_ids: list[str], timeout: float = 15.0) -> None:
+        """Give a finishing manager job a moment to end by itself (its record then reads COMPLETED, not
+        CANCELLED, and no scancel is needed); what still runs after ``timeout`` is cancelled by the caller."""
+        deadline = time.monotonic() + timeout
+        while job_ids and time.monotonic() < deadline:
+            alive = {j.job_id for j in query_jobs(self.runner) if j.state in scheduler.ALIVE}
+            job_ids = [i for i in job_ids if i in alive]
+            if job_ids:
+                time.sleep(0.5)
 
 
 def record_job_times(runner: Runner, run: models.Run) -> None:
@@ -203,12 +215,6 @@ def record_job_times(runner: Runner, run: models.Run) -> None:
             continue
         attrs = {**(row.attrs or {}), "start_at": t.start, "end_at": t.end, "cpus": t.cpus, "slurm_state": t.state}
         models.Resource.update(attrs=attrs).where(models.Resource.id == row.id).execute()
-
-
-def _query(runner: Runner) -> list[scheduler.JobInfo]:
-    from mcc.providers.slurm.jobs import query_jobs
-
-    return query_jobs(runner)
 
 
 def make_slurm_backend(home: Path, ledger_uuid: str, table: dict[str, Any] | None) -> SlurmBackend:

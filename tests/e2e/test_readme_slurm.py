@@ -2,7 +2,6 @@
 example is a valid table."""
 from __future__ import annotations
 
-import json
 
 try:
     import tomllib

@@ -3,11 +3,8 @@ sweep through `mcc run --backend slurm`, its core-hours in `mcc analyze`, and `m
 planted by hand. One run serves every test of this module (~20 s on 2 cores)."""
 from __future__ import annotations
 
-import os
 import sqlite3
-import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
