@@ -156,3 +156,45 @@ def test_crash_at_every_boundary(tmp_path: Path, make_project) -> None:
             if problems:
                 failures.append(f"{label}: {'; '.join(problems)}")
     assert not failures, "\n".join(failures)
+
+
+@pytest.mark.timeout(1200)
+def test_crash_at_every_clean_boundary(tmp_path: Path, make_project) -> None:
+    """`mcc clean --all` of a running (detached) run, SIGKILLed before and after each of its scancels,
+    then `mcc clean --all` again: no job with the ledger's comment survives, none of another is touched."""
+    require_slurm()
+    project = make_project(400, body="time.sleep(0.02)", toml=TOML)
+    failures = []
+    for when in ("before", "after"):
+        for nth in (1, 2):
+            case = tmp_path / f"clean-{nth}-{when}"
+            bin_dir = _shims(case)
+            home = case / "home"
+            quiet = _env(bin_dir)
+            mcc_json("run", str(project), "--backend", "slurm", "--detach", home=home, timeout=300, env=quiet)
+            uuid = ledger_uuid(home)
+            try:
+                _wait_workers(uuid)
+                at = nth + sum(1 for line in _calls(bin_dir) if line.startswith("laptop-scancel-cancel "))  # the run's own
+                killed = mcc("clean", "--all", "--yes", home=home, timeout=300,
+                             env=_env(bin_dir, ("laptop-scancel-cancel", at), when))
+                again = mcc("clean", "--all", "--yes", home=home, timeout=300, env=quiet)
+                left = jobs(f"mcc:ledger={uuid}")
+                reached = any(line.startswith(f"laptop-scancel-cancel {at} ") for line in _calls(bin_dir))
+                if not reached:
+                    failures.append(f"clean scancel #{nth} {when}: never reached ({killed.returncode})")
+                if killed.returncode == 0 and reached:
+                    failures.append(f"clean scancel #{nth} {when}: the armed clean was not killed")
+                if again.returncode != 0 or left:
+                    failures.append(f"clean scancel #{nth} {when}: after the second clean {left} "
+                                    f"(exit {again.returncode}: {again.stdout[-300:]} {again.stderr[-300:]})")
+            finally:
+                cancel(*[j["job_id"] for j in jobs(f"mcc:ledger={uuid}")])
+    assert not failures, "\n".join(failures)
+
+
+def _wait_workers(uuid: str) -> None:
+    from tests.conftest import wait_for
+
+    wait_for(lambda: [j for j in jobs(f"mcc:ledger={uuid}") if "_" in j["id"] and j["state"] == "RUNNING"], 120,
+             "a running worker task")

@@ -49,16 +49,20 @@ def cancel_jobs(runner: Runner, ids: list[str], wait: float = CANCEL_WAIT) -> No
     if not ids:
         return
     deadline = time.monotonic() + wait
+    pending = list(ids)
     while True:
-        result = runner.run(scheduler.scancel_argv(ids))
-        if result.returncode != 0 and "Invalid job id" not in result.stderr:
-            result.check()
+        if pending:
+            result = runner.run(scheduler.scancel_argv(pending))
+            if result.returncode != 0 and "Invalid job id" not in result.stderr:
+                result.check()
         alive = [j for j in query_jobs(runner) if j.state in scheduler.ALIVE and any(matches(j, i) for i in ids)]
         if not alive:
             return
         if time.monotonic() > deadline:
             raise SchedulerError(f"jobs still listed by squeue {wait:.0f} s after scancel: "
                                  f"{', '.join(f'{j.id} ({j.state})' for j in alive)}")
+        # a COMPLETING job is already ending: wait for it; cancel again only what still runs or waits
+        pending = [i for i in ids if any(matches(j, i) and j.state != "COMPLETING" for j in alive)]
         time.sleep(0.5)
 
 
