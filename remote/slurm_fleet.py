@@ -20,6 +20,7 @@ from mcc.providers.slurm import scheduler
 from mcc.providers.slurm.jobs import cancel_jobs, owned, query_jobs, submit_job
 from mcc.providers.slurm.runner import LocalRunner, Runner, SchedulerError
 from mcc.providers.slurm.scheduler import JobInfo, JobRequest
+from mcc.remote.fleet import mark_terminated
 from mcc.remote.runtime import Runtime
 from mcc.work.runspec import INSTANCES, LOGS, instance_key
 from mcc.work.stores import get_json, put_json
@@ -92,9 +93,9 @@ class SlurmFleet:
         self._query(force=True)
         return []
 
-    def query_workers(self) -> dict[str, bool]:
+    def query_workers(self, force: bool = False) -> dict[str, bool]:
         """worker id → alive: running tasks (recorded on first sight), and the known ones now gone."""
-        running = {self._worker_id(j): j for j in self._query() if j.running}
+        running = {self._worker_id(j): j for j in self._query(force) if j.running}
         for wid, job in running.items():
             if wid not in self.known:
                 self.known.add(wid)
@@ -118,10 +119,7 @@ class SlurmFleet:
         self._mark_terminated(worker_id, reason)
 
     def _mark_terminated(self, worker_id: str, reason: str) -> None:
-        record: dict[str, Any] = get_json(self.rt.store, instance_key(worker_id)) or {"worker_id": worker_id}
-        if "terminated_at" not in record:
-            record.update(terminated_at=time.time(), reason=reason)
-            put_json(self.rt.store, instance_key(worker_id), record)
+        mark_terminated(self.rt.store, worker_id, reason)
 
     def adopt_workers(self) -> list[str]:
         """After a manager restart: the arrays the previous manager submitted, and their running tasks."""
@@ -149,6 +147,8 @@ class SlurmFleet:
         return [wid for wid, ok in alive.items() if ok]
 
     def terminate_all(self, reason: str) -> None:
+        if self.arrays:  # record the tasks that started since the last squeue (a short run may have seen none)
+            self.query_workers(force=True)
         arrays = sorted(self.arrays)
         cancel_jobs(self.runner, arrays)
         for wid in list(self.known):

@@ -211,10 +211,14 @@ def record_job_times(runner: Runner, run: models.Run) -> None:
     times = job_times(runner, [r.physical_id for r in rows])
     for row in rows:
         t = times.get(row.physical_id)
-        if t is None or t.start is None:
-            continue
-        attrs = {**(row.attrs or {}), "start_at": t.start, "end_at": t.end, "cpus": t.cpus, "slurm_state": t.state}
-        models.Resource.update(attrs=attrs).where(models.Resource.id == row.id).execute()
+        attrs = dict(row.attrs or {})
+        if t is not None and t.start is not None:
+            attrs.update(start_at=t.start, end_at=t.end, cpus=t.cpus, slurm_state=t.state)
+        if (row.spec or {}).get("role") == "array":  # every task the scheduler ran, seen by the manager or not
+            attrs["tasks"] = {k: {"start": v.start, "end": v.end, "cpus": v.cpus, "state": v.state}
+                              for k, v in times.items() if k.startswith(f"{row.physical_id}_") and v.start is not None}
+        if attrs != (row.attrs or {}):
+            models.Resource.update(attrs=attrs).where(models.Resource.id == row.id).execute()
 
 
 def make_slurm_backend(home: Path, ledger_uuid: str, table: dict[str, Any] | None) -> SlurmBackend:

@@ -11,6 +11,8 @@ import pytest
 from tests.conftest import mcc
 from tests.slurm_cluster import jobs, require_slurm
 
+SLOW = pytest.mark.skipif(not os.environ.get("MCC_SLOW_TESTS"), reason="slow (~5 s each): set MCC_SLOW_TESTS=1")
+
 
 def _run(project: Path, home: Path, env: dict[str, str] | None = None):
     proc = mcc("run", str(project), "--backend", "slurm", home=home, timeout=120, env=env)
@@ -37,6 +39,7 @@ def test_sbatch_not_on_path(mcc_home: Path, make_project) -> None:
     _nothing_happened(mcc_home)
 
 
+@SLOW
 def test_malformed_setting_through_the_cli(mcc_home: Path, make_project) -> None:
     """Checked before Slurm is asked anything (every malformed case: tests/test_slurm_settings.py)."""
     project = make_project(10, toml='\n[slurm]\ntime_limit = "1 day"\n')
@@ -54,6 +57,7 @@ def test_partition_that_does_not_exist(mcc_home: Path, make_project) -> None:
     _nothing_happened(mcc_home)
 
 
+@SLOW
 def test_bucket_dir_not_writable_here(mcc_home: Path, make_project, tmp_path: Path) -> None:
     require_slurm()
     blocker = tmp_path / "a-file"
@@ -64,6 +68,7 @@ def test_bucket_dir_not_writable_here(mcc_home: Path, make_project, tmp_path: Pa
     _nothing_happened(mcc_home)
 
 
+@SLOW
 @pytest.mark.skipif(os.geteuid() != 0, reason="jobs run as another user (--uid) only when submitted by root")
 def test_bucket_dir_not_writable_from_the_compute_node(mcc_home: Path, make_project, tmp_path: Path) -> None:
     """The compute side cannot write the folder: here its jobs run as `nobody` (root's --uid), and the

@@ -200,7 +200,7 @@ def test_performance_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         out = shell(line, cwd=tmp_path, home=tmp_path / "home", bin_dir=python_bin, timeout=1400).stdout
         print(out)
         ids = set(re.findall(r"^[│|] (B\d)\S* ", out, re.M))
-        expected = {"B5"} if "B5 --size" in line else {f"B{i}" for i in range(1, 9)}
+        expected = {"B5"} if "B5 --size" in line else {f"B{i}" for i in range(1, 10)}
         assert ids == expected, (line, ids)
         assert "│ error" not in out and "| error |" not in out, line
     assert len(full) == 1

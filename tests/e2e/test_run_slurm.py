@@ -1,8 +1,9 @@
 """Whole runs on the Slurm backend, on a real slurmctld + slurmd (.ci/slurm-up.sh): the original README's
 sweep through `mcc run --backend slurm`, its core-hours in `mcc analyze`, and `mcc clean` with jobs
-planted by hand. One run serves every test of this module (~20 s on 2 cores)."""
+planted by hand. One run serves every test of this module (~40 s on 2 cores; MCC_SLOW_TESTS=1)."""
 from __future__ import annotations
 
+import os
 import sqlite3
 import sys
 
@@ -15,7 +16,11 @@ from tests.slurm_cluster import cancel, jobs, require_slurm, seed_dir, submit
 SEED = seed_dir()
 USD = 0.25  # per core-hour
 
-pytestmark = pytest.mark.skipif(not (SEED / "points.py").exists(), reason="shared/seed is not beside the repository")
+pytestmark = [
+    pytest.mark.skipif(not os.environ.get("MCC_SLOW_TESTS"), reason="slow (~40 s): set MCC_SLOW_TESTS=1; the README "
+                       "test runs a whole Slurm sweep, exactly once, analyze and a clean with planted jobs by default"),
+    pytest.mark.skipif(not (SEED / "points.py").exists(), reason="shared/seed is not beside the repository"),
+]
 
 
 @pytest.fixture(scope="module")
