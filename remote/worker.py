@@ -23,6 +23,7 @@ from h5py import h5f, h5p
 
 from mcc.project import load_function, rows_from_result
 from mcc.runspec import failure_key, result_key
+from mcc.remote.output_cap import OutputCap
 from mcc.remote.results import ResultWriter, fill_result
 from mcc.remote.runtime import Runtime, connect, setup_logging
 
@@ -325,7 +326,9 @@ def _raise_timeout(signum: int, frame: object) -> None:
 
 def main(notice: Callable[[], bool] | None = None) -> int:
     rt = connect("worker")
-    return Worker(rt, os.environ["MCC_WORKER_ID"], notice).run()
+    worker = Worker(rt, os.environ["MCC_WORKER_ID"], notice)
+    OutputCap(lambda: (worker.current_sub, worker.point_started))  # a chatty entry cannot fill the disk
+    return worker.run()
 
 
 if __name__ == "__main__":
