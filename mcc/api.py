@@ -108,8 +108,17 @@ def status(run_id: str | None = None, *, home: str | Path | None = None) -> dict
         from mcc.supervisor import Context
 
         run_row = queries.get_run(run_id)
-        return with_cost(summary(run_row, live=True, ctx=Context.for_run(ledger, run_row)), run_row)
+        doc = summary(run_row, live=True, ctx=Context.for_run(ledger, run_row))
+        return with_cost({**doc, "running": running(run_row.id)}, run_row)
     return [with_cost(summary(r), r) for r in queries.list_runs()]
+
+
+def running(run_id: str) -> list[dict[str, Any]]:
+    """What the ledger says runs for the run (queue, manager, workers it heard of): kind, name, physical id."""
+    rows = models.Resource.select().where(
+        (models.Resource.run == run_id) & models.Resource.kind.in_(["instance", "cache"])
+        & models.Resource.state.in_(["creating", "active", "adopted"]))
+    return [{"kind": r.kind, "name": r.name, "physical_id": r.physical_id, "state": r.state} for r in rows]
 
 
 def with_cost(doc: dict[str, Any], run_row: models.Run) -> dict[str, Any]:

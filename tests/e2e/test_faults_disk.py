@@ -46,8 +46,8 @@ def test_bucket_full_stops_the_queue_and_resume_finishes(mcc_home: Path, make_pr
     run_id = latest_run_id(mcc_home)
     assert run_state(mcc_home, run_id) == "provisioning"
     assert tagged_processes(mcc_home) == []
-    status = mcc("status", run_id, home=mcc_home)
-    assert status.returncode == 0 and "provisioning" in status.stdout
+    status = mcc_json("status", run_id, home=mcc_home)
+    assert status["state"] == "provisioning" and status["running"] == []  # the ledger agrees: nothing runs
     filler.unlink()
     done = mcc_json("resume", run_id, home=mcc_home)
     assert done["state"] == "completed" and done["done"] == n
