@@ -7,11 +7,12 @@ from typing import TYPE_CHECKING, Any
 from mcc.errors import MccError, ProjectError
 from mcc.ledger import Ledger, fire, models, open_ledger, queries
 from mcc.ledger.db import open_for_reading
-from mcc.runspec import PROGRESS
-from mcc.storage import get_json
+from mcc.work.runspec import PROGRESS
+from mcc.work.stores import get_json
 
 if TYPE_CHECKING:
-    from mcc.supervisor import Context, ProgressCallback
+    from mcc.driver.context import Context
+    from mcc.driver.supervisor import ProgressCallback
 
 # The supervisor, preparation and cleaner (numpy, boto3...) are imported by the calls that use them:
 # `mcc ledger show` starts without them (~half of `import mcc.cli`).
@@ -31,9 +32,10 @@ def run(project_dir: str | Path = ".", *, backend: str | None = None, workers: i
     Everything that can be checked is checked before any resource exists. With ``detach`` the call
     returns once the manager runs; ``resume(run_id)`` follows it later.
     """
-    from mcc.prepare import prepare
-    from mcc.runlock import RunLock
-    from mcc.supervisor import Context, create_run
+    from mcc.driver.context import Context
+    from mcc.driver.prepare import prepare
+    from mcc.driver.runlock import RunLock
+    from mcc.driver.supervisor import create_run
 
     overrides = {"backend": backend, "workers": workers, "chunk_size": chunk_size, "max_attempts": max_attempts,
                  "entry": entry, "point_timeout": point_timeout, "lease_seconds": lease_seconds}
@@ -52,8 +54,8 @@ def run(project_dir: str | Path = ".", *, backend: str | None = None, workers: i
 def resume(run_id: str, *, keep: bool = False, detach: bool = False, on_progress: ProgressCallback | None = None,
            home: str | Path | None = None) -> dict[str, Any]:
     """Re-enter the run's current state and drive it to its goal (a failed run is retried)."""
-    from mcc.runlock import RunLock
-    from mcc.supervisor import Context
+    from mcc.driver.context import Context
+    from mcc.driver.runlock import RunLock
 
     ledger = _ledger(home)
     run_row = queries.get_run(run_id)
@@ -79,8 +81,8 @@ TERMINAL_STATES = ("completed", "completed_with_failures", "cleaning", "cleaned"
 def _drive(ctx: Context, run_row: models.Run, **options: Any) -> models.Run:
     """supervisor.drive; a failure (the world's or ours) first stops what the run no longer needs and says
     what is left running and why (supervisor.after_failure)."""
-    from mcc.oserrors import disk_full, is_no_space
-    from mcc.supervisor import after_failure, drive
+    from mcc.driver.supervisor import after_failure, drive
+    from mcc.work.diskspace import disk_full, is_no_space
 
     try:
         return drive(ctx, run_row, **options)
@@ -105,7 +107,7 @@ def status(run_id: str | None = None, *, home: str | Path | None = None) -> dict
     """
     ledger = open_for_reading(home)
     if run_id is not None:
-        from mcc.supervisor import Context
+        from mcc.driver.context import Context
 
         run_row = queries.get_run(run_id)
         doc = summary(run_row, live=True, ctx=Context.for_run(ledger, run_row))
@@ -122,8 +124,8 @@ def running(run_id: str) -> list[dict[str, Any]]:
 
 
 def with_cost(doc: dict[str, Any], run_row: models.Run) -> dict[str, Any]:
-    """``doc`` (a run summary) with ``cost``: so far, burn rate and projected total (mcc.analysis.cost_figures)."""
-    from mcc.analysis import cost_figures
+    """``doc`` (a run summary) with ``cost``: so far, burn rate and projected total (mcc.report.analysis.cost_figures)."""
+    from mcc.report.analysis import cost_figures
 
     return {**doc, "cost": cost_figures(run_row, done=doc["done"], dead=doc["dead"])}
 
@@ -138,7 +140,7 @@ def clean(run_id: str | None = None, *, all: bool = False, dry_run: bool = False
     if run_id is None and not all:
         raise ValueError("clean needs a run id or all=True")
     ledger = _ledger(home)
-    from mcc import cleaner
+    from mcc.driver import cleaner
 
     return cleaner.clean(ledger, run_id, dry_run=dry_run, regions=regions, ledger_id=ledger_id).to_dict()
 
@@ -150,8 +152,8 @@ def provision(*, backend: str = "aws", aws: dict[str, Any] | None = None, projec
     The [aws] table of ``project_dir``/mcc.toml applies when there is one (``aws`` flags over it), so a
     project's ``custom_image = true`` and ``requirements`` bake its image here, once, before any run.
     """
-    from mcc.config import CONFIG_NAME, load_settings
-    from mcc.supervisor import Context
+    from mcc.project.settings import CONFIG_NAME, load_settings
+    from mcc.driver.context import Context
 
     if (Path(project_dir) / CONFIG_NAME).exists():
         aws = {**load_settings(Path(project_dir)).aws, **{k: v for k, v in (aws or {}).items() if v is not None}}
@@ -184,12 +186,12 @@ def summary(run_row: models.Run, live: bool = False, ctx: Context | None = None)
     counts = queries.subproblem_counts(run_row.id)
     progress = None
     if live and ctx is not None and run_row.state in ("running", "combining", "launching"):
-        from mcc.supervisor import store_of
+        from mcc.driver.context import store_of
 
         store = store_of(ctx, run_row)
         progress = get_json(store, PROGRESS) if store else None
         if store is not None and not ctx.ledger.read_only:
-            from mcc.journal import sync_run
+            from mcc.driver.journal import sync_run
 
             sync_run(store, run_row)
             counts = queries.subproblem_counts(run_row.id)
@@ -244,8 +246,8 @@ def ledger_recover(*, home: str | Path | None = None) -> dict[str, Any]:
 
     from mcc.errors import LedgerDamaged
     from mcc.ledger.backup import ledger_uuid_of, restore
+    from mcc.driver.context import Context
     from mcc.ledger.db import LEDGER_FILE, default_home
-    from mcc.supervisor import Context
 
     root = (Path(home).expanduser() if home is not None else default_home()).resolve()
     path = root / LEDGER_FILE

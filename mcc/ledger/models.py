@@ -66,7 +66,7 @@ def ledger_error(exc: BaseException, path: Path, busy_timeout_ms: int) -> MccErr
     if primary == SQLITE_BUSY:
         return busy_error(path, busy_timeout_ms)
     if primary == SQLITE_FULL:
-        from mcc.oserrors import disk_full
+        from mcc.work.diskspace import disk_full
 
         return disk_full(path)
     if primary == SQLITE_READONLY:
