@@ -17,6 +17,7 @@ from typing import Any
 import redis
 
 from mcc.work.combine import combine_files
+from mcc.work.diskspace import is_no_space
 from mcc.project.folder import load_combiner
 from mcc.providers.local import processes
 from mcc.work.queue import Progress
@@ -273,11 +274,20 @@ def make_fleet(rt: Runtime) -> Any:
 
 def main() -> int:
     rt = connect("manager")
+    manager = Manager(rt)
     try:
-        return Manager(rt).run()
+        return manager.run()
     except redis.ConnectionError as exc:
         print(f"manager: queue unreachable: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        if not is_no_space(exc):
+            raise
+        # the bucket's disk is full: the laptop names it (it probes the bucket before relaunching us)
+        print(f"manager: no space left on the device ({exc.filename or exc}); stopping the workers (their "
+              "leases go back without spending an attempt) and exiting", file=sys.stderr)
+        manager.fleet.terminate_all("no space left on the device")
+        return 28
 
 
 if __name__ == "__main__":

@@ -194,6 +194,7 @@ def _follow(ctx: Context, run: models.Run, on_progress: ProgressCallback | None)
                 if final is None:
                     if manager is not None and silent:
                         ctx.engine.destroy(manager, f"alive but silent for {silent:.0f} s")
+                    _check_space(store, run)
                     return fire(run, "relaunch", reason="the manager is gone or silent; starting a new one")
         if final is not None:
             run = sync_run(store, run, ctx.engine)
@@ -205,6 +206,28 @@ def _follow(ctx: Context, run: models.Run, on_progress: ProgressCallback | None)
             return fire(run, "fail", actor="manager", reason=final.get("reason"))
         first, most = ctx.backend.poll_seconds
         time.sleep(min(most, first + (time.monotonic() - started) / 60))
+
+
+SPACE_PROBE = 1 << 20  # bytes a manager needs in a local bucket to carry on (progress, journal, a result)
+
+
+def _check_space(store: Store, run: models.Run) -> None:
+    """Before relaunching a manager into a local bucket: can the bucket take a small write? A manager (and
+    its workers) stop on a full disk; relaunching them into it would only loop."""
+    probe = "space-probe.bin"
+    where = store.local_path(probe)
+    if where is None:
+        return
+    root = where.parent
+    try:
+        store.put_bytes(probe, b"\0" * SPACE_PROBE)
+    except OSError as exc:
+        if is_no_space(exc):
+            raise disk_full(root, SPACE_PROBE, "The workers handed their subproblems back without spending an "
+                            "attempt; free some space there.") from exc
+        raise
+    finally:
+        store.delete(probe)
 
 
 def _silent_for(ctx: Context, manager: models.Resource | None, progress: dict[str, Any] | None) -> float:

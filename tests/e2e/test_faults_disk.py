@@ -95,3 +95,29 @@ def test_resume_without_its_project_folder_starts_nothing(mcc_home: Path, make_p
     assert "project folder" in proc.stderr and str(project) in proc.stderr and "Nothing was started" in proc.stderr
     assert tagged_processes(mcc_home) == []
     assert run_state(mcc_home, run_id) == state
+
+
+def test_bucket_fills_mid_run_nothing_is_lost_and_resume_finishes(mcc_home: Path, make_project, tmpfs) -> None:
+
+    from tests.conftest import spawn_mcc
+
+    buckets = tmpfs(mcc_home / "buckets", "32m")  # the bucket's disk fills; the ledger's does not
+    project = make_project(n=400, body="time.sleep(0.02)", toml="workers = 2\nchunk_size = 10\n")
+    proc = spawn_mcc("run", str(project), home=mcc_home)
+    try:
+        wait_for(lambda: len(list(buckets.glob("*/results/*.h5"))) >= 3, 120, "the first results")
+        filler = fill(buckets)
+        out, err = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1, out + err
+    assert "internal error" not in err and "Traceback" not in err, err
+    assert "No space left on the device that holds" in err and str(buckets) in err, err
+    assert "without spending an attempt" in err
+    run_id = latest_run_id(mcc_home)
+    assert tagged_processes(mcc_home) == []
+    filler.unlink()
+    done = mcc_json("resume", run_id, home=mcc_home)
+    assert done["state"] == "completed" and done["done"] == 400 and done["dead"] == 0, done
+    assert len(combined_rows(done["result"])) == 400
