@@ -189,13 +189,7 @@ def open_ledger(home: Path | str | None = None, *, busy_timeout_ms: int = DEFAUL
             f"{LATEST}: it was written by a newer mcc. Upgrade mcc (pip install -U materialsCloudCompute); "
             f"the file was left unchanged."
         )
-    database = models.db
-    if _current is not None:
-        _current.close()
-    if not database.deferred and not database.is_closed():
-        database.close()
-    database.busy_timeout_ms = busy_timeout_ms
-    database.init(str(path), pragmas=pragmas(busy_timeout_ms), timeout=busy_timeout_ms / 1000)
+    database = _bind(str(path), pragmas(busy_timeout_ms), busy_timeout_ms)
     try:
         database.connect(reuse_if_open=True)
         if version < LATEST:
@@ -207,6 +201,18 @@ def open_ledger(home: Path | str | None = None, *, busy_timeout_ms: int = DEFAUL
         raise
     _current = ledger
     return ledger
+
+
+def _bind(name: str, db_pragmas: dict[str, Any], busy_timeout_ms: int, **connect: Any) -> models.LedgerDatabase:
+    """Point the models' deferred database at ``name`` (closing whatever it was bound to before)."""
+    database = models.db
+    if _current is not None:
+        _current.close()
+    if not database.deferred and not database.is_closed():
+        database.close()
+    database.busy_timeout_ms = busy_timeout_ms
+    database.init(name, pragmas=db_pragmas, timeout=busy_timeout_ms / 1000, **connect)
+    return database
 
 
 def open_for_reading(home: Path | str | None = None) -> Ledger:
@@ -226,14 +232,8 @@ def _open_read_only(home: Path, busy_timeout_ms: int) -> Ledger:
     if version != LATEST:
         raise read_only_error(path, f"it has schema version {version} and this mcc needs {LATEST}, "
                                     "which means writing it")
-    database = models.db
-    if _current is not None:
-        _current.close()
-    if not database.deferred and not database.is_closed():
-        database.close()
-    database.busy_timeout_ms = busy_timeout_ms
     ro_pragmas = {k: v for k, v in pragmas(busy_timeout_ms).items() if k in ("foreign_keys", "cache_size", "busy_timeout")}
-    database.init(_read_only_uri(path), pragmas=ro_pragmas, timeout=busy_timeout_ms / 1000, uri=True)
+    database = _bind(_read_only_uri(path), ro_pragmas, busy_timeout_ms, uri=True)
     database.connect(reuse_if_open=True)
     row = Meta.get_or_none(Meta.key == "ledger_uuid")
     if row is None:

@@ -9,9 +9,10 @@ from pathlib import Path
 from tests.conftest import (
     combined_rows, latest_run_id, mcc, mcc_json, run_state, spawn_mcc, tagged_processes, wait_for,
 )
-from tests.e2e.faults import no_internal_error
+from tests.e2e.faults import SLOW, no_internal_error
 
 
+@SLOW
 def test_two_resumes_at_once_one_drives_the_other_says_who(mcc_home: Path, make_project) -> None:
     project = make_project(n=300, body="time.sleep(0.02)", toml="workers = 2\nchunk_size = 10\n")
     mcc("run", str(project), "--detach", home=mcc_home, check=True)
@@ -30,6 +31,7 @@ def test_two_resumes_at_once_one_drives_the_other_says_who(mcc_home: Path, make_
     assert tagged_processes(mcc_home) == []
 
 
+@SLOW
 def test_combine_data_error_is_shown_as_the_users(mcc_home: Path, make_project) -> None:
     project = make_project(n=40, toml="workers = 1\n")
     (project / "combine_data.py").write_text(textwrap.dedent("""\
@@ -48,6 +50,7 @@ def test_combine_data_error_is_shown_as_the_users(mcc_home: Path, make_project) 
     assert any("Traceback (most recent call last)" in p.read_text() for p in logs.glob("manager-*.log"))
 
 
+@SLOW
 def test_chatty_entry_keeps_one_capped_copy(mcc_home: Path, make_project) -> None:
     body = """
     import sys
@@ -65,6 +68,7 @@ def test_chatty_entry_keeps_one_capped_copy(mcc_home: Path, make_project) -> Non
     assert "output of this point cut after 1048576 bytes" in worker_log
 
 
+@SLOW
 def test_dead_managers_lock_is_taken_over_at_once(mcc_home: Path, make_project) -> None:
     project = make_project(n=300, body="time.sleep(0.02)", toml="workers = 2\nchunk_size = 10\nlease_seconds = 30\n")
     mcc("run", str(project), "--detach", home=mcc_home, check=True)

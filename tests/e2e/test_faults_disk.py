@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import combined_rows, latest_run_id, mcc, mcc_json, run_state, tagged_processes, wait_for
-from tests.e2e.faults import fill, no_internal_error, tmpfs  # noqa: F401 - fixture
+from tests.e2e.faults import SLOW, fill, no_internal_error, tmpfs  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounts a tmpfs (needs root, as in CI)")
 
 
+@SLOW
 def test_results_folder_full_is_one_clear_paragraph_and_resume_finishes(mcc_home: Path, make_project,
                                                                        tmpfs) -> None:
     project = make_project(n=300, toml="workers = 2\n")
@@ -32,6 +33,7 @@ def test_results_folder_full_is_one_clear_paragraph_and_resume_finishes(mcc_home
     assert len(combined_rows(done["result"])) == 300
 
 
+@SLOW
 def test_bucket_full_stops_the_queue_and_resume_finishes(mcc_home: Path, make_project, tmpfs) -> None:
     n = 100_000  # points.npy of 1.6 MB: written beside the ledger, then refused by the bucket on the same disk
     project = make_project(n=n, toml="workers = 2\nchunk_size = 20000\n")
@@ -97,6 +99,7 @@ def test_resume_without_its_project_folder_starts_nothing(mcc_home: Path, make_p
     assert run_state(mcc_home, run_id) == state
 
 
+@SLOW
 def test_bucket_fills_mid_run_nothing_is_lost_and_resume_finishes(mcc_home: Path, make_project, tmpfs) -> None:
 
     from tests.conftest import spawn_mcc

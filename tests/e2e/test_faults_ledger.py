@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import latest_run_id, ledger_uuid, mcc, mcc_json, tagged_processes, wait_for
-from tests.e2e.faults import damage_middle, no_internal_error, remount, tmpfs  # noqa: F401 - fixture
+from tests.e2e.faults import SLOW, damage_middle, no_internal_error, remount, tmpfs  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounts a tmpfs (needs root, as in CI)")
 
@@ -21,6 +21,7 @@ def _one_run(home: Path, make_project) -> str:
     return done["run_id"]
 
 
+@SLOW
 def test_read_only_home_reads_work_and_writes_say_where(mcc_home: Path, make_project, tmpfs) -> None:
     tmpfs(mcc_home, "16m")
     run_id = _one_run(mcc_home, make_project)
@@ -38,6 +39,7 @@ def test_read_only_home_reads_work_and_writes_say_where(mcc_home: Path, make_pro
         remount(mcc_home, "rw")
 
 
+@SLOW
 def test_read_only_ledger_file(mcc_home: Path, make_project) -> None:
     run_id = _one_run(mcc_home, make_project)
     ledger = mcc_home / "ledger.db"
@@ -63,8 +65,9 @@ def test_home_that_is_a_file(tmp_path: Path) -> None:
         assert proc.returncode == 1 and "is a file, not a folder" in proc.stderr and str(home) in proc.stderr
 
 
+@SLOW
 def test_damaged_mid_run_recover_then_clean_to_zero(mcc_home: Path, make_project) -> None:
-    project = make_project(n=400, body="time.sleep(0.05)", toml="workers = 2\nchunk_size = 10\n")
+    project = make_project(n=200, body="time.sleep(0.5)", toml="workers = 2\nchunk_size = 10\n")  # ~50 s
     mcc("run", str(project), "--detach", home=mcc_home, check=True)
     run_id = latest_run_id(mcc_home)
     uuid = ledger_uuid(mcc_home)
