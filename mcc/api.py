@@ -93,7 +93,10 @@ def _drive(ctx: Context, run_row: models.Run, **options: Any) -> models.Run:
         if is_no_space(exc):
             error = disk_full(getattr(exc, "filename", None) or ctx.ledger.home,
                               hint="Nothing recorded is lost: free some space there.")
-        left = after_failure(ctx, run_row)
+        try:
+            left = after_failure(ctx, run_row)
+        except Exception as inner:  # noqa: BLE001 - never hide the error that stopped the run
+            left = f"(Checking what the run left running failed too: {type(inner).__name__}: {inner}.)"
         if isinstance(error, MccError):
             raise error.tell(left) from exc
         raise

@@ -30,6 +30,9 @@ from mcc.work.stores import Store, get_json
 ProgressCallback = Callable[[models.Run, dict[str, Any] | None, dict[str, Any]], None]
 
 
+CREATE_BACKUP_MAX_BYTES = 32 << 20
+
+
 def create_run(ledger: Ledger, prepared: Prepared) -> models.Run:
     """Record a new run (draft) with its subproblems; the points are saved beside the ledger first."""
     run_id = models.new_run_id()
@@ -58,7 +61,7 @@ def _record_run(ledger: Ledger, prepared: Prepared, run_id: str) -> models.Run:
         run = create_row(models.Run, id=run_id, state="draft", backend=s.backend, project_dir=str(p.dir),
                          settings=s.to_dict(), spec=spec, points=len(p.points))
         create_subproblems(run, prepared.chunks)
-    ledger.backup()
+    ledger.backup(max_bytes=CREATE_BACKUP_MAX_BYTES)  # so a recover knows the run; big ledgers: at run end only
     return run
 
 

@@ -92,7 +92,8 @@ def make_backup(conn: sqlite3.Connection, ledger_path: Path) -> Path:
         target = sqlite3.connect(tmp)
         try:
             conn.backup(target)
-            problem = quick_check(target)  # never replace the last good backup by a copy of a damaged file
+            # never replace the last good backup by a copy of a damaged file (the same check as on open)
+            problem = check_on_open(target, os.path.getsize(tmp))
         finally:
             target.close()
         if problem:

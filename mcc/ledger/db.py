@@ -48,9 +48,12 @@ class Ledger:
         """A transaction (a savepoint when nested); takes the write lock when it begins."""
         return self.db.atomic()
 
-    def backup(self) -> Path | None:
-        """Refresh the rolling backup (mcc.ledger.backup); a failure is logged, never fatal (None)."""
-        if self.read_only:
+    def backup(self, max_bytes: int | None = None) -> Path | None:
+        """Refresh the rolling backup (mcc.ledger.backup); a failure is logged, never fatal (None).
+
+        ``max_bytes``: skip it for a larger ledger (a 283 MB one takes ~5 s to copy and check).
+        """
+        if self.read_only or (max_bytes is not None and self.path.stat().st_size > max_bytes):
             return None
         try:
             return make_backup(self.db.connection(), self.path)
