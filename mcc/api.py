@@ -143,9 +143,17 @@ def clean(run_id: str | None = None, *, all: bool = False, dry_run: bool = False
     if run_id is None and not all:
         raise ValueError("clean needs a run id or all=True")
     ledger = _ledger(home)
-    from mcc.driver import cleaner
+    from contextlib import ExitStack
 
-    return cleaner.clean(ledger, run_id, dry_run=dry_run, regions=regions, ledger_id=ledger_id).to_dict()
+    from mcc.driver import cleaner
+    from mcc.driver.runlock import RunLock
+
+    with ExitStack() as locks:  # never clean a run under the feet of a process that drives it (it would relaunch)
+        if not dry_run:
+            ids = [queries.get_run(run_id).id] if run_id else [r.id for r in queries.list_runs() if r.state != "cleaned"]
+            for rid in ids:
+                locks.enter_context(RunLock(ledger.home, rid))
+        return cleaner.clean(ledger, run_id, dry_run=dry_run, regions=regions, ledger_id=ledger_id).to_dict()
 
 
 def provision(*, backend: str = "aws", aws: dict[str, Any] | None = None, project_dir: str | Path = ".",
