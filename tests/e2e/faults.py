@@ -83,5 +83,6 @@ def no_internal_error(proc: subprocess.CompletedProcess) -> None:
 
 
 #: whole runs (~25-40 s each on the shared 2-core machine): the default suite has the cheap tests of the same
-#: classes (tests/test_ledger_faults.py, tests/test_runlock.py, tests/test_output_cap.py, tests/test_manager_faults.py)
+#: classes (tests/test_ledger_faults.py, tests/test_runlock.py, tests/test_output_cap.py, tests/test_manager_faults.py,
+#: tests/test_local_cache.py)
 SLOW = pytest.mark.skipif(not os.environ.get("MCC_SLOW_TESTS"), reason="whole runs: run with MCC_SLOW_TESTS=1")

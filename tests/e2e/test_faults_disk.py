@@ -71,6 +71,7 @@ def test_ledger_full_names_the_ledger(tmp_path: Path, tmpfs) -> None:
     ledger.close()
 
 
+@SLOW
 def test_odd_paths_in_home_and_project(tmp_path: Path, make_project) -> None:
     odd = "sp ace 'single' \"double\" ünïcødé"
     home = tmp_path / f"home {odd}"
