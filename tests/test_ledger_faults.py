@@ -28,7 +28,7 @@ def _ledger_with_runs(home: Path, n: int = 3) -> list[str]:
 
 @as_root
 def test_read_only_home_serves_reads_and_names_itself_to_writes(tmp_path: Path, tmpfs) -> None:
-    home = tmpfs(tmp_path / "home", "4m")
+    home = tmpfs(tmp_path / "h ome ü?#%20", "4m")  # a read-only URI percent-encodes all of these
     ids = _ledger_with_runs(home)
     remount(home, "ro")
     try:
