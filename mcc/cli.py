@@ -321,10 +321,10 @@ def analyze(run_ids: tuple[str, ...], tsv: bool, by_type: bool, plot_path: Path 
 
     Example: mcc analyze r-20261126-1a2b3c --plot run.png
     """
-    from mcc.ledger import queries
-    from mcc.ledger.db import open_for_reading
     from mcc.report import analysis
     from mcc.report.display import analysis_table, analysis_view, by_type_table
+    from mcc.ledger import queries
+    from mcc.ledger.db import open_for_reading
 
     if as_json and tsv:
         raise click.UsageError("give at most one of --json and --tsv")
