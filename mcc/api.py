@@ -4,7 +4,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mcc.errors import MccError, ProjectError
 from mcc.ledger import Ledger, fire, models, open_ledger, queries
+from mcc.ledger.db import open_for_reading
 from mcc.work.runspec import PROGRESS
 from mcc.work.stores import get_json
 
@@ -30,9 +32,10 @@ def run(project_dir: str | Path = ".", *, backend: str | None = None, workers: i
     Everything that can be checked is checked before any resource exists. With ``detach`` the call
     returns once the manager runs; ``resume(run_id)`` follows it later.
     """
-    from mcc.driver.prepare import prepare
     from mcc.driver.context import Context
-    from mcc.driver.supervisor import create_run, drive
+    from mcc.driver.prepare import prepare
+    from mcc.driver.runlock import RunLock
+    from mcc.driver.supervisor import create_run
 
     overrides = {"backend": backend, "workers": workers, "chunk_size": chunk_size, "max_attempts": max_attempts,
                  "entry": entry, "point_timeout": point_timeout, "lease_seconds": lease_seconds}
@@ -41,9 +44,10 @@ def run(project_dir: str | Path = ".", *, backend: str | None = None, workers: i
     ctx = Context.open(ledger, prepared.settings.backend, prepared.settings.backend_table)
     ctx.backend.preflight()
     run_row = create_run(ledger, prepared)
-    if on_created:
-        on_created(run_row)
-    run_row = drive(ctx, run_row, detach=detach, keep=keep, on_progress=on_progress)
+    with RunLock(ledger.home, run_row.id):
+        if on_created:
+            on_created(run_row)
+        run_row = _drive(ctx, run_row, detach=detach, keep=keep, on_progress=on_progress)
     return with_cost(summary(run_row), run_row)
 
 
@@ -51,15 +55,51 @@ def resume(run_id: str, *, keep: bool = False, detach: bool = False, on_progress
            home: str | Path | None = None) -> dict[str, Any]:
     """Re-enter the run's current state and drive it to its goal (a failed run is retried)."""
     from mcc.driver.context import Context
-    from mcc.driver.supervisor import drive
+    from mcc.driver.runlock import RunLock
 
     ledger = _ledger(home)
     run_row = queries.get_run(run_id)
-    ctx = Context.for_run(ledger, run_row)
-    if run_row.state in ("failed", "cancelled"):
-        run_row = fire(run_row, "retry", reason="mcc resume")
-    run_row = drive(ctx, run_row, detach=detach, keep=keep, on_progress=on_progress)
+    with RunLock(ledger.home, run_row.id):
+        run_row = queries.get_run(run_id)  # as the previous driver left it
+        if run_row.state not in TERMINAL_STATES and not Path(run_row.project_dir).is_dir():
+            raise ProjectError(
+                f"run {run_row.id} cannot go on: its project folder {run_row.project_dir} is gone (moved or "
+                f"deleted); its manager runs there and its results are written there. Put the folder back and run "
+                f"`mcc resume {run_row.id}` again, or remove what the run left with `mcc clean --run {run_row.id}`. "
+                f"Nothing was started."
+            )
+        ctx = Context.for_run(ledger, run_row)
+        if run_row.state in ("failed", "cancelled"):
+            run_row = fire(run_row, "retry", reason="mcc resume")
+        run_row = _drive(ctx, run_row, detach=detach, keep=keep, on_progress=on_progress)
     return with_cost(summary(run_row), run_row)
+
+
+TERMINAL_STATES = ("completed", "completed_with_failures", "cleaning", "cleaned")
+
+
+def _drive(ctx: Context, run_row: models.Run, **options: Any) -> models.Run:
+    """supervisor.drive; a failure (the world's or ours) first stops what the run no longer needs and says
+    what is left running and why (supervisor.after_failure)."""
+    from mcc.driver.supervisor import after_failure, drive
+    from mcc.work.diskspace import disk_full, is_no_space
+
+    try:
+        return drive(ctx, run_row, **options)
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:
+        error: Exception = exc
+        if is_no_space(exc):
+            error = disk_full(getattr(exc, "filename", None) or ctx.ledger.home,
+                              hint="Nothing recorded is lost: free some space there.")
+        try:
+            left = after_failure(ctx, run_row)
+        except Exception as inner:  # noqa: BLE001 - never hide the error that stopped the run
+            left = f"(Checking what the run left running failed too: {type(inner).__name__}: {inner}.)"
+        if isinstance(error, MccError):
+            raise error.tell(left) from exc
+        raise
 
 
 def status(run_id: str | None = None, *, home: str | Path | None = None) -> dict[str, Any] | list[dict[str, Any]]:
@@ -68,13 +108,22 @@ def status(run_id: str | None = None, *, home: str | Path | None = None) -> dict
     Each summary has ``cost``: ``so_far_usd``, ``burn_usd_per_hour``, ``projected_usd`` (None until a rate is
     known), ``local`` (True: the local backend costs $0), ``complete`` (False: an instance type had no price).
     """
-    ledger = _ledger(home)
+    ledger = open_for_reading(home)
     if run_id is not None:
         from mcc.driver.context import Context
 
         run_row = queries.get_run(run_id)
-        return with_cost(summary(run_row, live=True, ctx=Context.for_run(ledger, run_row)), run_row)
+        doc = summary(run_row, live=True, ctx=Context.for_run(ledger, run_row))
+        return with_cost({**doc, "running": running(run_row.id)}, run_row)
     return [with_cost(summary(r), r) for r in queries.list_runs()]
+
+
+def running(run_id: str) -> list[dict[str, Any]]:
+    """What the ledger says runs for the run (queue, manager, workers it heard of): kind, name, physical id."""
+    rows = models.Resource.select().where(
+        (models.Resource.run == run_id) & models.Resource.kind.in_(["instance", "cache"])
+        & models.Resource.state.in_(["creating", "active", "adopted"]))
+    return [{"kind": r.kind, "name": r.name, "physical_id": r.physical_id, "state": r.state} for r in rows]
 
 
 def with_cost(doc: dict[str, Any], run_row: models.Run) -> dict[str, Any]:
@@ -94,9 +143,17 @@ def clean(run_id: str | None = None, *, all: bool = False, dry_run: bool = False
     if run_id is None and not all:
         raise ValueError("clean needs a run id or all=True")
     ledger = _ledger(home)
-    from mcc.driver import cleaner
+    from contextlib import ExitStack
 
-    return cleaner.clean(ledger, run_id, dry_run=dry_run, regions=regions, ledger_id=ledger_id).to_dict()
+    from mcc.driver import cleaner
+    from mcc.driver.runlock import RunLock
+
+    with ExitStack() as locks:  # never clean a run under the feet of a process that drives it (it would relaunch)
+        if not dry_run:
+            ids = [queries.get_run(run_id).id] if run_id else [r.id for r in queries.list_runs() if r.state != "cleaned"]
+            for rid in ids:
+                locks.enter_context(RunLock(ledger.home, rid))
+        return cleaner.clean(ledger, run_id, dry_run=dry_run, regions=regions, ledger_id=ledger_id).to_dict()
 
 
 def provision(*, backend: str = "aws", aws: dict[str, Any] | None = None, project_dir: str | Path = ".",
@@ -121,7 +178,7 @@ def provision(*, backend: str = "aws", aws: dict[str, Any] | None = None, projec
 def ledger_view(*, run_id: str | None = None, kind: str | None = None, state: str | None = None,
                 events: int = 0, home: str | Path | None = None) -> dict[str, Any]:
     """Runs, resources (and the newest ``events`` events) as plain dicts, for `mcc ledger show`."""
-    ledger = _ledger(home)
+    ledger = open_for_reading(home)
     runs = [queries.get_run(run_id)] if run_id else queries.list_runs()
     rows = queries.resource_dicts(run_id=run_id, kind=kind, state=state)
     doc: dict[str, Any] = {
@@ -144,7 +201,7 @@ def summary(run_row: models.Run, live: bool = False, ctx: Context | None = None)
 
         store = store_of(ctx, run_row)
         progress = get_json(store, PROGRESS) if store else None
-        if store is not None:
+        if store is not None and not ctx.ledger.read_only:
             from mcc.driver.journal import sync_run
 
             sync_run(store, run_row)
@@ -187,3 +244,43 @@ def timings(run_id: str, done_points: int) -> dict[str, float]:
     if "create" in at and ends:
         out["total_s"] = round(max(ends) - at["create"][0], 3)
     return out
+
+
+def ledger_recover(*, home: str | Path | None = None) -> dict[str, Any]:
+    """Replace a damaged ledger by its last good backup, then adopt by their tags what was created since.
+
+    The damaged file is kept beside it (``ledger.db.damaged-<time>``). Without a backup a fresh ledger takes
+    the damaged file's ledger id when it can still be read, so the sweep adopts everything it created.
+    Refuses a ledger that passes its check (there is nothing to recover).
+    """
+    import json
+
+    from mcc.errors import LedgerDamaged
+    from mcc.ledger.backup import ledger_uuid_of, restore
+    from mcc.driver.context import Context
+    from mcc.ledger.db import LEDGER_FILE, default_home
+
+    root = (Path(home).expanduser() if home is not None else default_home()).resolve()
+    path = root / LEDGER_FILE
+    try:
+        open_ledger(root).close()
+    except LedgerDamaged:
+        pass
+    else:
+        raise MccError(f"The ledger at {path} passes SQLite's check: there is nothing to recover.")
+    old_uuid = ledger_uuid_of(path)
+    aside, backup = restore(path)
+    ledger = open_ledger(root)
+    if backup is None and old_uuid and old_uuid != ledger.uuid:
+        with ledger.atomic():
+            models.Meta.update(value=old_uuid).where(models.Meta.key == "ledger_uuid").execute()
+        ledger = open_ledger(root)
+    targets = {("local", "null")} | {(r.backend, json.dumps((r.settings or {}).get("aws"), sort_keys=True))
+                                     for r in queries.list_runs()}
+    adopted = []
+    for backend, aws in sorted(targets):
+        engine = Context.open(ledger, backend, json.loads(aws)).engine
+        adopted += [queries.row_to_dict(r) for r in engine.sweep(None)]
+    ledger.backup()
+    return {"ledger": str(path), "damaged_copy": str(aside) if aside else None,
+            "backup": str(backup) if backup else None, "uuid": ledger.uuid, "adopted": adopted}

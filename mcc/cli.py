@@ -205,6 +205,27 @@ def ledger_show(run_id: str | None, kind: str | None, state: str | None, with_ev
         out.print(events_table(doc["events"]))
 
 
+@ledger.command("recover")
+@json_option
+def ledger_recover(as_json: bool) -> None:
+    """Replace a damaged ledger by its last good backup and adopt, by their tags, what was created since.
+
+    The damaged file is kept beside the ledger; `mcc clean` then removes everything, adopted or not.
+
+    Example: mcc ledger recover && mcc clean --all --yes
+    """
+    doc = api.ledger_recover()
+    if as_json:
+        emit_json(doc)
+        return
+    source = f"restored from {doc['backup']}" if doc["backup"] else "started afresh (there was no backup)"
+    out.print(f"ledger {doc['ledger']} {source}; the damaged file is kept as {doc['damaged_copy']}. "
+              f"{len(doc['adopted'])} resource(s) created since were found by their tags and adopted.",
+              highlight=False, soft_wrap=True)
+    if doc["adopted"]:
+        out.print(resources_table([{**r, "run": r.get("run_id")} for r in doc["adopted"]]))
+
+
 @main.command()
 @click.option("--backend", type=click.Choice(["aws"]), default="aws", show_default=True)
 @aws_options
@@ -303,13 +324,14 @@ def analyze(run_ids: tuple[str, ...], tsv: bool, by_type: bool, plot_path: Path 
     """
     from mcc.report import analysis
     from mcc.report.display import analysis_table, analysis_view, by_type_table
-    from mcc.ledger import open_ledger, queries
+    from mcc.ledger import queries
+    from mcc.ledger.db import open_for_reading
 
     if as_json and tsv:
         raise click.UsageError("give at most one of --json and --tsv")
     if plot_path and len(run_ids) != 1:
         raise click.UsageError("--plot draws one run: give exactly one RUN")
-    open_ledger()
+    open_for_reading()
     ids = [queries.get_run(r).id for r in run_ids] or [r.id for r in queries.list_runs()]
     if by_type:
         rows = analysis.analyze_by_type(ids)

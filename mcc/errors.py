@@ -7,6 +7,13 @@ class MccError(Exception):
 
     exit_code = 1
 
+    def tell(self, text: str) -> "MccError":
+        """Append ``text`` (what was left behind, what to do next) to the message; returns self."""
+        if text:
+            first = str(self.args[0]) if self.args else ""
+            self.args = (f"{first} {text}".strip(), *self.args[1:])
+        return self
+
 
 class ConfigError(MccError):
     """mcc.toml or a command-line flag is wrong (names the file, the field and the fix)."""
@@ -26,6 +33,37 @@ class LedgerError(MccError):
 
 class LedgerBusy(LedgerError):
     """Another mcc process holds the ledger for longer than the busy timeout."""
+
+
+class LedgerReadOnly(LedgerError):
+    """A write was asked of a ledger file (or $MCC_HOME) this process may only read."""
+
+
+class LedgerDamaged(LedgerError):
+    """The ledger file fails SQLite's integrity check; the message says where the backup is."""
+
+
+class DiskFull(MccError):
+    """No space left on the device holding ``path``; ``hint`` (set by the caller that knows the run) says what now."""
+
+    def __init__(self, path: str, free: int | None, needed: int | None = None, hint: str = "") -> None:
+        free_text = "unknown space" if free is None else _size(free)
+        needed_text = f"; about {_size(needed)} is needed there" if needed else ""
+        super().__init__(f"No space left on the device that holds {path}: {free_text} free{needed_text}.")
+        self.path, self.free, self.needed = path, free, needed
+        self.tell(hint)
+
+
+class RunBusy(MccError):
+    """Another process already drives this run (``mcc resume`` twice at once)."""
+
+
+def _size(n: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
 
 
 class IllegalTransition(MccError):

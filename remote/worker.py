@@ -22,9 +22,11 @@ import redis
 from h5py import h5f, h5p
 
 from mcc.project.folder import load_function, rows_from_result
+from mcc.remote.output_cap import OutputCap
 from mcc.work.runspec import failure_key, result_key
 from mcc.remote.results import ResultWriter, fill_result
 from mcc.remote.runtime import Runtime, connect, setup_logging
+from mcc.work.diskspace import is_no_space
 
 WATCHDOG_GRACE = 15.0  # seconds past the point timeout before a hung worker kills itself
 STDERR_TAIL = 20_000
@@ -134,18 +136,35 @@ class Worker:
         self.current_sub = sub
         try:
             path = self._compute(sub)
+        except OSError as exc:
+            self._out_of_space(sub, exc)
+            raise
         except PointFailed as exc:
             self._record_failure(sub, exc)
             outcome = self.rt.queue.fail(self.id, sub, f"point {exc.index}: {exc.detail[-500:]}")
             self.log.warning("subproblem %d failed at point %d (%s)", sub, exc.index, outcome)
             self.held.remove(sub)
         else:
-            self.rt.store.put_file(result_key(sub), path, move=True)
+            try:
+                self.rt.store.put_file(result_key(sub), path, move=True)
+            except OSError as exc:
+                path.unlink(missing_ok=True)
+                self._out_of_space(sub, exc)
+                raise
             if not self.acks:
                 self.acks_since = time.monotonic()
             self.acks.append(sub)  # acked with the next claim; held (heart-beaten) until then
         finally:
             self.current_sub = None
+
+    def _out_of_space(self, sub: int, exc: OSError) -> None:
+        """A full disk is nobody's point failing: hand every lease back (no attempt spent) and stop."""
+        if not is_no_space(exc):
+            return
+        self.log.error("no space left on the device (%s): handing back subproblem %d and my other leases "
+                       "without spending an attempt, and exiting", exc.filename or exc, sub)
+        self.stop.set()
+        raise Preempted from None
 
     def _hand_back(self) -> None:
         if self.held:
@@ -325,7 +344,9 @@ def _raise_timeout(signum: int, frame: object) -> None:
 
 def main(notice: Callable[[], bool] | None = None) -> int:
     rt = connect("worker")
-    return Worker(rt, os.environ["MCC_WORKER_ID"], notice).run()
+    worker = Worker(rt, os.environ["MCC_WORKER_ID"], notice)
+    OutputCap(lambda: (worker.current_sub, worker.point_started))  # a chatty entry cannot fill the disk
+    return worker.run()
 
 
 if __name__ == "__main__":

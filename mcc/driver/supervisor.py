@@ -6,7 +6,6 @@ sync the journal, relaunch a dead manager) → combining → collecting (fetch c
 """
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import time
@@ -22,6 +21,7 @@ from mcc.errors import MccError
 from mcc.ledger import Ledger, TERMINAL_RUN_STATES, create_row, create_subproblems, fire, fire_bulk, models
 from mcc.report.analysis import CostMeter
 from mcc.report.logs import collect_logs
+from mcc.work.diskspace import disk_full, is_no_space, no_space_errors
 from mcc.work.runspec import COMBINED, FINAL, POINTS, PROGRESS, SPEC, RunSpec
 from mcc.work.stores import Store, get_json
 
@@ -30,13 +30,27 @@ from mcc.work.stores import Store, get_json
 ProgressCallback = Callable[[models.Run, dict[str, Any] | None, dict[str, Any]], None]
 
 
+CREATE_BACKUP_MAX_BYTES = 32 << 20
+
+
 def create_run(ledger: Ledger, prepared: Prepared) -> models.Run:
     """Record a new run (draft) with its subproblems; the points are saved beside the ledger first."""
     run_id = models.new_run_id()
     points_file = inputs_path(ledger, run_id)
-    points_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with open(os.open(points_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as fh:
-        np.save(fh, prepared.project.points, allow_pickle=False)
+    try:
+        with no_space_errors(points_file, prepared.project.points.nbytes):
+            points_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            with open(os.open(points_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as fh:
+                np.save(fh, prepared.project.points, allow_pickle=False)
+        return _record_run(ledger, prepared, run_id)
+    except BaseException as exc:
+        points_file.unlink(missing_ok=True)
+        if isinstance(exc, MccError):
+            exc.tell("Nothing was recorded or started; free some space and run the same command again.")
+        raise
+
+
+def _record_run(ledger: Ledger, prepared: Prepared, run_id: str) -> models.Run:
     s, p = prepared.settings, prepared.project
     spec = {
         "entry_kind": p.entry.kind, "entry_target": p.entry.target, "chunk_size": prepared.chunk_size,
@@ -47,6 +61,7 @@ def create_run(ledger: Ledger, prepared: Prepared) -> models.Run:
         run = create_row(models.Run, id=run_id, state="draft", backend=s.backend, project_dir=str(p.dir),
                          settings=s.to_dict(), spec=spec, points=len(p.points))
         create_subproblems(run, prepared.chunks)
+    ledger.backup(max_bytes=CREATE_BACKUP_MAX_BYTES)  # so a recover knows the run; big ledgers: at run end only
     return run
 
 
@@ -92,7 +107,52 @@ def drive(ctx: Context, run: models.Run, *, detach: bool = False, keep: bool = F
         else:
             if state in TERMINAL_RUN_STATES and state not in ("cleaning", "cleaned") and not keep:
                 ctx.backend.teardown(ctx.engine, run)
+            ctx.ledger.backup()
             return run
+
+
+def after_failure(ctx: Context, run: models.Run) -> str:
+    """After a command driving ``run`` failed: stop what the run no longer needs, and say what is left.
+
+    A run whose manager is alive keeps going in the background (said, with how to follow or stop it).
+    Otherwise the local backend's queue and processes are stopped: through the ledger when it can record
+    it, else directly by their tags (the ledger then still says ``active``, and the next `mcc resume`
+    finds them gone and replaces them). Cloud resources stay (re-creating a cache cluster takes minutes)
+    and are named.
+    """
+    try:
+        run = models.Run.get_by_id(run.id)
+    except Exception:  # noqa: BLE001 - the ledger may be what failed; the row we hold is the best we know
+        pass
+    follow = (f"`mcc status {run.id}` shows it, `mcc resume {run.id}` follows it again, "
+              f"`mcc clean --run {run.id}` stops and removes it.")
+    try:
+        manager = current_manager(run)
+        alive = manager is not None and manager.state in ("active", "adopted") and ctx.engine.describe(manager)
+    except Exception:  # noqa: BLE001
+        manager, alive = None, False
+    if alive and run.state in ("running", "combining"):
+        return f"The run goes on in the background (its manager is {manager.physical_id}): {follow}"
+    if ctx.backend.name != "local":
+        try:
+            left = [f"{r.kind} {r.physical_id}" for r in models.Resource.select().where(
+                (models.Resource.run == run.id) & models.Resource.kind.in_(["instance", "cache"])
+                & models.Resource.state.in_(["active", "adopted", "creating"]))]
+        except Exception:  # noqa: BLE001
+            left = []
+        if left:
+            return (f"Still running, as the ledger records: {', '.join(left)} (`mcc resume {run.id}` reuses them, "
+                    f"`mcc clean --run {run.id}` removes them).")
+        return f"Nothing of the run is running; `mcc resume {run.id}` continues it from {run.state}."
+    try:
+        ctx.backend.teardown(ctx.engine, run)
+    except Exception:  # noqa: BLE001 - the ledger cannot record it: stop them by their tags all the same
+        for kind in ("instance", "cache"):
+            provider = ctx.engine.provider(kind)
+            for found in provider.sweep(ctx.engine.ledger_uuid, run.id):
+                provider.delete(found.physical_id, found.attrs)
+    return (f"The run's queue and processes were stopped; `mcc resume {run.id}` continues it from where it "
+            f"stopped ({run.state}).")
 
 
 def _provision(ctx: Context, run: models.Run) -> None:
@@ -137,6 +197,7 @@ def _follow(ctx: Context, run: models.Run, on_progress: ProgressCallback | None)
                 if final is None:
                     if manager is not None and silent:
                         ctx.engine.destroy(manager, f"alive but silent for {silent:.0f} s")
+                    _check_space(store, run)
                     return fire(run, "relaunch", reason="the manager is gone or silent; starting a new one")
         if final is not None:
             run = sync_run(store, run, ctx.engine)
@@ -144,9 +205,32 @@ def _follow(ctx: Context, run: models.Run, on_progress: ProgressCallback | None)
                 run = fire(run, "combine", actor="manager")
             if final["state"] in ("completed", "completed_with_failures"):
                 return fire(run, "collect", actor="manager")
+            _collect_logs(ctx, run, store, result_path(run).parent / "logs")  # the why of a failed run, kept
             return fire(run, "fail", actor="manager", reason=final.get("reason"))
         first, most = ctx.backend.poll_seconds
         time.sleep(min(most, first + (time.monotonic() - started) / 60))
+
+
+SPACE_PROBE = 1 << 20  # bytes a manager needs in a local bucket to carry on (progress, journal, a result)
+
+
+def _check_space(store: Store, run: models.Run) -> None:
+    """Before relaunching a manager into a local bucket: can the bucket take a small write? A manager (and
+    its workers) stop on a full disk; relaunching them into it would only loop."""
+    probe = "space-probe.bin"
+    where = store.local_path(probe)
+    if where is None:
+        return
+    root = where.parent
+    try:
+        store.put_bytes(probe, b"\0" * SPACE_PROBE)
+    except OSError as exc:
+        if is_no_space(exc):
+            raise disk_full(root, SPACE_PROBE, "The workers handed their subproblems back without spending an "
+                            "attempt; free some space there.") from exc
+        raise
+    finally:
+        store.delete(probe)
 
 
 def _silent_for(ctx: Context, manager: models.Resource | None, progress: dict[str, Any] | None) -> float:
@@ -207,11 +291,12 @@ def _collect(ctx: Context, run: models.Run) -> models.Run:
         if not store.get_file(COMBINED, dest):
             raise MccError(f"run {run.id}: the bucket {store.url} has no {COMBINED}; `mcc resume {run.id}` recomputes it")
     except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise MccError(
-                f"no space left on the device while writing {dest}. Nothing is lost: the combined file is still "
-                f"in the bucket. Free some space and run `mcc resume {run.id}`."
-            ) from exc
+        if is_no_space(exc):
+            local = store.local_path(COMBINED)
+            raise disk_full(dest, local.stat().st_size if local else None,
+                            "Nothing is lost: the combined file is still in the bucket. Free some space (or set "
+                            "results_dir in mcc.toml to a roomier folder) and run "
+                            f"`mcc resume {run.id}`.") from exc
         raise MccError(f"could not write {dest}: {exc}. Fix it and run `mcc resume {run.id}`.") from exc
     _collect_logs(ctx, run, store, dest.parent / "logs")
     p = final.get("progress", {})

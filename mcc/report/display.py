@@ -114,6 +114,9 @@ def summary_view(s: dict[str, Any]) -> Group:
         lines.append(Text.assemble(("result ", "bold"), s["result"]))
     if s.get("reason"):
         lines.append(Text.assemble(("reason ", "bold"), s["reason"]))
+    if s.get("running"):
+        lines.append(Text.assemble(("running ", "bold"), ", ".join(
+            f"{r['name']} ({r['kind']} {r['physical_id'] or r['state']})" for r in s["running"])))
     parts: list[Any] = list(lines)
     if s.get("failures"):
         table = Table(title="Failed subproblems", title_justify="left")

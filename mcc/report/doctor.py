@@ -102,7 +102,8 @@ def check_ledger(home: str | Path | None = None) -> Check:
     detail = (f"{ledger.path} (uuid {ledger.uuid}), schema {version}/{LATEST}, integrity "
               f"{'ok' if ok else '; '.join(integrity[:3])}, "
               + ", ".join(f"{k} {n}" for k, n in counts.items()) + f" ({live} resources not deleted)")
-    fix = "" if ok else f"the SQLite file is damaged: back it up, then `sqlite3 {path} .recover`"
+    fix = "" if ok else ("the SQLite file is damaged: `mcc ledger recover` restores its last backup and adopts, "
+                         "by their tags, the resources created since")
     return Check("ledger", ok, detail, fix, essential=True)
 
 

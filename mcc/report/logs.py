@@ -16,7 +16,8 @@ from typing import Iterator
 
 from mcc.driver.context import Context, store_of
 from mcc.errors import MccError
-from mcc.ledger import TERMINAL_RUN_STATES, current_ledger, models, open_ledger, queries
+from mcc.ledger import TERMINAL_RUN_STATES, current_ledger, models, queries
+from mcc.ledger.db import open_for_reading
 from mcc.work.runspec import FINAL, LOGS
 from mcc.work.stores import Store
 
@@ -117,7 +118,7 @@ _contexts: dict[str, Context] = {}
 
 def _store(run: models.Run) -> Store | None:
     """The run's bucket (None before provisioning recorded it)."""
-    ledger = current_ledger() or open_ledger()
+    ledger = current_ledger() or open_for_reading()
     ctx = _contexts.get(run.id)
     if ctx is None or ctx.ledger is not ledger:
         ctx = _contexts[run.id] = Context.for_run(ledger, run)
@@ -136,7 +137,7 @@ def _select(texts: dict[str, str], worker: str | None) -> dict[str, str]:
 def run_logs(run_id: str, worker: str | None = None, *, home: str | Path | None = None) -> dict[str, str]:
     """source → text of the run's logs: from results/ once the run is finished, else from the bucket."""
     if home is not None or current_ledger() is None:
-        open_ledger(home)
+        open_for_reading(home)
     run = queries.get_run(run_id)
     folder = results_logs_dir(run)
     store = None if run.state in FINISHED_STATES and folder.is_dir() else _store(run)
@@ -162,7 +163,7 @@ def follow(run_id: str, worker: str | None = None, *, poll: float = 0.5, quiet_p
     and ``quiet_polls`` polls in a row brought no new line (a detached run nobody is driving).
     """
     if home is not None or current_ledger() is None:
-        open_ledger(home)
+        open_for_reading(home)
     seen: dict[str, int] = {}
     quiet = 0
     while True:
