@@ -16,7 +16,7 @@ from typing import Iterator
 
 from mcc.errors import MccError
 from mcc.ledger import TERMINAL_RUN_STATES, current_ledger, models, open_ledger, queries
-from mcc.runspec import FINAL, LOGS
+from mcc.runspec import FAILURES, FINAL, LOGS
 from mcc.storage import Store
 
 log = logging.getLogger(__name__)
@@ -104,6 +104,19 @@ def collect_logs(store: Store, dest: Path) -> Path | None:
     merged.write_text("".join(line + "\n" for line in merge(texts)))
     log.info("copied %d log files to %s", len(texts), dest)
     return merged
+
+
+def collect_failures(store: Store, dest: Path) -> int:
+    """Copy the full text of every failed point attempt (``failures/SUB/ATTEMPT.txt``: the traceback or
+    the script's stderr) to ``dest/failures/``; returns how many. The ledger and `mcc status` keep one line."""
+    keys = store.list(FAILURES)
+    for key in keys:
+        data = store.get_bytes(key)
+        if data is not None:
+            path = dest / key
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+    return len(keys)
 
 
 def results_logs_dir(run: models.Run) -> Path:

@@ -21,6 +21,7 @@ import numpy as np
 import redis
 from h5py import h5f, h5p
 
+from mcc.pointerror import summarize
 from mcc.project import load_function, rows_from_result
 from mcc.runspec import failure_key, result_key
 from mcc.remote.results import ResultWriter, fill_result
@@ -135,9 +136,11 @@ class Worker:
         try:
             path = self._compute(sub)
         except PointFailed as exc:
-            self._record_failure(sub, exc)
-            outcome = self.rt.queue.fail(self.id, sub, f"point {exc.index}: {exc.detail[-500:]}")
-            self.log.warning("subproblem %d failed at point %d (%s)", sub, exc.index, outcome)
+            key = self._record_failure(sub, exc)
+            line = summarize(exc.detail, self.rt.spec.project_dir)
+            outcome = self.rt.queue.fail(self.id, sub, f"point {exc.index}: {line}")
+            self.log.warning("subproblem %d failed at point %d (%s): %s; full text in %s", sub, exc.index, outcome,
+                             line, key)
             self.held.remove(sub)
         else:
             self.rt.store.put_file(result_key(sub), path, move=True)
@@ -248,10 +251,13 @@ class Worker:
         except (OSError, KeyError):
             raise PointFailed(first, self.points[first].tolist(), f"{spec.entry_target} wrote no `data` dataset to OUTFILE") from None
 
-    def _record_failure(self, sub: int, exc: PointFailed) -> None:
+    def _record_failure(self, sub: int, exc: PointFailed) -> str:
+        """Write the attempt's full text (traceback or stderr) to the bucket; returns its key."""
         attempt = self.rt.queue.attempts(sub) + 1
         text = f"worker: {self.id}\nsubproblem: {sub}\npoint index: {exc.index}\npoint: {exc.point}\n\n{exc.detail}"
-        self.rt.store.put_bytes(failure_key(sub, attempt), text.encode())
+        key = failure_key(sub, attempt)
+        self.rt.store.put_bytes(key, text.encode())
+        return key
 
     # -- liveness --------------------------------------------------------------------------------
     def _heartbeat_loop(self) -> None:
