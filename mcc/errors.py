@@ -1,6 +1,10 @@
 """Typed errors. The CLI turns every MccError into a one-paragraph message and a non-zero exit."""
 from __future__ import annotations
 
+#: `mcc run` / `mcc resume` exit status of a run that finished with dead points (``completed_with_failures``):
+#: the combined file exists but lacks them. 0 = every point has its result, 1 = the run failed.
+EXIT_COMPLETED_WITH_FAILURES = 4
+
 
 class MccError(Exception):
     """Base of every error mcc raises on purpose; its text is shown to the user as is."""
