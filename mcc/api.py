@@ -1,10 +1,11 @@
 """The Python API: ``run``, ``resume``, ``status``, ``clean``. The CLI is a thin layer over these."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mcc.ledger import Ledger, fire, models, open_ledger, queries
+from mcc.ledger import Ledger, fire, fire_bulk, models, open_ledger, queries
 from mcc.runspec import PROGRESS
 from mcc.storage import get_json
 
@@ -45,18 +46,53 @@ def run(project_dir: str | Path = ".", *, backend: str | None = None, workers: i
     return with_cost(summary(run_row), run_row)
 
 
-def resume(run_id: str, *, keep: bool = False, detach: bool = False, on_progress: ProgressCallback | None = None,
-           home: str | Path | None = None) -> dict[str, Any]:
-    """Re-enter the run's current state and drive it to its goal (a failed run is retried)."""
+def resume(run_id: str, *, keep: bool = False, detach: bool = False, retry_dead: bool = False,
+           on_progress: ProgressCallback | None = None, home: str | Path | None = None) -> dict[str, Any]:
+    """Re-enter the run's current state and drive it to its goal (a failed run is retried).
+
+    ``retry_dead``: a run that finished ``completed_with_failures`` recomputes only its dead points
+    (see :func:`retry_dead`); the combined file is rebuilt with every point once.
+    """
     from mcc.supervisor import Context, drive
 
     ledger = _ledger(home)
     run_row = queries.get_run(run_id)
     ctx = Context.for_run(ledger, run_row)
-    if run_row.state in ("failed", "cancelled"):
+    if retry_dead:
+        run_row = revive_dead(run_row)
+    elif run_row.state in ("failed", "cancelled"):
         run_row = fire(run_row, "retry", reason="mcc resume")
     run_row = drive(ctx, run_row, detach=detach, keep=keep, on_progress=on_progress)
     return with_cost(summary(run_row), run_row)
+
+
+def revive_dead(run_row: models.Run) -> models.Run:
+    """Start a round of --retry-dead: the run back to provisioning and its dead subproblems to pending,
+    in one transaction, with Events naming why; the round (its time, the entry's content hash now, the
+    revived subproblems) is appended to ``spec["rounds"]``. A run already on its way (an interrupted
+    retry) is left as it is."""
+    from mcc.errors import MccError
+    from mcc.project import Entry, entry_sha256
+
+    if run_row.state in ("provisioning", "launching", "running", "combining", "collecting"):
+        return run_row
+    if run_row.state != "completed_with_failures":
+        raise MccError(f"run {run_row.id} is {run_row.state}: --retry-dead recomputes the dead points of a run that "
+                       f"finished completed_with_failures (`mcc status {run_row.id}` shows its state).")
+    dead = queries.dead_subproblems(run_row.id)
+    spec = run_row.spec or {}
+    entry_hash = entry_sha256(Path(run_row.project_dir), Entry(spec["entry_kind"], spec["entry_target"]))
+    changed = "unchanged" if entry_hash == spec.get("entry_sha256") else "changed"
+    reason = (f"mcc resume --retry-dead: {len(dead)} dead subproblem(s), {sum(d['n_points'] for d in dead)} "
+              f"point(s) recomputed; entry {spec['entry_target']} {changed} (sha256 {entry_hash[:12]})")
+    rounds = [*(spec.get("rounds") or [{}]),
+              {"at": time.time(), "entry_sha256": entry_hash, "why": reason, "subproblems": [d["index"] for d in dead]}]
+    ids = [row_id for (row_id,) in models.Subproblem.select(models.Subproblem.id).where(
+        (models.Subproblem.run == run_row.id) & (models.Subproblem.state == "dead")).tuples()]
+    with models.db.atomic():
+        run_row = fire(run_row, "retry_dead", reason=reason, spec={**spec, "rounds": rounds, "entry_sha256": entry_hash})
+        fire_bulk(models.Subproblem, "revive", ids, run_id=run_row.id, reason=reason)
+    return run_row
 
 
 def status(run_id: str | None = None, *, home: str | Path | None = None) -> dict[str, Any] | list[dict[str, Any]]:

@@ -16,6 +16,7 @@ COMBINED = "combined.h5"
 RESULTS = "results/"
 FAILURES = "failures/"
 JOURNAL = "journal/"
+RETRIED = "retried/"  # retried/<generation>/failures/...: the failures of points revived by --retry-dead
 INSTANCES = "instances/"
 LOGS = "logs/"
 
@@ -61,6 +62,8 @@ class RunSpec:
     idle_exit_seconds: float = 120.0  # a worker with nothing to do and no manager exits after this
     tick_seconds: float = 0.1
     extra: dict[str, Any] = field(default_factory=dict)
+    generation: int = 0  # rounds of `mcc resume --retry-dead` so far: a new one makes the manager reseed
+    entry_sha256: str = ""  # of the entry's source when this round started (recorded per worker)
 
     @property
     def stall_after(self) -> float:

@@ -21,9 +21,11 @@ from mcc.backends import Backend, get_backend
 from mcc.engine import Engine
 from mcc.errors import MccError
 from mcc.journal import sync_run
-from mcc.ledger import Ledger, TERMINAL_RUN_STATES, create_row, create_subproblems, fire, fire_bulk, models
+from mcc.ledger import Ledger, TERMINAL_RUN_STATES, create_row, create_subproblems, fire, fire_bulk, models, queries
 from mcc.prepare import Prepared
-from mcc.runspec import COMBINED, FINAL, POINTS, PROGRESS, SPEC, RunSpec
+from mcc.project import entry_sha256, result_columns
+from mcc.resultfile import describe, file_attrs, points_sha256
+from mcc.runspec import COMBINED, FAILURES, FINAL, POINTS, PROGRESS, RETRIED, SPEC, RunSpec
 from mcc.storage import Store, get_json
 
 #: on_progress(run, progress, cost): the manager's latest progress document (None before the first one) and
@@ -63,10 +65,13 @@ def create_run(ledger: Ledger, prepared: Prepared) -> models.Run:
     with open(os.open(points_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as fh:
         np.save(fh, prepared.project.points, allow_pickle=False)
     s, p = prepared.settings, prepared.project
+    entry_hash = entry_sha256(p.dir, p.entry)
     spec = {
         "entry_kind": p.entry.kind, "entry_target": p.entry.target, "chunk_size": prepared.chunk_size,
         "n_subproblems": len(prepared.chunks), "seconds_per_point": prepared.seconds_per_point,
         "has_combiner": p.combine is not None, "n_dims": int(p.points.shape[1]),
+        "points_sha256": points_sha256(p.points), "columns": result_columns(p), "entry_sha256": entry_hash,
+        "rounds": [{"at": time.time(), "entry_sha256": entry_hash, "why": "mcc run"}],
     }
     with ledger.atomic():
         run = create_row(models.Run, id=run_id, state="draft", backend=s.backend, project_dir=str(p.dir),
@@ -86,7 +91,13 @@ def run_spec(ctx: Context, run: models.Run, urls: dict[str, Any]) -> RunSpec:
         workers=s["workers"], max_attempts=s["max_attempts"], point_timeout=s["point_timeout"],
         lease_seconds=s["lease_seconds"], has_combiner=sp["has_combiner"],
         tick_seconds=urls.get("tick_seconds", 0.1), extra=urls.get("extra", {}),
+        generation=generation(run), entry_sha256=sp.get("entry_sha256", ""),
     )
+
+
+def generation(run: models.Run) -> int:
+    """How many `mcc resume --retry-dead` rounds the run has had (0: only the first `mcc run`)."""
+    return max(0, len((run.spec or {}).get("rounds") or [None]) - 1)
 
 
 def store_of(ctx: Context, run: models.Run) -> Store | None:
@@ -139,8 +150,27 @@ def _provision(ctx: Context, run: models.Run) -> None:
     if not store.exists(POINTS):
         store.put_file(POINTS, inputs_path(ctx.ledger, run.id))
     final = get_json(store, FINAL)
-    if final is not None and final.get("state") not in ("completed", "completed_with_failures"):
+    if final is not None and (final.get("state") not in ("completed", "completed_with_failures")
+                              or final.get("generation", 0) != spec.generation):
         store.delete(FINAL)  # a retried run: let the new manager finish it again
+    if spec.generation:
+        _archive_failures(store, run, spec.generation)
+
+
+def _archive_failures(store: Store, run: models.Run, gen: int) -> None:
+    """Before round ``gen`` of --retry-dead: move the revived subproblems' failure texts from failures/ to
+    retried/<gen>/failures/, so the new queue seeds them pending with every attempt; once per round."""
+    marker = f"{RETRIED}{gen}/archived"
+    if store.exists(marker):
+        return
+    for sub in run.spec["rounds"][gen].get("subproblems", []):
+        for key in store.list(f"{FAILURES}{sub:07d}/"):
+            data = store.get_bytes(key)
+            if data is not None:
+                store.put_bytes(f"{RETRIED}{gen}/{key}", data)
+            store.delete(key)
+    store.delete(PROGRESS)  # the last round's counts
+    store.put_bytes(marker, b"")
 
 
 def _follow(ctx: Context, run: models.Run, on_progress: ProgressCallback | None) -> models.Run:
@@ -234,9 +264,12 @@ def _collect(ctx: Context, run: models.Run) -> models.Run:
     final = get_json(store, FINAL) or {}
     settle_subproblems(run, {int(k) for k in final.get("dead", {})})
     dest = result_path(run)
+    part = dest.with_name(dest.name + ".part")
     try:
-        if not store.get_file(COMBINED, dest):
+        if not store.get_file(COMBINED, part):
             raise MccError(f"run {run.id}: the bucket {store.url} has no {COMBINED}; `mcc resume {run.id}` recomputes it")
+        describe(part, file_attrs(run.id, run.spec, run.settings, run.points), queries.missing_points(run.id))
+        part.replace(dest)
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise MccError(
@@ -258,7 +291,7 @@ def _collect_logs(ctx: Context, run: models.Run, store: Store, dest: Path) -> No
     Waits a moment for a local manager to exit so its last lines are in; a failure here is logged,
     never fatal (the logs stay in the bucket until `mcc clean`).
     """
-    from mcc.logs import collect_logs
+    from mcc.logs import collect_failures, collect_logs
 
     manager = current_manager(run)
     deadline = time.monotonic() + 3.0
@@ -268,5 +301,6 @@ def _collect_logs(ctx: Context, run: models.Run, store: Store, dest: Path) -> No
         time.sleep(0.05)
     try:
         collect_logs(store, dest)
+        collect_failures(store, dest)
     except Exception as exc:  # noqa: BLE001 - logs are a convenience; the result must still be collected
         logging.getLogger(__name__).warning("could not copy the logs of %s to %s: %s", run.id, dest, exc)

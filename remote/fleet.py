@@ -23,7 +23,11 @@ class LocalFleet:
         self.workers: dict[str, processes.ProcessId] = {}
 
     def _new_id(self) -> str:
-        n = self.rt.redis.incr(f"mcc:{{{self.rt.spec.run_id}}}:worker_seq")
+        """``w-0001``, … unique within the run: a fresh queue (a later --retry-dead round, a lost queue)
+        continues after the workers already recorded in the bucket, so no two share a ledger row."""
+        key = f"mcc:{{{self.rt.spec.run_id}}}:worker_seq"
+        self.rt.redis.setnx(key, len(self.rt.store.list(INSTANCES)))
+        n = self.rt.redis.incr(key)
         return f"w-{int(n):04d}"
 
     def launch_workers(self, count: int) -> list[str]:
@@ -46,6 +50,7 @@ class LocalFleet:
             put_json(self.rt.store, instance_key(worker_id), {
                 "worker_id": worker_id, "physical_id": str(proc), "kind": "instance", "role": "worker",
                 "backend": "local", "launched_at": time.time(), "tags": tags,
+                "entry_sha256": self.rt.spec.entry_sha256,  # the code this worker's rows come from
             })
             launched.append(worker_id)
         return launched
