@@ -11,7 +11,7 @@ Timed, each in this process on the open ledger (median of 3):
   whole ``mcc ledger show --json`` command as a subprocess, once (interpreter start-up included);
 * a filtered query: ``queries.resources(kind="instance", state="active")`` and
   ``ledger_view(kind="instance", state="active")``;
-* journal sync: ``mcc.journal.apply_events`` of 100k synthetic queue events (50k subproblems of a
+* journal sync: ``mcc.driver.journal.apply_events`` of 100k synthetic queue events (50k subproblems of a
   new run, each ``claimed`` then ``acked``: 100k state changes).
 
 Size: the number of subproblems (resources = size / 100, events = size).
@@ -116,7 +116,7 @@ def timed(fn: Callable[[], Any], repeats: int = 3) -> tuple[float, Any]:
 
 def journal_sync(changes: int) -> float:
     """apply_events of ``changes`` synthetic events (claimed + acked per subproblem) on a new run."""
-    from mcc.journal import apply_events
+    from mcc.driver.journal import apply_events
     from mcc.ledger import create_row, create_subproblems, models
 
     n = changes // 2
@@ -176,7 +176,7 @@ def run(size: int | None, ctx: Context) -> list[Row]:
             fmt_s(filt_s), "—", "—", "< 1 s", filt_s < 1.0,
             notes=f"{len(rows):,} rows; `ledger show --kind instance --state active` (api): {fmt_s(filt_view_s)}",
             data=data),
-        Row("B5/sync", f"journal sync: mcc.journal.apply_events of {SYNC_CHANGES:,} state changes "
+        Row("B5/sync", f"journal sync: mcc.driver.journal.apply_events of {SYNC_CHANGES:,} state changes "
                        f"({SYNC_CHANGES // 2:,} subproblems claimed + acked) into that ledger",
             fmt_s(sync_s), "—", "—", "< 2 s", sync_s < 2.0, data=data),
     ]

@@ -2,7 +2,7 @@
 
 The partial files are written as a worker writes them (``mcc.remote.worker._write_result``: byte for
 byte what h5py writes). Timed in a fresh subprocess each (so ``ru_maxrss`` is the combine's own
-peak): ``mcc.combine.combine_files(files, out, None)`` — the manager's call, built-in combiner —
+peak): ``mcc.work.combine.combine_files(files, out, None)`` — the manager's call, built-in combiner —
 against the baseline, a raw h5py copy of the same bytes stored as one dataset (read the whole
 (N·100, 5) dataset, write it as one dataset into a new file). Rates are data bytes per second.
 Peak memory is reported as the peak RSS (VmHWM) over the RSS before the call (the interpreter,
@@ -52,7 +52,7 @@ def _child(mode: str, src: str, out: str) -> None:
     """In a fresh process: time one combine (or raw copy); print JSON with its peak memory."""
     import h5py
 
-    from mcc.combine import combine_files
+    from mcc.work.combine import combine_files
 
     before = _rss_mb()
     t0 = time.perf_counter()

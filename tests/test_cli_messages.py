@@ -7,7 +7,7 @@ from click.testing import CliRunner
 
 from mcc import errors
 from mcc.cli import McGroup, failures_note, out
-from mcc.display import runs_table, summary_view
+from mcc.report.display import runs_table, summary_view
 
 TEXT = ("AWS options go inside the [aws] table of mcc.toml; e.g. return [[s] for s in np.linspace(-0.05, 0.05, 51)] "
         "— at points.py:100: `x = d[k]` [bold]not bold[/] [/]")

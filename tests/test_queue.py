@@ -1,4 +1,4 @@
-"""Tests of mcc.queue against a real redis-server (no mocks)."""
+"""Tests of mcc.work.queue against a real redis-server (no mocks)."""
 from __future__ import annotations
 
 import threading
@@ -14,7 +14,7 @@ from mcc.errors import ProviderError
 from mcc.providers.base import TAG_LEDGER
 from mcc.providers.local import processes
 from mcc.providers.local.cache import find_redis_server, new_password, start_redis
-from mcc.queue import Progress, Queue
+from mcc.work.queue import Progress, Queue
 from tests.conftest import wait_for
 
 

@@ -320,6 +320,6 @@ def test_billing_rule_is_stated_and_cited() -> None:
     costs = text[text.index("## Costs"): text.index("## Performance")]
     assert "per second, with a\n60-second minimum" in costs and "Per Second Billing" in costs
     assert "https://aws.amazon.com/ec2/pricing/on-demand/" in costs and "whole hour" in costs
-    from mcc import pricing
+    from mcc.report import pricing
 
     assert pricing.instance_cost(30, 3600.0) == 60.0 and pricing.instance_cost(3600.4, 3600.0) == 3601.0  # as stated

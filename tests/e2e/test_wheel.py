@@ -19,7 +19,7 @@ def test_wheel_installs_into_a_fresh_venv_and_runs_a_sweep(tmp_path: Path, make_
     wheel = next(dist.glob("*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     for module in ("mcc/remote/worker.py", "mcc/remote/manager.py", "mcc/ledger_schema/v0001_initial.py",
-                   "mcc/templates/points.py", "mcc/cli.py"):
+                   "mcc/project/starter/points.py", "mcc/cli.py"):
         assert module in names, module
 
     venv = tmp_path / "venv"

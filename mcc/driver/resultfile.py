@@ -1,6 +1,6 @@
 """The self-describing result file: what a script reading ``combined.h5`` alone can learn from it.
 
-The built-in combiner writes ``data`` and ``point_index`` (see :func:`mcc.combine.builtin_combine`).
+The built-in combiner writes ``data`` and ``point_index`` (see :func:`mcc.work.combine.builtin_combine`).
 When a run is collected, :func:`describe` adds to the file — the built-in's or a user's
 ``combine_data`` output, when that is HDF5 —
 

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from mcc.config import Settings, load_settings
+from mcc.project.settings import Settings, load_settings
 from mcc.errors import ProjectError
-from mcc.project import Project, auto_chunk_size, failure, load_function, load_project, rows_from_result
-from mcc.runspec import make_chunks
+from mcc.project.folder import Project, auto_chunk_size, failure, load_function, load_project, rows_from_result
+from mcc.work.runspec import make_chunks
 
 PROBE_BUDGET = 30.0  # seconds; a slower first point means chunks of one point
 

@@ -18,7 +18,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from mcc import atomic
+from mcc.work import atomic
 from mcc.errors import MccError
 
 DIST = "materialsCloudCompute"
