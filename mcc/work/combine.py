@@ -81,16 +81,18 @@ def _write_point_index(out: h5py.File, chunks: list[tuple[int, int]], rows_per_f
     if len(chunks) != len(rows_per_file):
         raise ValueError(f"{len(rows_per_file)} result files but {len(chunks)} subproblems given")
     total = sum(rows_per_file)
-    dset = out.create_dataset("point_index", (total,), dtype="int64")
+    last = max((first + n for first, n in chunks), default=0)
+    dtype = np.int32 if last < 2**31 else np.int64  # 4 bytes a row for any sweep below 2 billion points
+    dset = out.create_dataset("point_index", (total,), dtype=dtype)
     dset.attrs["description"] = "the point number (index into get_points()) of each row of data; -1: unknown"
     at, parts, held = 0, [], 0
     for (first, n), rows in zip(chunks, rows_per_file):
         if rows == n:
-            parts.append(np.arange(first, first + n, dtype=np.int64))
+            parts.append(np.arange(first, first + n, dtype=dtype))
         elif n and rows % n == 0:
-            parts.append(np.repeat(np.arange(first, first + n, dtype=np.int64), rows // n))
+            parts.append(np.repeat(np.arange(first, first + n, dtype=dtype), rows // n))
         else:
-            parts.append(np.full(rows, -1, dtype=np.int64))
+            parts.append(np.full(rows, -1, dtype=dtype))
         held += rows
         if held * 8 >= BLOCK_BYTES:
             dset[at : at + held] = np.concatenate(parts)
