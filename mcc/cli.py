@@ -147,7 +147,7 @@ def failures_note(result: dict[str, Any]) -> Text:
 @click.option("--chunk-size", type=int, help="Points per subproblem (default: ~2 s of work).")
 @click.option("--max-attempts", type=int, help="Attempts per subproblem before it is dead.")
 @click.option("--entry", help='"module:function" or "script.py".')
-@click.option("--point-timeout", type=float, help="Seconds allowed per point.")
+@click.option("--point-timeout", type=float, help="Seconds allowed per point (default: no limit).")
 @click.option("--detach", is_flag=True, help="Return once the run is launched; follow with `mcc resume`.")
 @click.option("--keep", is_flag=True, help="Keep the queue and processes after the run.")
 @aws_options

@@ -5,6 +5,12 @@ from __future__ import annotations
 #: the combined file exists but lacks them. 0 = every point has its result, 1 = the run failed.
 EXIT_COMPLETED_WITH_FAILURES = 4
 
+#: The install commands mcc's messages advise, run in the mcc checkout (no release is on PyPI yet);
+#: README shows each one (tests/test_cli_messages.py checks).
+INSTALL_PLOT = 'pip install -e ".[plot]"'
+INSTALL_UPGRADE = "git pull && pip install -e ."
+INSTALL_REINSTALL = "pip install --force-reinstall -e ."
+
 
 class MccError(Exception):
     """Base of every error mcc raises on purpose; its text is shown to the user as is."""

@@ -63,3 +63,13 @@ def test_tables_and_summaries_keep_brackets() -> None:
         out.width = width
     text = captured.get()
     assert text.count(TEXT) >= 3 and "finished 5/10 · 5 dead" in text
+
+
+def test_every_install_command_advised_is_one_readme_shows() -> None:
+    from tests.conftest import REPO
+
+    readme = (REPO / "README.md").read_text()
+    for command in (errors.INSTALL_PLOT, errors.INSTALL_UPGRADE, errors.INSTALL_REINSTALL):
+        assert f"`{command}`" in readme, command
+    sources = "".join(p.read_text() for p in (REPO / "mcc").rglob("*.py"))
+    assert "materialsCloudCompute[" not in sources and "install -U materialsCloudCompute" not in sources

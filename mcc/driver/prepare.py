@@ -55,7 +55,7 @@ def prepare(project_dir: str | Path, overrides: Mapping[str, Any] | None = None,
     seconds = None
     chunk = settings.chunk_size
     if chunk is None:
-        seconds = probe_entry(project, min(settings.point_timeout, PROBE_BUDGET))
+        seconds = probe_entry(project, min(settings.point_timeout or PROBE_BUDGET, PROBE_BUDGET))
         chunk = auto_chunk_size(seconds, len(project.points), settings.workers)
     return Prepared(settings, project, chunk, seconds)
 

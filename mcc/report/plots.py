@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from mcc.report.analysis import analyze_run, utilisation, worker_timeline
-from mcc.errors import MccError
+from mcc.errors import INSTALL_PLOT, MccError
 
 COLORS = {"done": "tab:green", "failed": "tab:red", "preempted": "tab:orange", "leased": "tab:blue"}
 TIMELINE, UTILISATION, COST = "timeline", "utilisation", "cost"
@@ -19,7 +19,7 @@ def _pyplot() -> Any:
     try:
         import matplotlib
     except ImportError:
-        raise MccError("plots need matplotlib: pip install 'materialsCloudCompute[plot]' (or pip install matplotlib)") from None
+        raise MccError(f"plots need matplotlib: `{INSTALL_PLOT}` in the mcc checkout (or `pip install matplotlib`)") from None
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 

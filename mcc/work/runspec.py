@@ -55,7 +55,7 @@ class RunSpec:
     project_dir: str
     workers: int
     max_attempts: int
-    point_timeout: float
+    point_timeout: float | None  # None: no per-point limit
     lease_seconds: float
     has_combiner: bool
     stall_seconds: float = 0.0  # 0 = 3 × lease
