@@ -114,10 +114,13 @@ def status(run_id: str | None = None, *, home: str | Path | None = None) -> dict
 
 
 def with_cost(doc: dict[str, Any], run_row: models.Run) -> dict[str, Any]:
-    """``doc`` (a run summary) with ``cost``: so far, burn rate and projected total (mcc.report.analysis.cost_figures)."""
+    """``doc`` (a run summary) with ``cost``: so far, burn rate and projected total (mcc.report.analysis.cost_figures).
+
+    The rate is the summary's ``timings.points_per_second`` once the run has one, so both read the same."""
     from mcc.report.analysis import cost_figures
 
-    return {**doc, "cost": cost_figures(run_row, done=doc["done"], dead=doc["dead"])}
+    rate = (doc.get("timings") or {}).get("points_per_second")
+    return {**doc, "cost": cost_figures(run_row, done=doc["done"], dead=doc["dead"], points_per_s=rate)}
 
 
 def clean(run_id: str | None = None, *, all: bool = False, dry_run: bool = False, regions: list[str] | None = None,
@@ -199,7 +202,8 @@ def summary(run_row: models.Run, live: bool = False, ctx: Context | None = None)
         "reason": run_row.reason, "subproblems": counts, "chunk_size": run_row.spec.get("chunk_size"),
         "entry": f"{run_row.spec.get('entry_kind')} {run_row.spec.get('entry_target')}",
         "failures": failures, "created_at": run_row.created_at, "updated_at": run_row.updated_at,
-        "workers": (progress or {}).get("workers"),
+        "workers": (run_row.settings or {}).get("workers"),  # configured (settings: the one source)
+        "workers_alive": (progress or {}).get("workers"),  # live runs only: what the manager last counted
         "timings": timings(run_row.id, done),
     }
 

@@ -166,8 +166,13 @@ def run(directory: Path, as_json: bool, profile: str | None, region: str | None,
     Example: mcc run examples/kpoints --workers 4
     """
     def created(run_row: Any) -> None:
+        from mcc.driver.prepare import oversubscription
+
         if not as_json:
             err.print(Text.assemble("run ", (run_row.id, "bold"), f": {run_row.points} points"), highlight=False)
+        warning = oversubscription(run_row.backend, run_row.settings["workers"])
+        if warning:
+            err.print(labelled("warning:", "bold yellow", warning), highlight=False, soft_wrap=True)
 
     aws = {"profile": profile, "region": region, "worker_type": worker_type, "spot": spot}
     result = _follow(as_json, api.run, project_dir=directory, on_created=created, aws=aws, **options)

@@ -12,7 +12,7 @@ from typing import Any
 from mcc.providers.base import ownership_tags
 from mcc.providers.local import processes
 from mcc.providers.local.instance import TAG_KIND
-from mcc.work.runspec import INSTANCES, LOGS, instance_key
+from mcc.work.runspec import INSTANCES, LOGS, WORK, instance_key
 from mcc.work.stores import get_json, put_json
 from mcc.remote.runtime import Runtime
 
@@ -35,7 +35,7 @@ class LocalFleet:
         for _ in range(count):
             worker_id = self._new_id()
             tags = ownership_tags(self.rt.spec.ledger_uuid, self.rt.spec.run_id, f"{self.rt.spec.run_id}/{worker_id}", worker_id)
-            workdir = self.rt.store.local_path(f"work/{worker_id}")
+            workdir = self.rt.store.local_path(f"{WORK}{worker_id}")
             log = self.rt.store.local_path(f"{LOGS}{worker_id}.log")
             assert workdir is not None and log is not None
             log.parent.mkdir(parents=True, exist_ok=True)

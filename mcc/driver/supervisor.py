@@ -24,7 +24,7 @@ from mcc.project.folder import entry_sha256, result_columns
 from mcc.ledger import Ledger, TERMINAL_RUN_STATES, create_row, create_subproblems, fire, fire_bulk, models, queries
 from mcc.report.analysis import CostMeter
 from mcc.report.logs import collect_failures, collect_logs
-from mcc.work.runspec import COMBINED, FAILURES, FINAL, POINTS, PROGRESS, RETRIED, SPEC, RunSpec
+from mcc.work.runspec import WORK, COMBINED, FAILURES, FINAL, POINTS, PROGRESS, RETRIED, SPEC, RunSpec
 from mcc.work.stores import Store, get_json
 
 #: on_progress(run, progress, cost): the manager's latest progress document (None before the first one) and
@@ -103,6 +103,8 @@ def drive(ctx: Context, run: models.Run, *, detach: bool = False, keep: bool = F
         else:
             if state in TERMINAL_RUN_STATES and state not in ("cleaning", "cleaned") and not keep:
                 ctx.backend.teardown(ctx.engine, run)
+                if state in ("completed", "completed_with_failures"):
+                    drop_collected_copies(ctx, run)
             return run
 
 
@@ -238,6 +240,7 @@ def _collect(ctx: Context, run: models.Run) -> models.Run:
         if not store.get_file(COMBINED, part):
             raise MccError(f"run {run.id}: the bucket {store.url} has no {COMBINED}; `mcc resume {run.id}` recomputes it")
         describe(part, file_attrs(run.id, run.spec, run.settings, run.points), queries.missing_points(run.id))
+        os.chmod(part, 0o666 & ~_umask())  # the user's file: their umask (the bucket's copies stay 0600)
         part.replace(dest)
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -252,6 +255,24 @@ def _collect(ctx: Context, run: models.Run) -> models.Run:
     reason = None if trigger == "complete" else f"{p.get('dead', 0)} subproblem(s) failed every attempt"
     return fire(run, trigger, reason=reason, result_path=str(dest),
                 done=p.get("done_points", run.done), dead=p.get("dead_points", run.dead))
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def drop_collected_copies(ctx: Context, run: models.Run) -> None:
+    """Once the result is in the project, the bucket's copy of it and the workers' scratch folders go.
+
+    Kept: the logs, the journal, the spec and points, and results/ (what `mcc resume RUN --retry-dead` rebuilds
+    the combined file from). `mcc clean` removes the rest; ``--keep`` keeps everything."""
+    store = store_of(ctx, run)
+    if store is None:
+        return
+    for key in [COMBINED, *store.list(WORK)]:
+        store.delete(key)
 
 
 def _collect_logs(ctx: Context, run: models.Run, store: Store, dest: Path) -> None:

@@ -19,6 +19,7 @@ JOURNAL = "journal/"
 RETRIED = "retried/"  # retried/<generation>/failures/...: the failures of points revived by --retry-dead
 INSTANCES = "instances/"
 LOGS = "logs/"
+WORK = "work/"  # the local workers' scratch folders (local backend)
 
 
 def result_key(sub: int) -> str:

@@ -3,6 +3,7 @@ description of what is missing, and `mcc resume RUN --retry-dead` recomputing on
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import h5py
@@ -52,6 +53,12 @@ def test_dead_points_exit_code_file_and_retry_dead(mcc_home: Path, make_project)
         assert json.loads(a["settings"])["max_attempts"] == 1 and a["mcc_version"]
         first_hash = a["entry_sha256"]
     assert result.stat().st_size < 64 * 1024  # in proportion to 20 rows (was one 4 MiB chunk)
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert result.stat().st_mode & 0o777 == 0o666 & ~umask  # the user's file follows the user's umask
+    bucket = mcc_home / "buckets" / run_id
+    assert not (bucket / "combined.h5").exists() and not list((bucket / "work").rglob("*.*"))  # collected: gone
+    assert len(list((bucket / "results").iterdir())) == 4 and list((bucket / "logs").iterdir())  # what resume needs
 
     (project / "fixed").write_text("")
     (project / "entry.py").write_text((project / "entry.py").read_text() + "# fixed\n")
@@ -59,6 +66,7 @@ def test_dead_points_exit_code_file_and_retry_dead(mcc_home: Path, make_project)
     assert again.returncode == 0, again.stderr
     out = json.loads(again.stdout)
     assert (out["state"], out["done"], out["dead"]) == ("completed", 30, 0)
+    assert out["workers"] == 2 and out["cost"]["points_per_s"] == out["timings"]["points_per_second"]  # one source each
     with h5py.File(result, "r") as fh:
         np.testing.assert_array_equal(np.sort(fh["point_index"][...]), np.arange(30))  # every point once
         np.testing.assert_array_equal(fh["data"][:, 0], fh["point_index"][...])
