@@ -209,21 +209,31 @@ def summary(run_row: models.Run, live: bool = False, ctx: Context | None = None)
 
 
 def timings(run_id: str, done_points: int) -> dict[str, float]:
-    """Seconds spent per phase, from the run's transition events (first start → last combine = compute)."""
-    at: dict[str, list[float]] = {}
+    """Seconds spent per phase, from the run's transition events (first start → last combine = compute).
+
+    A run with `mcc resume --retry-dead` rounds adds up each round's compute and total time (the time
+    between rounds, while the user fixed the entry, is no one's)."""
+    rounds: list[dict[str, list[float]]] = [{}]
     for trigger, when in queries.run_transitions(run_id):
-        at.setdefault(trigger, []).append(when)
+        if trigger == "retry_dead":
+            rounds.append({})
+        rounds[-1].setdefault("create" if trigger == "retry_dead" else trigger, []).append(when)
     out: dict[str, float] = {}
-    if "create" in at and "start" in at:
-        out["startup_s"] = round(at["start"][0] - at["create"][0], 3)
-    if "start" in at and "combine" in at:
-        compute = at["combine"][-1] - at["start"][0]
+    first = rounds[0]
+    if "create" in first and "start" in first:
+        out["startup_s"] = round(first["start"][0] - first["create"][0], 3)
+    computes = [at["combine"][-1] - at["start"][0] for at in rounds if "start" in at and "combine" in at]
+    if computes:
+        compute = sum(computes)
         out["compute_s"] = round(compute, 3)
         if compute > 0:
             out["points_per_second"] = round(done_points / compute, 1)
-    if "combine" in at and "collect" in at:
-        out["combine_s"] = round(at["collect"][-1] - at["combine"][-1], 3)
-    ends = [t for trig in ("complete", "complete_with_failures", "fail") for t in at.get(trig, [])]
-    if "create" in at and ends:
-        out["total_s"] = round(max(ends) - at["create"][0], 3)
+    last = rounds[-1]
+    if "combine" in last and "collect" in last:
+        out["combine_s"] = round(last["collect"][-1] - last["combine"][-1], 3)
+    totals = [max(t for trig in ("complete", "complete_with_failures", "fail") for t in at.get(trig, []))
+              - at["create"][0] for at in rounds
+              if "create" in at and any(at.get(trig) for trig in ("complete", "complete_with_failures", "fail"))]
+    if totals:
+        out["total_s"] = round(sum(totals), 3)
     return out

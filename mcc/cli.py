@@ -149,7 +149,8 @@ def failures_note(result: dict[str, Any]) -> Text:
 @click.option("--entry", help='"module:function" or "script.py".')
 @click.option("--point-timeout", type=float, help="Seconds allowed per point (default: no limit).")
 @click.option("--detach", is_flag=True, help="Return once the run is launched; follow with `mcc resume`.")
-@click.option("--keep", is_flag=True, help="Keep the queue and processes after the run.")
+@click.option("--keep", is_flag=True,
+              help="Keep the queue, the processes and the bucket's copy of the result after the run.")
 @aws_options
 @click.option("--worker-type", help="EC2 instance type of the workers (aws).")
 @click.option("--spot/--on-demand", default=None, help="Workers on spot instances (aws).")

@@ -36,7 +36,7 @@ def points_sha256(points: np.ndarray) -> str:
 
 def result_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
     """The subset of a run's settings (``Settings.to_dict()``) that changes results."""
-    chosen = {k: settings.get(k) for k in RESULT_SETTINGS if settings.get(k) is not None}
+    chosen = {k: settings.get(k) for k in RESULT_SETTINGS}  # None said too: point_timeout None = no limit
     aws = {k: v for k, v in (settings.get("aws") or {}).items() if k in RESULT_AWS_SETTINGS}
     if aws and settings.get("backend") == "aws":
         chosen["aws"] = aws
