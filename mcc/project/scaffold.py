@@ -13,7 +13,7 @@ TEMPLATE_FILES: tuple[str, ...] = ("points.py", "entry.py", "combine_data.py", "
 def _template_text(name: str) -> str:
     """The text of one template shipped in the ``mcc`` package (works from a wheel too)."""
     try:
-        return (resources.files("mcc.project.folder") / "starter" / name).read_text(encoding="utf-8")
+        return (resources.files("mcc.project") / "starter" / name).read_text(encoding="utf-8")
     except (OSError, TypeError, ModuleNotFoundError):
         # mcc may be a namespace package during development; fall back to the source tree.
         try:
