@@ -1,11 +1,12 @@
 """The Python API: ``run``, ``resume``, ``status``, ``clean``. The CLI is a thin layer over these."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mcc.errors import MccError, ProjectError
-from mcc.ledger import Ledger, fire, models, open_ledger, queries
+from mcc.ledger import Ledger, fire, fire_bulk, models, open_ledger, queries
 from mcc.ledger.db import open_for_reading
 from mcc.work.runspec import PROGRESS
 from mcc.work.stores import get_json
@@ -51,9 +52,13 @@ def run(project_dir: str | Path = ".", *, backend: str | None = None, workers: i
     return with_cost(summary(run_row), run_row)
 
 
-def resume(run_id: str, *, keep: bool = False, detach: bool = False, on_progress: ProgressCallback | None = None,
-           home: str | Path | None = None) -> dict[str, Any]:
-    """Re-enter the run's current state and drive it to its goal (a failed run is retried)."""
+def resume(run_id: str, *, keep: bool = False, detach: bool = False, retry_dead: bool = False,
+           on_progress: ProgressCallback | None = None, home: str | Path | None = None) -> dict[str, Any]:
+    """Re-enter the run's current state and drive it to its goal (a failed run is retried).
+
+    ``retry_dead``: a run that finished ``completed_with_failures`` recomputes only its dead points
+    (see :func:`revive_dead`); the combined file is rebuilt with every point once.
+    """
     from mcc.driver.context import Context
     from mcc.driver.runlock import RunLock
 
@@ -61,7 +66,7 @@ def resume(run_id: str, *, keep: bool = False, detach: bool = False, on_progress
     run_row = queries.get_run(run_id)
     with RunLock(ledger.home, run_row.id):
         run_row = queries.get_run(run_id)  # as the previous driver left it
-        if run_row.state not in TERMINAL_STATES and not Path(run_row.project_dir).is_dir():
+        if (retry_dead or run_row.state not in TERMINAL_STATES) and not Path(run_row.project_dir).is_dir():
             raise ProjectError(
                 f"run {run_row.id} cannot go on: its project folder {run_row.project_dir} is gone (moved or "
                 f"deleted); its manager runs there and its results are written there. Put the folder back and run "
@@ -69,7 +74,9 @@ def resume(run_id: str, *, keep: bool = False, detach: bool = False, on_progress
                 f"Nothing was started."
             )
         ctx = Context.for_run(ledger, run_row)
-        if run_row.state in ("failed", "cancelled"):
+        if retry_dead:
+            run_row = revive_dead(run_row)
+        elif run_row.state in ("failed", "cancelled"):
             run_row = fire(run_row, "retry", reason="mcc resume")
         run_row = _drive(ctx, run_row, detach=detach, keep=keep, on_progress=on_progress)
     return with_cost(summary(run_row), run_row)
@@ -102,6 +109,34 @@ def _drive(ctx: Context, run_row: models.Run, **options: Any) -> models.Run:
         raise
 
 
+def revive_dead(run_row: models.Run) -> models.Run:
+    """Start a round of --retry-dead: the run back to provisioning and its dead subproblems to pending,
+    in one transaction, with Events naming why; the round (its time, the entry's content hash now, the
+    revived subproblems) is appended to ``spec["rounds"]``. A run already on its way (an interrupted
+    retry) is left as it is."""
+    from mcc.project.folder import Entry, entry_sha256
+
+    if run_row.state in ("provisioning", "launching", "running", "combining", "collecting"):
+        return run_row
+    if run_row.state != "completed_with_failures":
+        raise MccError(f"run {run_row.id} is {run_row.state}: --retry-dead recomputes the dead points of a run that "
+                       f"finished completed_with_failures (`mcc status {run_row.id}` shows its state).")
+    dead = queries.dead_subproblems(run_row.id)
+    spec = run_row.spec or {}
+    entry_hash = entry_sha256(Path(run_row.project_dir), Entry(spec["entry_kind"], spec["entry_target"]))
+    changed = "unchanged" if entry_hash == spec.get("entry_sha256") else "changed"
+    reason = (f"mcc resume --retry-dead: {len(dead)} dead subproblem(s), {sum(d['n_points'] for d in dead)} "
+              f"point(s) recomputed; entry {spec['entry_target']} {changed} (sha256 {entry_hash[:12]})")
+    rounds = [*(spec.get("rounds") or [{}]),
+              {"at": time.time(), "entry_sha256": entry_hash, "why": reason, "subproblems": [d["index"] for d in dead]}]
+    ids = [row_id for (row_id,) in models.Subproblem.select(models.Subproblem.id).where(
+        (models.Subproblem.run == run_row.id) & (models.Subproblem.state == "dead")).tuples()]
+    with models.db.atomic():
+        run_row = fire(run_row, "retry_dead", reason=reason, spec={**spec, "rounds": rounds, "entry_sha256": entry_hash})
+        fire_bulk(models.Subproblem, "revive", ids, run_id=run_row.id, reason=reason)
+    return run_row
+
+
 def status(run_id: str | None = None, *, home: str | Path | None = None) -> dict[str, Any] | list[dict[str, Any]]:
     """One run's summary (with live progress while it runs), or the list of every run's summary.
 
@@ -127,10 +162,13 @@ def running(run_id: str) -> list[dict[str, Any]]:
 
 
 def with_cost(doc: dict[str, Any], run_row: models.Run) -> dict[str, Any]:
-    """``doc`` (a run summary) with ``cost``: so far, burn rate and projected total (mcc.report.analysis.cost_figures)."""
+    """``doc`` (a run summary) with ``cost``: so far, burn rate and projected total (mcc.report.analysis.cost_figures).
+
+    The rate is the summary's ``timings.points_per_second`` once the run has one, so both read the same."""
     from mcc.report.analysis import cost_figures
 
-    return {**doc, "cost": cost_figures(run_row, done=doc["done"], dead=doc["dead"])}
+    rate = (doc.get("timings") or {}).get("points_per_second")
+    return {**doc, "cost": cost_figures(run_row, done=doc["done"], dead=doc["dead"], points_per_s=rate)}
 
 
 def clean(run_id: str | None = None, *, all: bool = False, dry_run: bool = False, regions: list[str] | None = None,
@@ -220,29 +258,40 @@ def summary(run_row: models.Run, live: bool = False, ctx: Context | None = None)
         "reason": run_row.reason, "subproblems": counts, "chunk_size": run_row.spec.get("chunk_size"),
         "entry": f"{run_row.spec.get('entry_kind')} {run_row.spec.get('entry_target')}",
         "failures": failures, "created_at": run_row.created_at, "updated_at": run_row.updated_at,
-        "workers": (progress or {}).get("workers"),
+        "workers": (run_row.settings or {}).get("workers"),  # configured (settings: the one source)
+        "workers_alive": (progress or {}).get("workers"),  # live runs only: what the manager last counted
         "timings": timings(run_row.id, done),
     }
 
 
 def timings(run_id: str, done_points: int) -> dict[str, float]:
-    """Seconds spent per phase, from the run's transition events (first start → last combine = compute)."""
-    at: dict[str, list[float]] = {}
+    """Seconds spent per phase, from the run's transition events (first start → last combine = compute).
+
+    A run with `mcc resume --retry-dead` rounds adds up each round's compute and total time (the time
+    between rounds, while the user fixed the entry, is no one's)."""
+    rounds: list[dict[str, list[float]]] = [{}]
     for trigger, when in queries.run_transitions(run_id):
-        at.setdefault(trigger, []).append(when)
+        if trigger == "retry_dead":
+            rounds.append({})
+        rounds[-1].setdefault("create" if trigger == "retry_dead" else trigger, []).append(when)
     out: dict[str, float] = {}
-    if "create" in at and "start" in at:
-        out["startup_s"] = round(at["start"][0] - at["create"][0], 3)
-    if "start" in at and "combine" in at:
-        compute = at["combine"][-1] - at["start"][0]
+    first = rounds[0]
+    if "create" in first and "start" in first:
+        out["startup_s"] = round(first["start"][0] - first["create"][0], 3)
+    computes = [at["combine"][-1] - at["start"][0] for at in rounds if "start" in at and "combine" in at]
+    if computes:
+        compute = sum(computes)
         out["compute_s"] = round(compute, 3)
         if compute > 0:
             out["points_per_second"] = round(done_points / compute, 1)
-    if "combine" in at and "collect" in at:
-        out["combine_s"] = round(at["collect"][-1] - at["combine"][-1], 3)
-    ends = [t for trig in ("complete", "complete_with_failures", "fail") for t in at.get(trig, [])]
-    if "create" in at and ends:
-        out["total_s"] = round(max(ends) - at["create"][0], 3)
+    last = rounds[-1]
+    if "combine" in last and "collect" in last:
+        out["combine_s"] = round(last["collect"][-1] - last["combine"][-1], 3)
+    totals = [max(t for trig in ("complete", "complete_with_failures", "fail") for t in at.get(trig, []))
+              - at["create"][0] for at in rounds
+              if "create" in at and any(at.get(trig) for trig in ("complete", "complete_with_failures", "fail"))]
+    if totals:
+        out["total_s"] = round(sum(totals), 3)
     return out
 
 

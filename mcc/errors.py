@@ -1,6 +1,16 @@
 """Typed errors. The CLI turns every MccError into a one-paragraph message and a non-zero exit."""
 from __future__ import annotations
 
+#: `mcc run` / `mcc resume` exit status of a run that finished with dead points (``completed_with_failures``):
+#: the combined file exists but lacks them. 0 = every point has its result, 1 = the run failed.
+EXIT_COMPLETED_WITH_FAILURES = 4
+
+#: The install commands mcc's messages advise, run in the mcc checkout (no release is on PyPI yet);
+#: README shows each one (tests/test_cli_messages.py checks).
+INSTALL_PLOT = 'pip install -e ".[plot]"'
+INSTALL_UPGRADE = "git pull && pip install -e ."
+INSTALL_REINSTALL = "pip install --force-reinstall -e ."
+
 
 class MccError(Exception):
     """Base of every error mcc raises on purpose; its text is shown to the user as is."""

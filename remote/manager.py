@@ -90,6 +90,10 @@ class Manager:
     # -- the queue ---------------------------------------------------------------------------------
     def _ensure_seeded(self) -> None:
         """Seed the queue once (from the run spec and the results already in the bucket)."""
+        gen_key = self.key + "generation"
+        if self.q.is_seeded() and int(self.rt.redis.get(gen_key) or 0) < self.spec.generation:
+            self.log.info("round %d of --retry-dead: reseeding the queue from the bucket", self.spec.generation)
+            self.rt.redis.delete(self.q.keys["seeded"])
         if self.q.is_seeded():
             return
         store = self.rt.store
@@ -102,6 +106,7 @@ class Manager:
         sizes = [n for _, n in self.spec.chunks]
         if self.q.seed(sizes, self.spec.max_attempts, done=done, dead=dead, attempts=failures):
             self.log.info("seeded %d subproblems (%d already done, %d dead)", len(sizes), len(done), len(dead))
+        self.rt.redis.set(gen_key, self.spec.generation)
 
     def _flush_journal(self, cursor: str) -> str:
         """Copy new queue events into journal objects in the bucket; the laptop syncs them into its ledger."""
@@ -164,12 +169,13 @@ class Manager:
             return {"state": "failed", "reason": "every subproblem failed; see `mcc status RUN` for the errors"}
         from concurrent.futures import ThreadPoolExecutor
 
+        done = sorted(self.q.done_ids())
         with ThreadPoolExecutor(max_workers=16) as pool:  # remote buckets: fetch results side by side
-            files = list(pool.map(self._local_result, sorted(self.q.done_ids())))
+            files = list(pool.map(self._local_result, done))
         out = self.rt.workdir / "combined.h5"
         try:
             combiner = load_combiner(Path(self.spec.project_dir)) if self.spec.has_combiner else None
-            combine_files([str(f) for f in files], out, combiner)
+            combine_files([str(f) for f in files], out, combiner, chunks=[self.spec.chunks[s] for s in done])
         except Exception as exc:
             self.log.error("combining failed:\n%s", traceback.format_exc())
             return {"state": "combine_failed", "reason": user_error(exc, Path(self.spec.project_dir), self.spec.run_id)}
@@ -190,7 +196,7 @@ class Manager:
         final.update(
             progress=prog.to_dict(),
             dead={str(s): errors.get(s, "") for s in self.q.dead_ids()},
-            finished_at=time.time(),
+            finished_at=time.time(), generation=self.spec.generation,
         )
         put_json(self.rt.store, FINAL, final)
         self._publish("finished", prog)

@@ -17,12 +17,14 @@ import numpy as np
 from mcc.driver.context import Context, inputs_path, store_of
 from mcc.driver.journal import sync_run
 from mcc.driver.prepare import Prepared
+from mcc.driver.resultfile import describe, file_attrs, points_sha256
 from mcc.errors import MccError
-from mcc.ledger import Ledger, TERMINAL_RUN_STATES, create_row, create_subproblems, fire, fire_bulk, models
+from mcc.project.folder import entry_sha256, result_columns
+from mcc.ledger import Ledger, TERMINAL_RUN_STATES, create_row, create_subproblems, fire, fire_bulk, models, queries
 from mcc.report.analysis import CostMeter
-from mcc.report.logs import collect_logs
+from mcc.report.logs import collect_failures, collect_logs
 from mcc.work.diskspace import disk_full, is_no_space, no_space_errors
-from mcc.work.runspec import COMBINED, FINAL, POINTS, PROGRESS, SPEC, RunSpec
+from mcc.work.runspec import WORK, COMBINED, FAILURES, FINAL, POINTS, PROGRESS, RETRIED, SPEC, RunSpec
 from mcc.work.stores import Store, get_json
 
 #: on_progress(run, progress, cost): the manager's latest progress document (None before the first one) and
@@ -52,10 +54,13 @@ def create_run(ledger: Ledger, prepared: Prepared) -> models.Run:
 
 def _record_run(ledger: Ledger, prepared: Prepared, run_id: str) -> models.Run:
     s, p = prepared.settings, prepared.project
+    entry_hash = entry_sha256(p.dir, p.entry)
     spec = {
         "entry_kind": p.entry.kind, "entry_target": p.entry.target, "chunk_size": prepared.chunk_size,
         "n_subproblems": len(prepared.chunks), "seconds_per_point": prepared.seconds_per_point,
         "has_combiner": p.combine is not None, "n_dims": int(p.points.shape[1]),
+        "points_sha256": points_sha256(p.points), "columns": result_columns(p), "entry_sha256": entry_hash,
+        "rounds": [{"at": time.time(), "entry_sha256": entry_hash, "why": "mcc run"}],
     }
     with ledger.atomic():
         run = create_row(models.Run, id=run_id, state="draft", backend=s.backend, project_dir=str(p.dir),
@@ -76,7 +81,13 @@ def run_spec(ctx: Context, run: models.Run, urls: dict[str, Any]) -> RunSpec:
         workers=s["workers"], max_attempts=s["max_attempts"], point_timeout=s["point_timeout"],
         lease_seconds=s["lease_seconds"], has_combiner=sp["has_combiner"],
         tick_seconds=urls.get("tick_seconds", 0.1), extra=urls.get("extra", {}),
+        generation=generation(run), entry_sha256=sp.get("entry_sha256", ""),
     )
+
+
+def generation(run: models.Run) -> int:
+    """How many `mcc resume --retry-dead` rounds the run has had (0: only the first `mcc run`)."""
+    return max(0, len((run.spec or {}).get("rounds") or [None]) - 1)
 
 
 def current_manager(run: models.Run) -> models.Resource | None:
@@ -107,6 +118,8 @@ def drive(ctx: Context, run: models.Run, *, detach: bool = False, keep: bool = F
         else:
             if state in TERMINAL_RUN_STATES and state not in ("cleaning", "cleaned") and not keep:
                 ctx.backend.teardown(ctx.engine, run)
+                if state in ("completed", "completed_with_failures"):
+                    drop_collected_copies(ctx, run)
             ctx.ledger.backup()
             return run
 
@@ -168,8 +181,27 @@ def _provision(ctx: Context, run: models.Run) -> None:
     if not store.exists(POINTS):
         store.put_file(POINTS, inputs_path(ctx.ledger, run.id))
     final = get_json(store, FINAL)
-    if final is not None and final.get("state") not in ("completed", "completed_with_failures"):
+    if final is not None and (final.get("state") not in ("completed", "completed_with_failures")
+                              or final.get("generation", 0) != spec.generation):
         store.delete(FINAL)  # a retried run: let the new manager finish it again
+    if spec.generation:
+        _archive_failures(store, run, spec.generation)
+
+
+def _archive_failures(store: Store, run: models.Run, gen: int) -> None:
+    """Before round ``gen`` of --retry-dead: move the revived subproblems' failure texts from failures/ to
+    retried/<gen>/failures/, so the new queue seeds them pending with every attempt; once per round."""
+    marker = f"{RETRIED}{gen}/archived"
+    if store.exists(marker):
+        return
+    for sub in run.spec["rounds"][gen].get("subproblems", []):
+        for key in store.list(f"{FAILURES}{sub:07d}/"):
+            data = store.get_bytes(key)
+            if data is not None:
+                store.put_bytes(f"{RETRIED}{gen}/{key}", data)
+            store.delete(key)
+    store.delete(PROGRESS)  # the last round's counts
+    store.put_bytes(marker, b"")
 
 
 def _follow(ctx: Context, run: models.Run, on_progress: ProgressCallback | None) -> models.Run:
@@ -287,9 +319,13 @@ def _collect(ctx: Context, run: models.Run) -> models.Run:
     final = get_json(store, FINAL) or {}
     settle_subproblems(run, {int(k) for k in final.get("dead", {})})
     dest = result_path(run)
+    part = dest.with_name(dest.name + ".part")
     try:
-        if not store.get_file(COMBINED, dest):
+        if not store.get_file(COMBINED, part):
             raise MccError(f"run {run.id}: the bucket {store.url} has no {COMBINED}; `mcc resume {run.id}` recomputes it")
+        describe(part, file_attrs(run.id, run.spec, run.settings, run.points), queries.missing_points(run.id))
+        os.chmod(part, 0o666 & ~_umask())  # the user's file: their umask (the bucket's copies stay 0600)
+        part.replace(dest)
     except OSError as exc:
         if is_no_space(exc):
             local = store.local_path(COMBINED)
@@ -306,6 +342,24 @@ def _collect(ctx: Context, run: models.Run) -> models.Run:
                 done=p.get("done_points", run.done), dead=p.get("dead_points", run.dead))
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def drop_collected_copies(ctx: Context, run: models.Run) -> None:
+    """Once the result is in the project, the bucket's copy of it and the workers' scratch folders go.
+
+    Kept: the logs, the journal, the spec and points, and results/ (what `mcc resume RUN --retry-dead` rebuilds
+    the combined file from). `mcc clean` removes the rest; ``--keep`` keeps everything."""
+    store = store_of(ctx, run)
+    if store is None:
+        return
+    for key in [COMBINED, *store.list(WORK)]:
+        store.delete(key)
+
+
 def _collect_logs(ctx: Context, run: models.Run, store: Store, dest: Path) -> None:
     """Copy the bucket's logs/ to results/<run-id>/logs/ with a merged, time-sorted merged.log.
 
@@ -320,5 +374,6 @@ def _collect_logs(ctx: Context, run: models.Run, store: Store, dest: Path) -> No
         time.sleep(0.05)
     try:
         collect_logs(store, dest)
+        collect_failures(store, dest)
     except Exception as exc:  # noqa: BLE001 - logs are a convenience; the result must still be collected
         logging.getLogger(__name__).warning("could not copy the logs of %s to %s: %s", run.id, dest, exc)

@@ -11,7 +11,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from mcc.errors import LedgerError, LedgerReadOnly
+from mcc.errors import INSTALL_UPGRADE, LedgerError, LedgerReadOnly
 from mcc.ledger import models
 from mcc.ledger.backup import SQLITE_NOTADB, check_on_open, damaged_error, is_damage, make_backup
 from mcc.ledger.models import Meta, busy_error, is_busy
@@ -189,7 +189,7 @@ def open_ledger(home: Path | str | None = None, *, busy_timeout_ms: int = DEFAUL
     if version > LATEST:
         raise LedgerError(
             f"The ledger at {path} has schema version {version}, but this mcc only knows versions up to "
-            f"{LATEST}: it was written by a newer mcc. Upgrade mcc (pip install -U materialsCloudCompute); "
+            f"{LATEST}: it was written by a newer mcc. Upgrade mcc (`{INSTALL_UPGRADE}` in the mcc checkout); "
             f"the file was left unchanged."
         )
     database = _bind(str(path), pragmas(busy_timeout_ms), busy_timeout_ms)

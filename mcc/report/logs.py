@@ -18,7 +18,7 @@ from mcc.driver.context import Context, store_of
 from mcc.errors import MccError
 from mcc.ledger import TERMINAL_RUN_STATES, current_ledger, models, queries
 from mcc.ledger.db import open_for_reading
-from mcc.work.runspec import FINAL, LOGS
+from mcc.work.runspec import FAILURES, FINAL, LOGS
 from mcc.work.stores import Store
 
 log = logging.getLogger(__name__)
@@ -106,6 +106,19 @@ def collect_logs(store: Store, dest: Path) -> Path | None:
     merged.write_text("".join(line + "\n" for line in merge(texts)))
     log.info("copied %d log files to %s", len(texts), dest)
     return merged
+
+
+def collect_failures(store: Store, dest: Path) -> int:
+    """Copy the full text of every failed point attempt (``failures/SUB/ATTEMPT.txt``: the traceback or
+    the script's stderr) to ``dest/failures/``; returns how many. The ledger and `mcc status` keep one line."""
+    keys = store.list(FAILURES)
+    for key in keys:
+        data = store.get_bytes(key)
+        if data is not None:
+            path = dest / key
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+    return len(keys)
 
 
 def results_logs_dir(run: models.Run) -> Path:
