@@ -211,7 +211,25 @@ def analyze_run(run_id: str, *, home: str | Path | None = None, now: float | Non
         "retries": counts.get("fail", 0), "preemptions": counts.get("release", 0), "stalls": _stalls(run),
         "data_kb": result.stat().st_size / 1024 if result is not None and result.exists() else None,
         "instance_runs": instances,
+        "estimate": estimate_beside_actual((run.spec or {}).get("estimate"), wall, cost, finished),
     }
+
+
+def estimate_beside_actual(doc: dict[str, Any] | None, wall_s: float, cost_usd: float,
+                           finished: bool) -> dict[str, Any] | None:
+    """What the run's recorded estimate predicted (mcc.estimation.chosen) beside what happened, with the
+    ratios actual/predicted (None until the run is finished, or where a prediction is 0 or unknown)."""
+    from mcc.estimation import chosen
+
+    predicted = chosen(doc) if doc else None
+    if predicted is None:
+        return None
+
+    def ratio(actual: float, guess: float | None) -> float | None:
+        return actual / guess if finished and guess else None
+
+    return {**predicted, "actual_wall_s": wall_s, "actual_usd": cost_usd,
+            "wall_ratio": ratio(wall_s, predicted["wall_s"]), "cost_ratio": ratio(cost_usd, predicted["usd"])}
 
 
 def summary_row(a: dict[str, Any]) -> dict[str, Any]:

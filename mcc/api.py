@@ -35,14 +35,62 @@ def run(project_dir: str | Path = ".", *, backend: str | None = None, workers: i
     overrides = {"backend": backend, "workers": workers, "chunk_size": chunk_size, "max_attempts": max_attempts,
                  "entry": entry, "point_timeout": point_timeout, "lease_seconds": lease_seconds}
     prepared = prepare(project_dir, overrides, aws=aws)
+    prices = _checked_prices(prepared, project_dir)
     ledger = _ledger(home)
     ctx = Context.open(ledger, prepared.settings.backend, prepared.settings.aws)
     ctx.backend.preflight()
-    run_row = create_run(ledger, prepared)
+    run_row = create_run(ledger, prepared, estimate=_recorded_estimate(prepared, prices))
     if on_created:
         on_created(run_row)
     run_row = drive(ctx, run_row, detach=detach, keep=keep, on_progress=on_progress)
     return with_cost(summary(run_row), run_row)
+
+
+def estimate(project_dir: str | Path = ".", *, backend: str | None = None, workers: int | None = None,
+             chunk_size: int | None = None, entry: str | None = None, point_timeout: float | None = None,
+             aws: dict[str, Any] | None = None, sample_points: int | None = None) -> dict[str, Any]:
+    """Predicted wall time, instance-hours and cost of running ``project_dir``, per candidate instance type.
+
+    Times the entry on a few points spread over the sweep (locally, in a child process), prices the
+    candidates (``worker_types`` of [aws], or ``aws={"worker_type": ...}``) from the price table and, where
+    credentials allow, EC2's current spot prices. Creates nothing in the cloud and opens no ledger.
+    """
+    from mcc import estimation as model
+    from mcc.prepare import PROBE_BUDGET, SAMPLE_POINTS, prepare, probe_sample
+
+    overrides = {"backend": backend, "workers": workers, "chunk_size": chunk_size, "entry": entry,
+                 "point_timeout": point_timeout}
+    prepared = prepare(project_dir, overrides, aws=aws)
+    prices = _checked_prices(prepared, project_dir)
+    sample = probe_sample(prepared.project, min(prepared.settings.point_timeout, PROBE_BUDGET),
+                          sample_points or SAMPLE_POINTS)
+    doc = model.for_run(prepared.settings, len(prepared.project.points), int(prepared.project.points.shape[1]),
+                        prepared.chunks, sample.to_dict(), prices, worker_type=(aws or {}).get("worker_type"))
+    return {**doc, "project_dir": str(prepared.project.dir)}
+
+
+def _checked_prices(prepared: Any, project_dir: str | Path) -> Any:
+    """For an AWS run: the candidate types checked as offered in the region, with their prices (else None)."""
+    if prepared.settings.backend != "aws":
+        return None
+    from mcc import estimation as model
+
+    return model.aws_prices(prepared.settings, f"{Path(project_dir) / 'mcc.toml'} [aws] (or its flags)")
+
+
+def _recorded_estimate(prepared: Any, prices: Any) -> dict[str, Any] | None:
+    """The estimate kept with the run (for `mcc analyze`), from the run's own one-point probe; None without one
+    (a chunk_size set in mcc.toml skips the probe)."""
+    import math
+
+    from mcc import estimation as model
+
+    seconds = prepared.seconds_per_point
+    if seconds is None or not math.isfinite(seconds):
+        return None
+    sample = {"indices": [0], "seconds": [seconds], "failed": {}, "mean_s": seconds, "min_s": seconds, "max_s": seconds}
+    return model.for_run(prepared.settings, len(prepared.project.points), int(prepared.project.points.shape[1]),
+                         prepared.chunks, sample, prices)
 
 
 def resume(run_id: str, *, keep: bool = False, detach: bool = False, on_progress: ProgressCallback | None = None,

@@ -128,10 +128,15 @@ def _report(result: dict[str, Any], as_json: bool) -> None:
 @aws_options
 @click.option("--worker-type", help="EC2 instance type of the workers (aws).")
 @click.option("--spot/--on-demand", default=None, help="Workers on spot instances (aws).")
+@click.option("--estimate", is_flag=True,
+              help="Only predict wall time, instance-hours and cost per candidate instance type; create nothing.")
 @json_option
 def run(directory: Path, as_json: bool, profile: str | None, region: str | None, worker_type: str | None,
-        spot: bool | None, **options: Any) -> None:
+        spot: bool | None, estimate: bool, **options: Any) -> None:
     """Run the sweep in DIRECTORY (default: the current one).
+
+    With --estimate, time the entry on a few points spread over the sweep and print what the run would
+    take and cost on each candidate type (`worker_types` of [aws]); nothing is created.
 
     Example: mcc run examples/kpoints --workers 4
     """
@@ -140,6 +145,16 @@ def run(directory: Path, as_json: bool, profile: str | None, region: str | None,
             err.print(f"run [bold]{run_row.id}[/]: {run_row.points} points", highlight=False)
 
     aws = {"profile": profile, "region": region, "worker_type": worker_type, "spot": spot}
+    if estimate:
+        from mcc.display import estimate_view
+
+        keys = ("backend", "workers", "chunk_size", "entry", "point_timeout")
+        doc = api.estimate(project_dir=directory, aws=aws, **{k: options[k] for k in keys})
+        if as_json:
+            emit_json(doc)
+        else:
+            out.print(estimate_view(doc))
+        return
     result = _follow(as_json, api.run, project_dir=directory, on_created=created, aws=aws, **options)
     _report(result, as_json)
 

@@ -55,8 +55,9 @@ def inputs_path(ledger: Ledger, run_id: str) -> Path:
     return ledger.home / "inputs" / f"{run_id}.npy"
 
 
-def create_run(ledger: Ledger, prepared: Prepared) -> models.Run:
-    """Record a new run (draft) with its subproblems; the points are saved beside the ledger first."""
+def create_run(ledger: Ledger, prepared: Prepared, estimate: dict[str, Any] | None = None) -> models.Run:
+    """Record a new run (draft) with its subproblems; the points are saved beside the ledger first.
+    ``estimate`` (mcc.estimation) is kept in the run's spec, for `mcc analyze` to set beside the actual run."""
     run_id = models.new_run_id()
     points_file = inputs_path(ledger, run_id)
     points_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -67,6 +68,7 @@ def create_run(ledger: Ledger, prepared: Prepared) -> models.Run:
         "entry_kind": p.entry.kind, "entry_target": p.entry.target, "chunk_size": prepared.chunk_size,
         "n_subproblems": len(prepared.chunks), "seconds_per_point": prepared.seconds_per_point,
         "has_combiner": p.combine is not None, "n_dims": int(p.points.shape[1]),
+        **({"estimate": estimate} if estimate else {}),
     }
     with ledger.atomic():
         run = create_row(models.Run, id=run_id, state="draft", backend=s.backend, project_dir=str(p.dir),

@@ -1,0 +1,101 @@
+"""`mcc run --estimate` / mcc.estimate: the sample, the schedule and the bill, recomputed here by hand."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from mcc import estimation as model
+from mcc.prepare import probe_sample, sample_indices
+from mcc.project import load_project
+from mcc.config import load_settings
+from tests.conftest import mcc, mcc_json
+
+PRICES = json.loads((Path(__file__).parents[1] / "mcc" / "prices" / "ec2-ondemand-linux.json").read_text())
+
+
+def test_sample_indices_spread_over_the_sweep() -> None:
+    assert sample_indices(101, 5) == [0, 25, 50, 75, 100]
+    assert sample_indices(3, 5) == [0, 1, 2]
+    assert sample_indices(1, 5) == [0]
+    assert sample_indices(10, 1) == [0]
+
+
+def test_the_schedule_and_the_bill_recomputed_by_hand() -> None:
+    # 10 subproblems of 4 points at 0.5 s a point on 3 workers: rounds of 3, 3, 3, 1 -> 4 rounds of 2 s
+    chunks = [(i * 4, 4) for i in range(10)]
+    sched = model.schedule(chunks, 0.5, workers=3, processes=1, boot_s=90.0, manager_boot_s=90.0)
+    assert sched.compute_s == pytest.approx(8.0)
+    assert sched.worker_instances == 3
+    assert sched.wall_s == pytest.approx(90 + 90 + 8 + 10 * 0.002)
+    # c6i.large $0.085/h, workers live 98 s (over the 60 s minimum: 98 billed s each), the t3.small manager
+    # lives 188.02 s (189 billed s), the bucket nearly nothing
+    parts = model.bill(sched, 0.085, 0.0208)
+    assert parts["workers"] == pytest.approx(3 * 98 * 0.085 / 3600)
+    assert parts["manager"] == pytest.approx(189 * 0.0208 / 3600)
+    # a short run pays the 60-second minimum
+    short = model.schedule([(0, 1)], 0.1, workers=4, processes=1, boot_s=1.0, manager_boot_s=0.5)
+    assert short.worker_instances == 1
+    assert model.bill(short, 0.085, 0.0208)["workers"] == pytest.approx(60 * 0.085 / 3600)
+    assert model.bill(sched, None, 0.0208) is None
+
+
+def test_makespan_deals_in_queue_order() -> None:
+    assert model.makespan([3, 1, 1, 1], 2) == 3  # 3 | 1+1+1
+    assert model.makespan([1, 1, 1, 3], 2) == 4  # 1+1 | 1+3
+    assert model.makespan([], 2) == 0
+
+
+def test_probe_sample_skips_a_point_that_crashes_the_entry(make_project) -> None:
+    # point 50 kills its process outright, point 75 raises: neither stops the estimate, both are reported
+    project_dir = make_project(101, body="""
+        if i == 50:
+            os._exit(3)
+        if i == 75:
+            raise ValueError("bad k-point")
+    """)
+    project = load_project(project_dir, load_settings(project_dir))
+    sample = probe_sample(project, budget=10.0, count=5)
+    assert sample.indices == [0, 25, 100]
+    assert set(sample.failed) == {50, 75}
+    assert "ValueError" in sample.failed[75] and "crashed" in sample.failed[50]
+    assert all(math.isfinite(s) and s >= 0 for s in sample.seconds)
+
+
+def test_probe_sample_first_point_must_work(make_project) -> None:
+    from mcc.errors import ProjectError
+
+    project_dir = make_project(10, body="""
+        if i == 0:
+            raise ValueError("no")
+    """)
+    project = load_project(project_dir, load_settings(project_dir))
+    with pytest.raises(ProjectError, match="first point"):
+        probe_sample(project, budget=10.0, count=3)
+
+
+def test_estimate_local_json_reproduces_from_the_sample(make_project, mcc_home: Path) -> None:
+    project = make_project(40, body="time.sleep(0.02)", toml="workers = 2\nchunk_size = 5\n")
+    doc = mcc_json("run", str(project), "--estimate", home=mcc_home)
+    assert not mcc_home.exists() or not (mcc_home / "ledger.db").exists()  # no ledger: nothing recorded
+    assert doc["backend"] == "local" and doc["points"] == 40 and doc["subproblems"] == 8
+    sample = doc["sample"]
+    assert sample["indices"] == [0, 10, 20, 29, 39]
+    mean = sum(sample["seconds"]) / len(sample["seconds"])
+    assert mean == pytest.approx(sample["mean_s"]) and mean >= 0.02
+    (row,) = doc["candidates"]
+    assert row["instance_type"] == "local" and row["on_demand_usd"] == 0
+    # 8 subproblems of 5 points on 2 workers: 4 rounds of 5 x mean; + local start-up 0.5 + 1.0 s
+    assert row["compute_s"] == pytest.approx(4 * 5 * mean)
+    assert row["wall_s"] == pytest.approx(0.5 + 1.0 + 4 * 5 * mean + 8 * 0.002)
+    assert any("s per point" in a for a in doc["assumptions"])
+
+
+def test_estimate_table_output(make_project, mcc_home: Path) -> None:
+    project = make_project(12, toml="chunk_size = 3\n")
+    proc = mcc("run", str(project), "--estimate", home=mcc_home)
+    assert proc.returncode == 0, proc.stderr
+    assert "Estimate: 12 points in 4 subproblems" in proc.stdout and "nothing was created" in proc.stdout
+    assert "assumes:" in proc.stdout
