@@ -183,7 +183,7 @@ def estimate_doc(*, backend: str, n_points: int, chunks: list[tuple[int, int]], 
         f"(min {sample['min_s']:.4g} s, max {sample['max_s']:.4g} s), timed on this machine",
         f"{len(chunks)} subproblem(s) of up to {max((n for _, n in chunks), default=0)} points dealt in order to "
         f"{workers} worker(s) x their processes (one worker process per instance)",
-        f"start-up {manager_boot:.0f} s (manager) + {boot:.0f} s (workers); combine {COMBINE_SECONDS_PER_SUBPROBLEM * 1000:.0f} ms per subproblem",
+        f"start-up {manager_boot:.3g} s (manager) + {boot:.3g} s (workers); combine {COMBINE_SECONDS_PER_SUBPROBLEM * 1000:.0f} ms per subproblem",
     ]
     if sample.get("failed"):
         assumptions.append(f"{len(sample['failed'])} sampled point(s) failed and are left out: {sorted(sample['failed'])}")
