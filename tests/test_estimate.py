@@ -99,3 +99,27 @@ def test_estimate_table_output(make_project, mcc_home: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "Estimate: 12 points in 4 subproblems" in proc.stdout and "nothing was created" in proc.stdout
     assert "assumes:" in proc.stdout
+
+
+@pytest.mark.parametrize("table, needle", [
+    ({"worker_types": []}, "`worker_types` is empty"),
+    ({"worker_types": "c6i.large"}, "`worker_types` must be list"),
+    ({"worker_types": ["c6i.large", ""]}, "list of instance type names"),
+    ({"subnets": ["sn-1"]}, "subnet ids like"),
+    ({"max_spot_price": 0}, "`max_spot_price` must be a price"),
+])
+def test_fleet_settings_are_checked(table: dict, needle: str) -> None:
+    from mcc.backends.aws_settings import aws_settings
+    from mcc.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=needle.replace("(", r"\(")):
+        aws_settings(table, "proj/mcc.toml [aws]")
+
+
+def test_candidate_types_and_subnets() -> None:
+    from mcc.backends.aws_settings import aws_settings
+
+    s = aws_settings({"worker_type": "c5.large"})
+    assert s.candidate_types == ["c5.large"] and s.candidate_subnets == [None]
+    s = aws_settings({"worker_types": ["c6i.large", "c5.large"], "subnets": ["subnet-a", "subnet-b"]})
+    assert s.candidate_types == ["c6i.large", "c5.large"] and s.candidate_subnets == ["subnet-a", "subnet-b"]
