@@ -19,7 +19,7 @@ from peewee import fn
 from mcc import pricing
 from mcc.ledger import current_ledger, models, open_ledger, queries
 
-RUN_END_TRIGGERS = ("complete", "complete_with_failures", "fail", "cancel")
+RUN_END_TRIGGERS = ("complete", "complete_with_failures", "stop_budget", "fail", "cancel")
 LOCAL = pricing.LOCAL
 
 # The columns of the original mCC's summary.txt (one row per run) and analysis.txt (one per instance type).
@@ -140,7 +140,8 @@ def _run_times(run: models.Run, now: float) -> tuple[float | None, float | None,
             start = event.at
         if event.trigger in RUN_END_TRIGGERS:
             end = event.at
-    finished = run.state in ("completed", "completed_with_failures", "failed", "cancelled", "cleaning", "cleaned")
+    finished = run.state in ("completed", "completed_with_failures", "stopped_budget", "failed", "cancelled",
+                             "cleaning", "cleaned")
     if start is None:
         return None, None, finished
     return start, end if finished else now, finished

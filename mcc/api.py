@@ -70,12 +70,24 @@ def estimate(project_dir: str | Path = ".", *, backend: str | None = None, worke
 
 
 def _checked_prices(prepared: Any, project_dir: str | Path) -> Any:
-    """For an AWS run: the candidate types checked as offered in the region, with their prices (else None)."""
+    """For an AWS run: the candidate types checked as offered in the region, with their prices, and the
+    budget checked against them (else None; a budget on the local backend is an error)."""
+    from mcc.backends.aws_settings import aws_settings
+    from mcc.budget import check_budget, minimum_usd
+    from mcc.errors import ConfigError
+
+    where = f"{Path(project_dir) / 'mcc.toml'} [aws] (or its flags)"
     if prepared.settings.backend != "aws":
+        if prepared.settings.aws.get("budget_usd") is not None:
+            raise ConfigError(f"{where}: a budget caps what AWS bills; the {prepared.settings.backend} backend "
+                              "costs nothing. Fix: add --backend aws, or drop --budget / budget_usd.")
         return None
     from mcc import estimation as model
 
-    return model.aws_prices(prepared.settings, f"{Path(project_dir) / 'mcc.toml'} [aws] (or its flags)")
+    prices = model.aws_prices(prepared.settings, where)
+    aws = aws_settings(prepared.settings.aws)
+    check_budget(aws.budget_usd, minimum_usd(prices, aws.manager_type, aws.candidate_types, aws.spot), where)
+    return prices
 
 
 def _recorded_estimate(prepared: Any, prices: Any) -> dict[str, Any] | None:
@@ -94,13 +106,23 @@ def _recorded_estimate(prepared: Any, prices: Any) -> dict[str, Any] | None:
 
 
 def resume(run_id: str, *, keep: bool = False, detach: bool = False, on_progress: ProgressCallback | None = None,
-           home: str | Path | None = None) -> dict[str, Any]:
-    """Re-enter the run's current state and drive it to its goal (a failed run is retried)."""
+           budget: float | None = None, home: str | Path | None = None) -> dict[str, Any]:
+    """Re-enter the run's current state and drive it to its goal (a failed run is retried; a run stopped by
+    its budget continues with the larger ``budget``, computing only what is not done)."""
     from mcc.supervisor import Context, drive
 
     ledger = _ledger(home)
     run_row = queries.get_run(run_id)
     ctx = Context.for_run(ledger, run_row)
+    if run_row.state == "stopped_budget":
+        from mcc.budget import raise_budget
+
+        run_row = raise_budget(run_row, budget)
+        run_row = fire(run_row, "raise_budget", reason=f"mcc resume --budget {budget}")
+    elif budget is not None:
+        from mcc.budget import raise_budget
+
+        run_row = raise_budget(run_row, budget)  # the next manager launch publishes it
     if run_row.state in ("failed", "cancelled"):
         run_row = fire(run_row, "retry", reason="mcc resume")
     run_row = drive(ctx, run_row, detach=detach, keep=keep, on_progress=on_progress)
@@ -228,7 +250,7 @@ def timings(run_id: str, done_points: int) -> dict[str, float]:
             out["points_per_second"] = round(done_points / compute, 1)
     if "combine" in at and "collect" in at:
         out["combine_s"] = round(at["collect"][-1] - at["combine"][-1], 3)
-    ends = [t for trig in ("complete", "complete_with_failures", "fail") for t in at.get(trig, [])]
+    ends = [t for trig in ("complete", "complete_with_failures", "stop_budget", "fail") for t in at.get(trig, [])]
     if "create" in at and ends:
         out["total_s"] = round(max(ends) - at["create"][0], 3)
     return out

@@ -128,11 +128,12 @@ def _report(result: dict[str, Any], as_json: bool) -> None:
 @aws_options
 @click.option("--worker-type", help="EC2 instance type of the workers (aws).")
 @click.option("--spot/--on-demand", default=None, help="Workers on spot instances (aws).")
+@click.option("--budget", type=float, help="The most the run may cost, USD (aws; the manager enforces it).")
 @click.option("--estimate", is_flag=True,
               help="Only predict wall time, instance-hours and cost per candidate instance type; create nothing.")
 @json_option
 def run(directory: Path, as_json: bool, profile: str | None, region: str | None, worker_type: str | None,
-        spot: bool | None, estimate: bool, **options: Any) -> None:
+        spot: bool | None, budget: float | None, estimate: bool, **options: Any) -> None:
     """Run the sweep in DIRECTORY (default: the current one).
 
     With --estimate, time the entry on a few points spread over the sweep and print what the run would
@@ -144,7 +145,7 @@ def run(directory: Path, as_json: bool, profile: str | None, region: str | None,
         if not as_json:
             err.print(f"run [bold]{run_row.id}[/]: {run_row.points} points", highlight=False)
 
-    aws = {"profile": profile, "region": region, "worker_type": worker_type, "spot": spot}
+    aws = {"profile": profile, "region": region, "worker_type": worker_type, "spot": spot, "budget_usd": budget}
     if estimate:
         from mcc.display import estimate_view
 
@@ -163,13 +164,14 @@ def run(directory: Path, as_json: bool, profile: str | None, region: str | None,
 @click.argument("run_id")
 @click.option("--detach", is_flag=True, help="Relaunch what is needed, then return.")
 @click.option("--keep", is_flag=True, help="Keep the queue and processes after the run.")
+@click.option("--budget", type=float, help="A new cap, USD: continues a run stopped by its budget.")
 @json_option
-def resume(run_id: str, detach: bool, keep: bool, as_json: bool) -> None:
+def resume(run_id: str, detach: bool, keep: bool, budget: float | None, as_json: bool) -> None:
     """Resume RUN_ID from its current state and drive it to the end.
 
-    Example: mcc resume r-20261126-1a2b3c
+    Example: mcc resume r-20261126-1a2b3c --budget 40
     """
-    result = _follow(as_json, api.resume, run_id=run_id, detach=detach, keep=keep)
+    result = _follow(as_json, api.resume, run_id=run_id, detach=detach, keep=keep, budget=budget)
     _report(result, as_json)
 
 

@@ -15,7 +15,7 @@ from rich.text import Text
 SECRET_KEYS = re.compile(r"password|secret|token|redis_url", re.I)
 STATE_STYLES = {
     "completed": "green", "active": "green", "done": "green", "cleaned": "dim", "deleted": "dim",
-    "failed": "red", "dead": "red", "completed_with_failures": "yellow", "adopted": "cyan",
+    "failed": "red", "dead": "red", "completed_with_failures": "yellow", "stopped_budget": "yellow", "adopted": "cyan",
     "running": "blue", "leased": "blue", "deleting": "yellow", "creating": "yellow", "cleaning": "yellow",
 }
 

@@ -114,6 +114,11 @@ def drive(ctx: Context, run: models.Run, *, detach: bool = False, keep: bool = F
             run = fire(run, "launch")
         elif state == "launching":
             urls = ctx.backend.provision(ctx.engine, run)  # a dead queue is replaced here
+            store = store_of(ctx, run)
+            if store is not None:
+                from mcc.budget import publish
+
+                publish(store, run)  # the cap and the spend so far, for the manager to enforce on its own
             ctx.backend.launch_manager(ctx.engine, run, urls)
             run = fire(run, "start")
         elif state in ("running", "combining"):
@@ -175,7 +180,7 @@ def _follow(ctx: Context, run: models.Run, on_progress: ProgressCallback | None)
             run = sync_run(store, run, ctx.engine)
             if run.state == "running":
                 run = fire(run, "combine", actor="manager")
-            if final["state"] in ("completed", "completed_with_failures"):
+            if final["state"] in ("completed", "completed_with_failures", "stopped_budget"):
                 return fire(run, "collect", actor="manager")
             return fire(run, "fail", actor="manager", reason=final.get("reason"))
         first, most = ctx.backend.poll_seconds
@@ -234,8 +239,12 @@ def _collect(ctx: Context, run: models.Run) -> models.Run:
     store = store_of(ctx, run)
     assert store is not None
     final = get_json(store, FINAL) or {}
-    settle_subproblems(run, {int(k) for k in final.get("dead", {})})
+    stopped = final.get("state") == "stopped_budget"
+    if not stopped:  # a run stopped by its budget keeps its pending subproblems pending, for `mcc resume`
+        settle_subproblems(run, {int(k) for k in final.get("dead", {})})
     dest = result_path(run)
+    if stopped and not final.get("result"):  # stopped before any subproblem was done: nothing to collect
+        return fire(run, "stop_budget", actor="manager", reason=_budget_reason(run, final))
     try:
         if not store.get_file(COMBINED, dest):
             raise MccError(f"run {run.id}: the bucket {store.url} has no {COMBINED}; `mcc resume {run.id}` recomputes it")
@@ -248,10 +257,22 @@ def _collect(ctx: Context, run: models.Run) -> models.Run:
         raise MccError(f"could not write {dest}: {exc}. Fix it and run `mcc resume {run.id}`.") from exc
     _collect_logs(ctx, run, store, dest.parent / "logs")
     p = final.get("progress", {})
+    if stopped:
+        return fire(run, "stop_budget", actor="manager", reason=_budget_reason(run, final), result_path=str(dest),
+                    done=p.get("done_points", run.done), dead=p.get("dead_points", run.dead))
     trigger = "complete" if final.get("state") == "completed" else "complete_with_failures"
     reason = None if trigger == "complete" else f"{p.get('dead', 0)} subproblem(s) failed every attempt"
     return fire(run, trigger, reason=reason, result_path=str(dest),
                 done=p.get("done_points", run.done), dead=p.get("dead_points", run.dead))
+
+
+def _budget_reason(run: models.Run, final: dict[str, Any]) -> str:
+    """The Event's reason for a run stopped by its budget: what was spent, what is left, how to go on."""
+    p = final.get("progress", {})
+    left = (run.points or 0) - p.get("done_points", 0) - p.get("dead_points", 0)
+    return (f"budget: spent ${final.get('spent_usd', 0):.6f} of ${final.get('budget_usd', 0):.6f} "
+            f"(the manager's projection of the work in hand would have crossed it); {left} point(s) left. "
+            f"`mcc resume {run.id} --budget N` continues with a larger cap.")
 
 
 def _collect_logs(ctx: Context, run: models.Run, store: Store, dest: Path) -> None:

@@ -22,7 +22,7 @@ from mcc.providers.aws.clients import AwsContext
 from mcc.providers.aws import market
 from mcc.providers.aws.errors import AwsCapacity
 from mcc.providers.aws.instance import (
-    LaunchRequest, launch_overrides, query_instances, run_instances, terminate_instances,
+    LaunchRequest, describe_instances, launch_overrides, query_instances, run_instances, terminate_instances,
 )
 from mcc.providers.base import ownership_tags
 from mcc.remote.runtime import Runtime
@@ -46,6 +46,7 @@ class Ec2Fleet:
         self.subnets: list[str | None] = list(aws.get("subnets") or [aws.get("subnet_id")])
         self.cooling: dict[tuple[str, str | None], float] = {}  # option → monotonic time it may be tried again
         self._spot_cache: dict[str, tuple[float, dict[str, float]]] = {}
+        self.records: dict[str, dict[str, Any]] = {}  # instance id → its record, as last written by this fleet
 
     def _pricing(self, itype: str, zone: str | None, spot_prices: dict[str, float]) -> dict[str, Any]:
         """What the instance record says about price: the spot price in force at launch in the instance's
@@ -131,11 +132,12 @@ class Ec2Fleet:
         launched_at = time.time()
         for iid, zone in zones.items():
             self.known[iid] = "pending"
-            put_json(self.rt.store, instance_key(iid), {
+            self.records[iid] = {
                 "worker_id": iid, "physical_id": iid, "kind": "instance", "role": "worker", "backend": "aws",
                 "instance_type": itype, "subnet_id": subnet, "spot": bool(self.aws.get("spot")),
                 "launched_at": launched_at, "tags": tags, **self._pricing(itype, zone, spot_prices),
-            })
+            }
+            put_json(self.rt.store, instance_key(iid), self.records[iid])
 
     def query_workers(self) -> dict[str, bool]:
         """worker id → alive, from ONE paginated DescribeInstances for every worker of the run."""
@@ -154,6 +156,7 @@ class Ec2Fleet:
         if "terminated_at" not in record:
             record.update(terminated_at=time.time(), reason=reason)
             put_json(self.rt.store, instance_key(worker_id), record)
+        self.records[worker_id] = record
 
     def adopt_workers(self) -> list[str]:
         for key in self.rt.store.list(INSTANCES):
@@ -165,6 +168,12 @@ class Ec2Fleet:
             if not ok:
                 self.forget_worker(iid, "found terminated by a new manager")
         return [iid for iid, ok in alive.items() if ok]
+
+    def launch_time(self, instance_id: str) -> float | None:
+        """When EC2 launched ``instance_id`` (epoch seconds; None if EC2 does not say): what its bill runs from."""
+        found = describe_instances(self.ctx, ids=[instance_id])
+        stamp = found[0].get("LaunchTime") if found else None
+        return stamp.timestamp() if stamp is not None else None
 
     def terminate_all(self, reason: str) -> None:
         ids = list(self.known)

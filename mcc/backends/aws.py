@@ -110,8 +110,11 @@ class AwsBackend:
             "policy": worker_policy(bucket, prefix, self.ledger_uuid, r, account, role.attrs.get("arn", ""), param_path)})
         profile = engine.ensure(run.id, "instance_profile", name, f"{run.id}/instance_profile",
                                 {"name": name, "role_name": name})
-        password = engine.ensure(run.id, "parameter", f"{param_path}queue-password", f"{run.id}/parameter",
-                                 {"name": f"{param_path}queue-password", "value_bytes": 32})
+        # the secret and the cache go with the run's compute at its end (teardown): a resumed run (a retry,
+        # a larger budget) gets new ones under new keys (engine.current), as a relaunched manager does
+        password = engine.current(run, "parameter", f"{run.id}/parameter",
+                                  {"name": f"{param_path}queue-password", "value_bytes": 32},
+                                  name=f"{param_path}queue-password")
         image_id = shared["image"].physical_id if "image" in shared else base_image_id(self.ctx)
         template = engine.ensure(run.id, "launch_template", name, f"{run.id}/launch_template", {
             "name": name, "image_id": image_id, "instance_type": s.candidate_types[0],
@@ -121,7 +124,7 @@ class AwsBackend:
             "max_lifetime_hours": s.max_lifetime_hours})
         queue: dict[str, Any] = {"mode": s.queue, "password_parameter": password.physical_id, "tls": False}
         if s.queue == "elasticache":
-            cache = engine.ensure(run.id, "cache", name, f"{run.id}/cache", {
+            cache = engine.current(run, "cache", f"{run.id}/cache", name=name, params={
                 "cluster_id": name[:40], "node_type": s.cache_node_type,
                 "security_group_id": shared["security_group"].physical_id,
                 "auth_token_parameter": password.physical_id})
@@ -133,7 +136,8 @@ class AwsBackend:
                "manager_type": s.manager_type, "spot": s.spot, "subnet_id": s.subnet_id, "wheel": wheel,
                "requirements": list(s.requirements), "max_lifetime_seconds": int(s.max_lifetime_hours * 3600),
                "instance_profile_arn": profile.attrs.get("arn"), **self._fleet_options()}
-        extra = {"backend": "aws", "queue": queue, "aws": aws, "worker_boot_seconds": s.boot_seconds}
+        extra = {"backend": "aws", "queue": queue, "aws": aws, "worker_boot_seconds": s.boot_seconds,
+                 "seconds_per_point": run.spec.get("seconds_per_point")}
         return {"store_url": store_url, "extra": extra,
                 "tick_seconds": self.tick_seconds}
 

@@ -32,6 +32,7 @@ class AwsSettings:
     worker_types: list[str] | None = None  # ordered preference; None = [worker_type]
     subnets: list[str] | None = None     # subnets (one per zone) to try in order; None = subnet_id / the default
     max_spot_price: float | None = None  # $/h: a worker type whose spot price is above it is skipped
+    budget_usd: float | None = None      # the most the run may cost (enforced by the manager)
 
     @property
     def candidate_types(self) -> list[str]:
@@ -48,7 +49,7 @@ class AwsSettings:
 
 
 _LISTS = {"requirements", "worker_types", "subnets"}
-_NUMBERS = {"max_spot_price"}
+_NUMBERS = {"max_spot_price", "budget_usd"}
 _TYPES: dict[str, tuple[type, ...]] = {
     f.name: ((list,) if f.name in _LISTS else (int, float) if f.name in _NUMBERS
              else (str, type(None)) if f.default is None else (bool,) if isinstance(f.default, bool)
@@ -93,6 +94,9 @@ def aws_settings(table: Mapping[str, Any] | None, source: str = "mcc.toml [aws]"
             raise ConfigError(f"{source}: `worker_types` must be a list of instance type names like [\"c6i.large\"].")
     if settings.subnets is not None and not all(isinstance(t, str) and t.startswith("subnet-") for t in settings.subnets):
         raise ConfigError(f"{source}: `subnets` must be a list of subnet ids like [\"subnet-0abc\", \"subnet-0def\"].")
+    if settings.budget_usd is not None and not settings.budget_usd > 0:
+        raise ConfigError(f"{source}: `budget_usd` (--budget) must be an amount in USD > 0, got {settings.budget_usd}. "
+                          "Fix: e.g. budget_usd = 25, or leave it out for no cap.")
     if settings.max_spot_price is not None and not settings.max_spot_price > 0:
         raise ConfigError(f"{source}: `max_spot_price` must be a price in USD per hour > 0, got {settings.max_spot_price}.")
     return settings
