@@ -113,6 +113,8 @@ def make_guard(rt: Any, fleet: Any, manager_id: str) -> BudgetGuard | None:
     if rt.spec.extra.get("backend") != "aws":
         return None
     aws = rt.spec.extra["aws"]
+    if not (get_json(rt.store, BUDGET) or {}).get("budget_usd"):
+        return None  # no budget: not even the launch-time lookup
     started = fleet.launch_time(manager_id) or time.time()
     chunk = max((n for _, n in rt.spec.chunks), default=1)
     per_point = float(rt.spec.extra.get("seconds_per_point") or 0.0)
