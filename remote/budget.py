@@ -20,9 +20,9 @@ import time
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from mcc import pricing
-from mcc.runspec import BUDGET, INSTANCES
-from mcc.storage import Store, get_json
+from mcc.report import pricing
+from mcc.work.runspec import BUDGET, INSTANCES
+from mcc.work.stores import Store, get_json
 
 log = logging.getLogger("manager")
 SHUTDOWN_SECONDS = 20.0  # combine, upload, the laptop's collect and the manager's termination

@@ -26,8 +26,8 @@ from mcc.providers.aws.instance import (
 )
 from mcc.providers.base import ownership_tags
 from mcc.remote.runtime import Runtime
-from mcc.runspec import INSTANCES, instance_key
-from mcc.storage import get_json, put_json
+from mcc.work.runspec import INSTANCES, instance_key
+from mcc.work.stores import get_json, put_json
 
 ALIVE = {"pending", "running"}
 SPOT_PRICE_TTL = 300.0  # seconds a spot price lookup is reused across launch batches

@@ -1,14 +1,14 @@
-"""The budget's arithmetic (remote/budget.py, mcc/budget.py) and the queue's drain (withhold/restore)."""
+"""The budget's arithmetic (remote/budget.py, mcc/driver/budget.py) and the queue's drain (withhold/restore)."""
 from __future__ import annotations
 
 import pytest
 
-from mcc.budget import check_budget, minimum_usd
+from mcc.driver.budget import check_budget, minimum_usd
 from mcc.errors import ConfigError
-from mcc.estimation import Prices
-from mcc.pricing import load_table
+from mcc.report.estimation import Prices
+from mcc.report.pricing import load_table
 from mcc.remote.budget import SHUTDOWN_SECONDS, BudgetGuard, Interval, launch_allowance, spend
-from mcc.storage import LocalStore, put_json
+from mcc.work.stores import LocalStore, put_json
 from tests.test_queue import client, q, server  # noqa: F401 - fixtures
 
 PRICE = 3.6  # $/h: a dollar per 1000 s, so the expected numbers read off directly

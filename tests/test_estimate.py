@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from mcc import estimation as model
-from mcc.prepare import probe_sample, sample_indices
-from mcc.project import load_project
-from mcc.config import load_settings
+from mcc.report import estimation as model
+from mcc.driver.prepare import probe_sample, sample_indices
+from mcc.project.folder import load_project
+from mcc.project.settings import load_settings
 from tests.conftest import mcc, mcc_json
 
-PRICES = json.loads((Path(__file__).parents[1] / "mcc" / "prices" / "ec2-ondemand-linux.json").read_text())
+PRICES = json.loads((Path(__file__).parents[1] / "mcc" / "report" / "prices" / "ec2-ondemand-linux.json").read_text())
 
 
 def test_sample_indices_spread_over_the_sweep() -> None:

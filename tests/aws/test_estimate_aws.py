@@ -11,7 +11,7 @@ from tests.aws.conftest import aws_toml
 from tests.aws.harness.market import Market
 from tests.conftest import mcc, mcc_json
 
-PRICES = json.loads((Path(__file__).parents[2] / "mcc" / "prices" / "ec2-ondemand-linux.json").read_text())
+PRICES = json.loads((Path(__file__).parents[2] / "mcc" / "report" / "prices" / "ec2-ondemand-linux.json").read_text())
 READ_ONLY = ("Describe", "Get", "List")
 
 

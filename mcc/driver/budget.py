@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from mcc import pricing
+from mcc.report import pricing
 from mcc.errors import ConfigError, MccError
 from mcc.ledger import models
-from mcc.runspec import BUDGET
-from mcc.storage import Store, put_json
+from mcc.work.runspec import BUDGET
+from mcc.work.stores import Store, put_json
 
 
 def minimum_usd(prices: Any, manager_type: str, worker_types: list[str], spot: bool) -> float | None:
@@ -41,8 +41,8 @@ def check_budget(budget: float | None, minimum: float | None, where: str) -> Non
 
 
 def spent_usd(run: models.Run) -> float:
-    """The run's cost so far by the ledger (mcc.analysis.cost_figures)."""
-    from mcc.analysis import cost_figures
+    """The run's cost so far by the ledger (mcc.report.analysis.cost_figures)."""
+    from mcc.report.analysis import cost_figures
 
     return float(cost_figures(run)["so_far_usd"])
 
@@ -50,7 +50,7 @@ def spent_usd(run: models.Run) -> float:
 def prior_usd(run: models.Run) -> float:
     """What the run cost so far outside the manager's view: every non-worker instance (earlier managers) and
     the other resources (cache, storage). Workers are counted by the manager from their records."""
-    from mcc.analysis import _other_costs, instance_rows
+    from mcc.report.analysis import _other_costs, instance_rows
 
     import time
 

@@ -2,7 +2,7 @@
 
 Instance-seconds come from each instance resource's launch and terminate times (``attrs.launched_at`` /
 ``attrs.terminated_at`` where the launcher recorded them, else the resource's ``active_at`` / ``deleted_at``).
-Cost follows AWS billing (see :mod:`mcc.pricing`): per second with a 60-second minimum per instance-run,
+Cost follows AWS billing (see :mod:`mcc.report.pricing`): per second with a 60-second minimum per instance-run,
 ElastiCache by node-hour, EBS and S3 by GB-month where a resource records its size. Local processes cost
 0 but still count instance-seconds. Retries, preemptions and dead points come from the subproblems'
 Events, stalls from the instances' deletion reasons.
@@ -16,7 +16,7 @@ from typing import Any, Iterable
 
 from peewee import fn
 
-from mcc import pricing
+from mcc.report import pricing
 from mcc.ledger import current_ledger, models, open_ledger, queries
 
 RUN_END_TRIGGERS = ("complete", "complete_with_failures", "stop_budget", "fail", "cancel")
@@ -218,9 +218,9 @@ def analyze_run(run_id: str, *, home: str | Path | None = None, now: float | Non
 
 def estimate_beside_actual(doc: dict[str, Any] | None, wall_s: float, cost_usd: float,
                            finished: bool) -> dict[str, Any] | None:
-    """What the run's recorded estimate predicted (mcc.estimation.chosen) beside what happened, with the
+    """What the run's recorded estimate predicted (mcc.report.estimation.chosen) beside what happened, with the
     ratios actual/predicted (None until the run is finished, or where a prediction is 0 or unknown)."""
-    from mcc.estimation import chosen
+    from mcc.report.estimation import chosen
 
     predicted = chosen(doc) if doc else None
     if predicted is None:

@@ -22,10 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from mcc.config import Settings, load_settings
+from mcc.project.settings import Settings, load_settings
 from mcc.errors import ProjectError
-from mcc.project import Project, auto_chunk_size, failure, load_function, load_project, rows_from_result
-from mcc.runspec import make_chunks
+from mcc.project.folder import Project, auto_chunk_size, failure, load_function, load_project, rows_from_result
+from mcc.providers.local.processes import run_bounded
+from mcc.work.runspec import make_chunks
 
 PROBE_BUDGET = 30.0  # seconds; a slower first point means chunks of one point
 SAMPLE_POINTS = 5  # points the estimate times, spread over the sweep (the first and the last among them)
@@ -99,7 +100,7 @@ def _probe_script(project: Project, point: list[float], budget: float) -> float:
         argv = [sys.executable, str(project.dir / project.entry.target), str(out), *map(repr, point)]
         started = time.perf_counter()
         try:
-            proc = subprocess.run(argv, cwd=project.dir, capture_output=True, timeout=budget)
+            proc = run_bounded(argv, cwd=project.dir, capture_output=True, timeout=budget)
         except subprocess.TimeoutExpired:
             return math.inf
         elapsed = time.perf_counter() - started
@@ -185,7 +186,7 @@ def _probe_child(project: Project, indices: list[int], budget: float) -> tuple[l
     todo = list(request["points"])
     while todo:
         request["points"] = todo
-        proc = subprocess.Popen([sys.executable, "-c", "from mcc.prepare import _sample_child; _sample_child()"],
+        proc = subprocess.Popen([sys.executable, "-c", "from mcc.driver.prepare import _sample_child; _sample_child()"],
                                 cwd=project.dir, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, start_new_session=True)
         try:

@@ -7,7 +7,7 @@ The model (pure functions, so a test can recompute every number):
 - the subproblems are dealt to the free slots in queue order (list scheduling); compute = the makespan;
 - wall = manager boot + worker boot + compute + combine; each worker instance lives worker boot +
   compute, the manager the whole wall time;
-- every instance-run is billed per second with the 60-second minimum (mcc.pricing); workers at the
+- every instance-run is billed per second with the 60-second minimum (mcc.report.pricing); workers at the
   on-demand table price or at the current spot price (the highest zone of the region: the fleet may land
   in any zone), the manager always on-demand; the bucket holds the points and the results for the wall
   time (S3 Standard); an ElastiCache queue bills node-hours.
@@ -19,7 +19,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
-from mcc import pricing
+from mcc.report import pricing
 
 # Expected start-up, seconds (measured orders of magnitude, not the replacement timeouts of the settings).
 BOOT_SECONDS = {"aws": 90.0, "aws_custom_image": 30.0, "local": 1.0}
@@ -221,7 +221,7 @@ def chosen(doc: dict[str, Any]) -> dict[str, Any] | None:
 
 def for_run(settings: Any, n_points: int, n_dims: int, chunks: list[tuple[int, int]], sample: dict[str, Any],
             prices: Prices | None, worker_type: str | None = None) -> dict[str, Any]:
-    """:func:`estimate_doc` for validated ``settings`` (mcc.config.Settings): the candidates are the
+    """:func:`estimate_doc` for validated ``settings`` (mcc.project.settings.Settings): the candidates are the
     [aws] table's ``worker_types`` (or ``worker_type``; ``worker_type`` given: that one), or ``local``."""
     if settings.backend != "aws":
         return estimate_doc(backend="local", n_points=n_points, chunks=chunks, values_per_point=2 * n_dims + 1,
