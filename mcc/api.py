@@ -67,7 +67,8 @@ def estimate(project_dir: str | Path = ".", *, backend: str | None = None, worke
     sample = probe_sample(prepared.project, min(prepared.settings.point_timeout, PROBE_BUDGET),
                           sample_points or SAMPLE_POINTS)
     doc = model.for_run(prepared.settings, len(prepared.project.points), int(prepared.project.points.shape[1]),
-                        prepared.chunks, sample.to_dict(), prices, worker_type=(aws or {}).get("worker_type"))
+                        prepared.chunks, sample.to_dict(), prices, worker_type=(aws or {}).get("worker_type"),
+                        measure_startup=True)
     return {**doc, "project_dir": str(prepared.project.dir)}
 
 

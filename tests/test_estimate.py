@@ -87,9 +87,11 @@ def test_estimate_local_json_reproduces_from_the_sample(make_project, mcc_home: 
     assert mean == pytest.approx(sample["mean_s"]) and mean >= 0.02
     (row,) = doc["candidates"]
     assert row["instance_type"] == "local" and row["on_demand_usd"] == 0
-    # 8 subproblems of 5 points on 2 workers: 4 rounds of 5 x mean; + local start-up 0.5 + 1.0 s
+    # 8 subproblems of 5 points on 2 workers: 4 rounds of 5 x mean; + the measured local start-up
+    startup = doc["startup_s"]
+    assert 0 < startup["manager"] < 120 and 0 < startup["workers"] < 120
     assert row["compute_s"] == pytest.approx(4 * 5 * mean)
-    assert row["wall_s"] == pytest.approx(0.5 + 1.0 + 4 * 5 * mean + 8 * 0.002)
+    assert row["wall_s"] == pytest.approx(startup["manager"] + startup["workers"] + 4 * 5 * mean + 8 * 0.002)
     assert any("s per point" in a for a in doc["assumptions"])
 
 

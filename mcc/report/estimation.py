@@ -148,11 +148,12 @@ def check_types(types: list[str], prices: Prices, where: str) -> None:
 def estimate_doc(*, backend: str, n_points: int, chunks: list[tuple[int, int]], values_per_point: int,
                  sample: dict[str, Any], workers: int, candidates: list[str], manager_type: str | None,
                  prices: Prices, spot: bool, custom_image: bool = False, queue: str = "manager",
-                 cache_node_type: str | None = None, processes: Callable[[str], int] = lambda t: 1) -> dict[str, Any]:
+                 cache_node_type: str | None = None, processes: Callable[[str], int] = lambda t: 1,
+                 startup_s: tuple[float, float] | None = None) -> dict[str, Any]:
     """The estimate as one JSON-friendly document: the inputs, the assumptions, one row per candidate."""
     mean = sample["mean_s"]
     key = "aws_custom_image" if backend == "aws" and custom_image else backend
-    boot, manager_boot = BOOT_SECONDS[key], MANAGER_BOOT_SECONDS[key]
+    manager_boot, boot = startup_s or (MANAGER_BOOT_SECONDS[key], BOOT_SECONDS[key])
     manager_price = 0.0 if backend == "local" else prices.on_demand(manager_type or "")
     s3 = pricing.packaged_table()["s3"]["standard_gb_month"].get(prices.region or "") if backend == "aws" else None
     rows = []
@@ -183,7 +184,9 @@ def estimate_doc(*, backend: str, n_points: int, chunks: list[tuple[int, int]], 
         f"(min {sample['min_s']:.4g} s, max {sample['max_s']:.4g} s), timed on this machine",
         f"{len(chunks)} subproblem(s) of up to {max((n for _, n in chunks), default=0)} points dealt in order to "
         f"{workers} worker(s) x their processes (one worker process per instance)",
-        f"start-up {manager_boot:.3g} s (manager) + {boot:.3g} s (workers); combine {COMBINE_SECONDS_PER_SUBPROBLEM * 1000:.0f} ms per subproblem",
+        f"start-up {manager_boot:.3g} s (manager) + {boot:.3g} s (workers)"
+        + (", measured: one child process importing mcc's manager and worker" if startup_s else "")
+        + f"; combine {COMBINE_SECONDS_PER_SUBPROBLEM * 1000:.0f} ms per subproblem",
     ]
     if sample.get("failed"):
         assumptions.append(f"{len(sample['failed'])} sampled point(s) failed and are left out: {sorted(sample['failed'])}")
@@ -202,6 +205,7 @@ def estimate_doc(*, backend: str, n_points: int, chunks: list[tuple[int, int]], 
     return {"backend": backend, "region": prices.region if backend == "aws" else None, "points": n_points,
             "subproblems": len(chunks), "chunk_size": max((n for _, n in chunks), default=0), "workers": workers,
             "spot": spot, "manager_type": manager_type if backend == "aws" else None, "sample": sample,
+            "startup_s": {"manager": manager_boot, "workers": boot},
             "assumptions": assumptions, "candidates": rows}
 
 
@@ -219,14 +223,31 @@ def chosen(doc: dict[str, Any]) -> dict[str, Any] | None:
             "usd": usd, "market": "spot" if doc.get("spot") and row["spot_usd"] is not None else "on_demand"}
 
 
+def local_startup_s() -> tuple[float, float]:
+    """(manager, workers) start-up on this machine, measured: a child process importing what the local
+    manager and a worker import, timed once (it reflects the machine's load as the run will meet it)."""
+    import subprocess
+    import sys
+    import time
+
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import mcc.remote.manager, mcc.remote.worker"], check=False, timeout=120,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    seconds = time.perf_counter() - started
+    # the manager starts redis-server and itself, then the workers start: two process start-ups in a row
+    return seconds, seconds
+
+
 def for_run(settings: Any, n_points: int, n_dims: int, chunks: list[tuple[int, int]], sample: dict[str, Any],
-            prices: Prices | None, worker_type: str | None = None) -> dict[str, Any]:
+            prices: Prices | None, worker_type: str | None = None, measure_startup: bool = False) -> dict[str, Any]:
     """:func:`estimate_doc` for validated ``settings`` (mcc.project.settings.Settings): the candidates are the
-    [aws] table's ``worker_types`` (or ``worker_type``; ``worker_type`` given: that one), or ``local``."""
+    [aws] table's ``worker_types`` (or ``worker_type``; ``worker_type`` given: that one), or ``local`` (with
+    ``measure_startup``, its start-up measured by :func:`local_startup_s`)."""
     if settings.backend != "aws":
         return estimate_doc(backend="local", n_points=n_points, chunks=chunks, values_per_point=2 * n_dims + 1,
                             sample=sample, workers=settings.workers, candidates=[pricing.LOCAL], manager_type=None,
-                            prices=prices or Prices(None, pricing.load_table()), spot=False)
+                            prices=prices or Prices(None, pricing.load_table()), spot=False,
+                            startup_s=local_startup_s() if measure_startup else None)
     from mcc.backends.aws_settings import aws_settings
 
     aws = aws_settings(settings.aws)
