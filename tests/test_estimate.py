@@ -125,3 +125,15 @@ def test_candidate_types_and_subnets() -> None:
     assert s.candidate_types == ["c5.large"] and s.candidate_subnets == [None]
     s = aws_settings({"worker_types": ["c6i.large", "c5.large"], "subnets": ["subnet-a", "subnet-b"]})
     assert s.candidate_types == ["c6i.large", "c5.large"] and s.candidate_subnets == ["subnet-a", "subnet-b"]
+
+
+def test_analyze_sets_the_runs_estimate_beside_the_actual(make_project, mcc_home: Path) -> None:
+    project = make_project(30, body="time.sleep(0.01)")  # automatic chunk size: the run probes its first point
+    out = mcc_json("run", str(project), home=mcc_home, timeout=300)
+    a = mcc_json("analyze", out["run_id"], home=mcc_home)
+    est = a["estimate"]
+    assert est["instance_type"] == "local" and est["market"] == "on_demand" and est["usd"] == 0
+    assert est["actual_wall_s"] == pytest.approx(a["wall_s"])
+    assert est["wall_ratio"] == pytest.approx(a["wall_s"] / est["wall_s"]) and est["cost_ratio"] is None
+    text = mcc("analyze", out["run_id"], home=mcc_home).stdout
+    assert "estimate local on-demand: wall" in text and "actual/estimate: wall x" in text
