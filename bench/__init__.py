@@ -28,6 +28,7 @@ BENCHMARKS: dict[str, str] = {
     "B7": "b7_aws",
     "B8": "b8_original",
     "B9": "b9_slurm",
+    "B10": "b10_estimate",
 }
 
 

@@ -9,10 +9,11 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["run", "resume", "status", "clean", "open_ledger", "MccError", "__version__"]
+__all__ = ["run", "estimate", "resume", "status", "clean", "open_ledger", "MccError", "__version__"]
 
 _LAZY = {
     "run": "mcc.api",
+    "estimate": "mcc.api",
     "resume": "mcc.api",
     "status": "mcc.api",
     "clean": "mcc.api",

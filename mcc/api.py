@@ -41,10 +41,11 @@ def run(project_dir: str | Path = ".", *, backend: str | None = None, workers: i
     overrides = {"backend": backend, "workers": workers, "chunk_size": chunk_size, "max_attempts": max_attempts,
                  "entry": entry, "point_timeout": point_timeout, "lease_seconds": lease_seconds}
     prepared = prepare(project_dir, overrides, aws=aws)
+    prices = _checked_prices(prepared, project_dir)
     ledger = _ledger(home)
     ctx = Context.open(ledger, prepared.settings.backend, prepared.settings.backend_table)
     ctx.backend.preflight()
-    run_row = create_run(ledger, prepared)
+    run_row = create_run(ledger, prepared, estimate=_recorded_estimate(prepared, prices))
     with RunLock(ledger.home, run_row.id):
         if on_created:
             on_created(run_row)
@@ -52,12 +53,74 @@ def run(project_dir: str | Path = ".", *, backend: str | None = None, workers: i
     return with_cost(summary(run_row), run_row)
 
 
+def estimate(project_dir: str | Path = ".", *, backend: str | None = None, workers: int | None = None,
+             chunk_size: int | None = None, entry: str | None = None, point_timeout: float | None = None,
+             aws: dict[str, Any] | None = None, sample_points: int | None = None) -> dict[str, Any]:
+    """Predicted wall time, instance-hours and cost of running ``project_dir``, per candidate instance type.
+
+    Times the entry on a few points spread over the sweep (locally, in a child process), prices the
+    candidates (``worker_types`` of [aws], or ``aws={"worker_type": ...}``) from the price table and, where
+    credentials allow, EC2's current spot prices. Creates nothing in the cloud and opens no ledger.
+    """
+    from mcc.report import estimation as model
+    from mcc.driver.prepare import PROBE_BUDGET, SAMPLE_POINTS, prepare, probe_sample
+
+    overrides = {"backend": backend, "workers": workers, "chunk_size": chunk_size, "entry": entry,
+                 "point_timeout": point_timeout}
+    prepared = prepare(project_dir, overrides, aws=aws)
+    prices = _checked_prices(prepared, project_dir)
+    sample = probe_sample(prepared.project, min(prepared.settings.point_timeout or PROBE_BUDGET, PROBE_BUDGET),
+                          sample_points or SAMPLE_POINTS)
+    doc = model.for_run(prepared.settings, len(prepared.project.points), int(prepared.project.points.shape[1]),
+                        prepared.chunks, sample.to_dict(), prices, worker_type=(aws or {}).get("worker_type"),
+                        measure_startup=True)
+    return {**doc, "project_dir": str(prepared.project.dir)}
+
+
+def _checked_prices(prepared: Any, project_dir: str | Path) -> Any:
+    """For an AWS run: the candidate types checked as offered in the region, with their prices, and the
+    budget checked against them (else None; a budget on the local backend is an error)."""
+    from mcc.backends.aws_settings import aws_settings
+    from mcc.driver.budget import check_budget, minimum_usd
+    from mcc.errors import ConfigError
+
+    where = f"{Path(project_dir) / 'mcc.toml'} [aws] (or its flags)"
+    if prepared.settings.backend != "aws":
+        if prepared.settings.aws.get("budget_usd") is not None:
+            raise ConfigError(f"{where}: a budget caps what AWS bills; the {prepared.settings.backend} backend "
+                              "costs nothing. Fix: add --backend aws, or drop --budget / budget_usd.")
+        return None
+    from mcc.report import estimation as model
+
+    prices = model.aws_prices(prepared.settings, where)
+    aws = aws_settings(prepared.settings.aws)
+    check_budget(aws.budget_usd, minimum_usd(prices, aws.manager_type, aws.candidate_types, aws.spot), where)
+    return prices
+
+
+def _recorded_estimate(prepared: Any, prices: Any) -> dict[str, Any] | None:
+    """The estimate kept with the run (for `mcc analyze`), from the run's own one-point probe; None without one
+    (a chunk_size set in mcc.toml skips the probe)."""
+    import math
+
+    from mcc.report import estimation as model
+
+    seconds = prepared.seconds_per_point
+    if seconds is None or not math.isfinite(seconds):
+        return None
+    sample = {"indices": [0], "seconds": [seconds], "failed": {}, "mean_s": seconds, "min_s": seconds, "max_s": seconds}
+    return model.for_run(prepared.settings, len(prepared.project.points), int(prepared.project.points.shape[1]),
+                         prepared.chunks, sample, prices)
+
+
 def resume(run_id: str, *, keep: bool = False, detach: bool = False, retry_dead: bool = False,
-           on_progress: ProgressCallback | None = None, home: str | Path | None = None) -> dict[str, Any]:
+           budget: float | None = None, on_progress: ProgressCallback | None = None,
+           home: str | Path | None = None) -> dict[str, Any]:
     """Re-enter the run's current state and drive it to its goal (a failed run is retried).
 
     ``retry_dead``: a run that finished ``completed_with_failures`` recomputes only its dead points
-    (see :func:`revive_dead`); the combined file is rebuilt with every point once.
+    (see :func:`revive_dead`); the combined file is rebuilt with every point once. ``budget``: a run
+    stopped by its budget continues with the larger cap, computing only what is not done.
     """
     from mcc.driver.context import Context
     from mcc.driver.runlock import RunLock
@@ -76,7 +139,16 @@ def resume(run_id: str, *, keep: bool = False, detach: bool = False, retry_dead:
         ctx = Context.for_run(ledger, run_row)
         if retry_dead:
             run_row = revive_dead(run_row)
-        elif run_row.state in ("failed", "cancelled"):
+        elif run_row.state == "stopped_budget":
+            from mcc.driver.budget import raise_budget
+
+            run_row = raise_budget(run_row, budget)
+            run_row = fire(run_row, "raise_budget", reason=f"mcc resume --budget {budget}")
+        elif budget is not None:
+            from mcc.driver.budget import raise_budget
+
+            run_row = raise_budget(run_row, budget)  # the next manager launch publishes it
+        if run_row.state in ("failed", "cancelled"):
             run_row = fire(run_row, "retry", reason="mcc resume")
         run_row = _drive(ctx, run_row, detach=detach, keep=keep, on_progress=on_progress)
     return with_cost(summary(run_row), run_row)
@@ -287,9 +359,9 @@ def timings(run_id: str, done_points: int) -> dict[str, float]:
     last = rounds[-1]
     if "combine" in last and "collect" in last:
         out["combine_s"] = round(last["collect"][-1] - last["combine"][-1], 3)
-    totals = [max(t for trig in ("complete", "complete_with_failures", "fail") for t in at.get(trig, []))
+    totals = [max(t for trig in ("complete", "complete_with_failures", "stop_budget", "fail") for t in at.get(trig, []))
               - at["create"][0] for at in rounds
-              if "create" in at and any(at.get(trig) for trig in ("complete", "complete_with_failures", "fail"))]
+              if "create" in at and any(at.get(trig) for trig in ("complete", "complete_with_failures", "stop_budget", "fail"))]
     if totals:
         out["total_s"] = round(sum(totals), 3)
     return out

@@ -154,10 +154,16 @@ def failures_note(result: dict[str, Any]) -> Text:
 @aws_options
 @click.option("--worker-type", help="EC2 instance type of the workers (aws).")
 @click.option("--spot/--on-demand", default=None, help="Workers on spot instances (aws).")
+@click.option("--budget", type=float, help="The most the run may cost, USD (aws; the manager enforces it).")
+@click.option("--estimate", is_flag=True,
+              help="Only predict wall time, instance-hours and cost per candidate instance type; create nothing.")
 @json_option
 def run(directory: Path, as_json: bool, profile: str | None, region: str | None, worker_type: str | None,
-        spot: bool | None, **options: Any) -> None:
+        spot: bool | None, budget: float | None, estimate: bool, **options: Any) -> None:
     """Run the sweep in DIRECTORY (default: the current one).
+
+    With --estimate, time the entry on a few points spread over the sweep and print what the run would
+    take and cost on each candidate type (`worker_types` of [aws]); nothing is created.
 
     \b
     Exit status: 0 every point has its result; 4 the run finished with dead points
@@ -175,7 +181,17 @@ def run(directory: Path, as_json: bool, profile: str | None, region: str | None,
         if warning:
             err.print(labelled("warning:", "bold yellow", warning), highlight=False, soft_wrap=True)
 
-    aws = {"profile": profile, "region": region, "worker_type": worker_type, "spot": spot}
+    aws = {"profile": profile, "region": region, "worker_type": worker_type, "spot": spot, "budget_usd": budget}
+    if estimate:
+        from mcc.report.display import estimate_view
+
+        keys = ("backend", "workers", "chunk_size", "entry", "point_timeout")
+        doc = api.estimate(project_dir=directory, aws=aws, **{k: options[k] for k in keys})
+        if as_json:
+            emit_json(doc)
+        else:
+            out.print(estimate_view(doc))
+        return
     result = _follow(as_json, api.run, project_dir=directory, on_created=created, aws=aws, **options)
     _report(result, as_json)
 
@@ -187,15 +203,17 @@ def run(directory: Path, as_json: bool, profile: str | None, region: str | None,
 @click.option("--retry-dead", is_flag=True,
               help="Recompute only the dead points of a run that finished with failures (after fixing the entry); "
                    "the combined file is rebuilt with every point once.")
+@click.option("--budget", type=float, help="A new cap, USD: continues a run stopped by its budget.")
 @json_option
-def resume(run_id: str, detach: bool, keep: bool, retry_dead: bool, as_json: bool) -> None:
+def resume(run_id: str, detach: bool, keep: bool, retry_dead: bool, budget: float | None, as_json: bool) -> None:
     """Resume RUN_ID from its current state and drive it to the end.
 
     Exit status as for `mcc run` (0 complete, 4 finished with dead points, 1 failed).
 
     Example: mcc resume r-20261126-1a2b3c --retry-dead
     """
-    result = _follow(as_json, api.resume, run_id=run_id, detach=detach, keep=keep, retry_dead=retry_dead)
+    result = _follow(as_json, api.resume, run_id=run_id, detach=detach, keep=keep, retry_dead=retry_dead,
+                     budget=budget)
     _report(result, as_json)
 
 

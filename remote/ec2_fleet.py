@@ -3,6 +3,14 @@
 The same four verbs as the local fleet. One DescribeInstances call per tick covers every worker, so
 API calls per tick do not grow with the fleet; capacity and quota errors shrink the fleet instead of
 failing the run (with backoff); every instance carries the ledger's tags inside its RunInstances call.
+
+Diversified capacity: ``worker_types`` (ordered preference) x ``subnets`` are the launch options. A
+batch goes to the first option that is not cooling down: one RunInstances call for the whole batch; an
+option that meets a capacity error (InsufficientInstanceCapacity, a quota, SpotMaxPriceTooLow) cools
+down and the batch moves on to the next one. With ``max_spot_price``, a spot type whose current price
+(DescribeSpotPriceHistory, asked once per type per SPOT_PRICE_TTL) is above the cap in every zone is
+skipped without a launch call, and the cap goes into the request as the spot MaxPrice. Each worker's
+record says which type, subnet and zone it got and at what price.
 """
 from __future__ import annotations
 
@@ -14,7 +22,7 @@ from mcc.providers.aws.clients import AwsContext
 from mcc.providers.aws import market
 from mcc.providers.aws.errors import AwsCapacity
 from mcc.providers.aws.instance import (
-    LaunchRequest, launch_overrides, query_instances, run_instances, terminate_instances,
+    LaunchRequest, describe_instances, launch_overrides, query_instances, run_instances, terminate_instances,
 )
 from mcc.providers.base import ownership_tags
 from mcc.remote.fleet import mark_terminated
@@ -23,6 +31,7 @@ from mcc.work.runspec import INSTANCES, instance_key
 from mcc.work.stores import get_json, put_json
 
 ALIVE = {"pending", "running"}
+SPOT_PRICE_TTL = 300.0  # seconds a spot price lookup is reused across launch batches
 log = logging.getLogger("manager")
 
 
@@ -33,51 +42,104 @@ class Ec2Fleet:
         self.backoff_until = 0.0
         self.backoff = 5.0
         self.launches = 0
-        self._vcpus: dict[str, int] | None = None  # the worker type's, asked of EC2 once
+        self._vcpus: dict[str, int] | None = None  # the worker types', asked of EC2 once
+        self.types: list[str] = list(aws.get("worker_types") or [aws["worker_type"]])
+        self.subnets: list[str | None] = list(aws.get("subnets") or [aws.get("subnet_id")])
+        self.cooling: dict[tuple[str, str | None], float] = {}  # option → monotonic time it may be tried again
+        self._spot_cache: dict[str, tuple[float, dict[str, float]]] = {}
+        self.records: dict[str, dict[str, Any]] = {}  # instance id → its record, as last written by this fleet
 
-    def _pricing(self, zone: str | None, spot_prices: dict[str, float]) -> dict[str, Any]:
+    def _pricing(self, itype: str, zone: str | None, spot_prices: dict[str, float]) -> dict[str, Any]:
         """What the instance record says about price: the spot price in force at launch in the instance's
-        zone (on-demand instances are priced from the table by ``mcc analyze``) and the type's vCPUs."""
-        worker_type = self.aws["worker_type"]
+        zone, or the on-demand price the laptop recorded in the run spec, and the type's vCPUs."""
         if self._vcpus is None:
-            self._vcpus = market.instance_vcpus(self.ctx, [worker_type])
-        return {"region": self.ctx.region, "zone": zone, "vcpus": self._vcpus.get(worker_type),
-                "price_per_hour": market.spot_price(spot_prices, zone) if spot_prices else None}
+            self._vcpus = market.instance_vcpus(self.ctx, self.types)
+        if self.aws.get("spot"):
+            per_hour = market.spot_price(spot_prices, zone) if spot_prices else None
+        else:
+            per_hour = (self.aws.get("on_demand_prices") or {}).get(itype)
+        return {"region": self.ctx.region, "zone": zone, "vcpus": self._vcpus.get(itype), "price_per_hour": per_hour}
+
+    def _spot_prices(self, itype: str) -> dict[str, float]:
+        """Zone → current spot price of ``itype`` (one DescribeSpotPriceHistory per type per SPOT_PRICE_TTL)."""
+        now = time.monotonic()
+        cached = self._spot_cache.get(itype)
+        if cached is None or now - cached[0] > SPOT_PRICE_TTL:
+            cached = (now, market.spot_prices(self.ctx, itype))
+            self._spot_cache[itype] = cached
+        return cached[1]
+
+    def _options(self) -> list[tuple[str, str | None]]:
+        """The (type, subnet) options not cooling down, in order of preference."""
+        now = time.monotonic()
+        return [(t, n) for t in self.types for n in self.subnets if self.cooling.get((t, n), 0.0) <= now]
+
+    def _over_cap(self, itype: str, prices: dict[str, float]) -> float | None:
+        """The cheapest zone's spot price of ``itype`` when even that is above ``max_spot_price``, else None."""
+        cap = self.aws.get("max_spot_price")
+        if not (self.aws.get("spot") and cap and prices):
+            return None
+        cheapest = min(prices.values())
+        return cheapest if cheapest > cap else None
 
     def _tags(self, name: str) -> dict[str, str]:
         spec = self.rt.spec
         return {**ownership_tags(spec.ledger_uuid, spec.run_id, f"{spec.run_id}/workers", name), "mcc:role": "worker"}
 
     def launch_workers(self, count: int) -> list[str]:
+        """Launch ``count`` workers in one call on the first option with capacity (see the module doc)."""
         if count <= 0 or time.monotonic() < self.backoff_until:
             return []
-        self.launches += 1
         tags = self._tags(f"{self.rt.spec.run_id}-worker")
-        request = LaunchRequest(
-            self.aws["launch_template_id"], tags, f"{self.rt.spec.run_id}-w{self.launches}-{int(time.time())}",
-            self.aws["worker_type"], self.user_data, bool(self.aws.get("spot")), self.aws.get("subnet_id"),
-            launch_overrides(self.aws))
-        try:
-            # MinCount=MaxCount=count: on a capacity error we back off and come back for what is missing
-            zones = run_instances(self.ctx, request, count)
-        except AwsCapacity as exc:
-            self.backoff_until = time.monotonic() + self.backoff
-            log.warning("cannot launch %d worker(s) now (%s); retrying in %.0f s with what runs", count, exc, self.backoff)
-            self.backoff = min(self.backoff * 2, 300.0)
-            return []
-        self.backoff = 5.0
+        spot = bool(self.aws.get("spot"))
+        refusals = []
+        for itype, subnet in self._options():
+            # one price lookup per type and TTL, never per tick (calls per tick stay O(1) in workers)
+            spot_prices = self._spot_prices(itype) if spot else {}
+            over = self._over_cap(itype, spot_prices)
+            if over is not None:
+                refusals.append(f"{itype}: spot ${over:.4f}/h > max_spot_price ${self.aws['max_spot_price']}/h")
+                self._cool((itype, subnet))
+                continue
+            self.launches += 1
+            request = LaunchRequest(
+                self.aws["launch_template_id"], tags, f"{self.rt.spec.run_id}-w{self.launches}-{int(time.time())}",
+                itype, self.user_data, spot, subnet, launch_overrides(self.aws), self.aws.get("max_spot_price"))
+            try:
+                # MinCount=MaxCount=count: on a capacity error the next option gets the whole batch
+                zones = run_instances(self.ctx, request, count)
+            except AwsCapacity as exc:
+                refusals.append(f"{itype}{' in ' + subnet if subnet else ''}: {exc}")
+                self._cool((itype, subnet))
+                log.warning("cannot launch %d %s worker(s) now (%s); trying the next type/zone", count, itype, exc)
+                continue
+            self.backoff = 5.0
+            self._record(zones, itype, subnet, tags, spot_prices)
+            log.info("launched %d %s worker(s)%s", len(zones), itype, f" in {subnet}" if subnet else "")
+            return list(zones)
+        self.backoff_until = time.monotonic() + self.backoff
+        log.warning("cannot launch %d worker(s) now (%s); retrying in %.0f s with what runs", count,
+                    "; ".join(refusals) or "every type and zone is cooling down", self.backoff)
+        self.backoff = min(self.backoff * 2, 300.0)
+        return []
+
+    def _cool(self, option: tuple[str, str | None]) -> None:
+        """An option refused: leave it alone for the fleet's current backoff (so the preferred type is asked
+        again, one call per batch, once that passes)."""
+        self.cooling[option] = time.monotonic() + self.backoff
+
+    def _record(self, zones: dict[str, str | None], itype: str, subnet: str | None, tags: dict[str, str],
+                spot_prices: dict[str, float]) -> None:
         launched_at = time.time()
-        # one price lookup per launch batch, never per tick (calls per tick stay O(1) in workers)
-        spot_prices = market.spot_prices(self.ctx, self.aws["worker_type"]) if self.aws.get("spot") else {}
         for iid, zone in zones.items():
             self.known[iid] = "pending"
-            put_json(self.rt.store, instance_key(iid), {
+            self.records[iid] = {
                 "worker_id": iid, "physical_id": iid, "kind": "instance", "role": "worker", "backend": "aws",
-                "instance_type": self.aws["worker_type"], "spot": bool(self.aws.get("spot")),
-                "launched_at": launched_at, "tags": tags, **self._pricing(zone, spot_prices),
+                "instance_type": itype, "subnet_id": subnet, "spot": bool(self.aws.get("spot")),
+                "launched_at": launched_at, "tags": tags, **self._pricing(itype, zone, spot_prices),
                 "entry_sha256": self.rt.spec.entry_sha256,
-            })
-        return list(zones)
+            }
+            put_json(self.rt.store, instance_key(iid), self.records[iid])
 
     def query_workers(self) -> dict[str, bool]:
         """worker id → alive, from ONE paginated DescribeInstances for every worker of the run."""
@@ -92,7 +154,7 @@ class Ec2Fleet:
 
     def forget_worker(self, worker_id: str, reason: str) -> None:
         self.known.pop(worker_id, None)
-        mark_terminated(self.rt.store, worker_id, reason)
+        self.records[worker_id] = mark_terminated(self.rt.store, worker_id, reason)
 
     def adopt_workers(self) -> list[str]:
         for key in self.rt.store.list(INSTANCES):
@@ -104,6 +166,12 @@ class Ec2Fleet:
             if not ok:
                 self.forget_worker(iid, "found terminated by a new manager")
         return [iid for iid, ok in alive.items() if ok]
+
+    def launch_time(self, instance_id: str) -> float | None:
+        """When EC2 launched ``instance_id`` (epoch seconds; None if EC2 does not say): what its bill runs from."""
+        found = describe_instances(self.ctx, ids=[instance_id])
+        stamp = found[0].get("LaunchTime") if found else None
+        return stamp.timestamp() if stamp is not None else None
 
     def terminate_all(self, reason: str) -> None:
         ids = list(self.known)

@@ -93,9 +93,11 @@ class LocalFleet:
             self.terminate_worker(worker_id, reason)
 
 
-def mark_terminated(store: Store, worker_id: str, reason: str) -> None:
-    """Record a worker's end in its ``instances/`` record, once (every fleet's way of saying it ended)."""
+def mark_terminated(store: Store, worker_id: str, reason: str) -> dict[str, Any]:
+    """Record a worker's end in its ``instances/`` record, once (every fleet's way of saying it ended);
+    returns the record."""
     record: dict[str, Any] = get_json(store, instance_key(worker_id)) or {"worker_id": worker_id}
     if "terminated_at" not in record:
         record.update(terminated_at=time.time(), reason=reason)
         put_json(store, instance_key(worker_id), record)
+    return record

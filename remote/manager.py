@@ -21,6 +21,7 @@ from mcc.work.diskspace import is_no_space
 from mcc.project.folder import load_combiner
 from mcc.providers.local import processes
 from mcc.work.queue import Progress
+from mcc.remote.budget import make_guard
 from mcc.remote.fleet import LocalFleet
 from mcc.remote.runtime import Runtime, connect, setup_logging
 from mcc.work.runspec import (
@@ -46,6 +47,8 @@ class Manager:
         self.boot_seconds = float(self.spec.extra.get("worker_boot_seconds", 120.0))
         self.startup_crashes = 0
         self.cursor = "0-0"  # the last queue event copied into the journal
+        self.budget: Any = None  # remote/budget.BudgetGuard of a run with a budget
+        self.draining = False  # the budget is reached: no new leases, no launches; stop once nothing is held
 
     def run(self) -> int:
         self._acquire_lock()
@@ -58,6 +61,8 @@ class Manager:
             self.launched_at[wid] = time.time()
             self.log.info("adopted running worker %s", wid)
         self._ensure_seeded()
+        self.q.restore_withheld()  # a run resumed with a larger budget leases again what its drain set aside
+        self.budget = make_guard(self.rt, self.fleet, self.resource_id)
         self.cursor = (self.rt.redis.get(self.key + "journal_cursor") or b"0-0").decode()
         while True:
             prog, failure = self.tick()
@@ -65,6 +70,8 @@ class Manager:
                 break
             if failure:
                 return self._finish({"state": "failed", "reason": failure}, prog)
+            if self.draining and prog.leased == 0:
+                return self._stop_for_budget(prog)
             time.sleep(self.spec.tick_seconds)
         self.fleet.terminate_all("run finished")
         self.alive_workers = 0
@@ -82,6 +89,7 @@ class Manager:
         self.cursor = self._flush_journal(self.cursor)
         if prog.finished:
             return prog, None
+        self._check_budget()
         failure = self._maintain_workers(prog)
         if not failure:
             self._publish("running", prog)
@@ -156,12 +164,48 @@ class Manager:
         self.alive_workers = alive_now
         remaining = prog.total - prog.done - prog.dead
         wanted = min(self.spec.workers, remaining) - alive_now
+        if self.budget is not None:
+            wanted = 0 if self.draining else self.budget.allow(wanted)
         if wanted > 0:
             for wid in self.fleet.launch_workers(wanted):
                 self.launched_at[wid] = time.time()
                 self.alive_workers += 1
                 self.log.info("launched worker %s", wid)
         return None
+
+    # -- the budget --------------------------------------------------------------------------------
+    def _check_budget(self) -> None:
+        """Drain when finishing the work in hand would cross the budget (remote/budget.py); keep the queue
+        from leasing anything new while draining."""
+        if self.budget is None:
+            return
+        for record in getattr(self.fleet, "records", {}).values():
+            self.budget.note(record)
+        if not self.draining and self.budget.must_drain():
+            self.draining = True
+            self.log.warning("budget: spent $%.6f of $%.6f; draining (workers finish what they hold, then stop)",
+                             self.budget.spent(), self.budget.budget)
+        if self.draining:
+            self.q.withhold()
+
+    def _stop_for_budget(self, prog: Progress) -> int:
+        """Nothing held any more: stop the workers, combine what is done, end as ``stopped_budget``."""
+        self.fleet.terminate_all("budget reached")
+        self.alive_workers = 0
+        self.cursor = self._flush_journal(self.cursor)
+        for record in getattr(self.fleet, "records", {}).values():
+            self.budget.note(record)
+        final: dict[str, Any] = {"state": "stopped_budget", "budget_usd": self.budget.budget}
+        if prog.done:
+            self._publish("combining", prog)
+            combined = self._combine(prog)
+            if "result" not in combined:
+                return self._finish(combined, prog)
+            final["result"] = combined["result"]
+        final["spent_usd"] = self.budget.spent()
+        self.log.warning("budget: stopped with $%.6f of $%.6f spent, %d of %d subproblems done", final["spent_usd"],
+                         self.budget.budget, prog.done, prog.total)
+        return self._finish(final, prog)
 
     # -- finishing ---------------------------------------------------------------------------------
     def _combine(self, prog: Progress) -> dict[str, Any]:

@@ -40,13 +40,15 @@ CONTRACT = {
         collect: combining -> collecting
         complete: collecting -> completed
         complete_with_failures: collecting -> completed_with_failures
+        stop_budget: collecting -> stopped_budget
+        raise_budget: stopped_budget -> provisioning
         fail: provisioning launching running combining collecting -> failed
         cancel: draft provisioning launching running combining collecting -> cancelled
         retry: failed cancelled -> provisioning
         retry_dead: completed_with_failures -> provisioning
         relaunch: running combining -> launching
         clean: draft provisioning launching running combining collecting completed
-               completed_with_failures failed cancelled -> cleaning
+               completed_with_failures stopped_budget failed cancelled -> cleaning
         cleaned: cleaning -> cleaned
     """,
     "resource": """

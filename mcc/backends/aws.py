@@ -110,18 +110,21 @@ class AwsBackend:
             "policy": worker_policy(bucket, prefix, self.ledger_uuid, r, account, role.attrs.get("arn", ""), param_path)})
         profile = engine.ensure(run.id, "instance_profile", name, f"{run.id}/instance_profile",
                                 {"name": name, "role_name": name})
-        password = engine.ensure(run.id, "parameter", f"{param_path}queue-password", f"{run.id}/parameter",
-                                 {"name": f"{param_path}queue-password", "value_bytes": 32})
+        # the secret and the cache go with the run's compute at its end (teardown): a resumed run (a retry,
+        # a larger budget) gets new ones under new keys (engine.current), as a relaunched manager does
+        password = engine.current(run, "parameter", f"{run.id}/parameter",
+                                  {"name": f"{param_path}queue-password", "value_bytes": 32},
+                                  name=f"{param_path}queue-password")
         image_id = shared["image"].physical_id if "image" in shared else base_image_id(self.ctx)
         template = engine.ensure(run.id, "launch_template", name, f"{run.id}/launch_template", {
-            "name": name, "image_id": image_id, "instance_type": s.worker_type,
+            "name": name, "image_id": image_id, "instance_type": s.candidate_types[0],
             "security_group_id": shared["security_group"].physical_id,
             "instance_profile_arn": profile.attrs.get("arn"),
             "key_name": shared["key_pair"].physical_id if "key_pair" in shared else None,
             "max_lifetime_hours": s.max_lifetime_hours})
         queue: dict[str, Any] = {"mode": s.queue, "password_parameter": password.physical_id, "tls": False}
         if s.queue == "elasticache":
-            cache = engine.ensure(run.id, "cache", name, f"{run.id}/cache", {
+            cache = engine.current(run, "cache", f"{run.id}/cache", name=name, params={
                 "cluster_id": name[:40], "node_type": s.cache_node_type,
                 "security_group_id": shared["security_group"].physical_id,
                 "auth_token_parameter": password.physical_id})
@@ -132,10 +135,23 @@ class AwsBackend:
         aws = {"region": r, "launch_template_id": template.physical_id, "worker_type": s.worker_type,
                "manager_type": s.manager_type, "spot": s.spot, "subnet_id": s.subnet_id, "wheel": wheel,
                "requirements": list(s.requirements), "max_lifetime_seconds": int(s.max_lifetime_hours * 3600),
-               "instance_profile_arn": profile.attrs.get("arn")}
-        extra = {"backend": "aws", "queue": queue, "aws": aws, "worker_boot_seconds": s.boot_seconds}
+               "instance_profile_arn": profile.attrs.get("arn"), **self._fleet_options()}
+        extra = {"backend": "aws", "queue": queue, "aws": aws, "worker_boot_seconds": s.boot_seconds,
+                 "seconds_per_point": run.spec.get("seconds_per_point")}
         return {"store_url": store_url, "extra": extra,
                 "tick_seconds": self.tick_seconds}
+
+    def _fleet_options(self) -> dict[str, Any]:
+        """What the manager's fleet needs to diversify and to price: the worker types in order, the subnets,
+        the spot cap, and the on-demand $/h of every type it may launch (recorded now, so the manager prices
+        its workers as the laptop does, with the laptop gone)."""
+        from mcc.report import pricing
+
+        s, table = self.settings, pricing.load_table()
+        types = s.candidate_types
+        prices = {t: table["regions"].get(self.region, {}).get(t) for t in [*types, s.manager_type]}
+        return {"worker_types": types, "subnets": [n for n in s.candidate_subnets if n],
+                "max_spot_price": s.max_spot_price, "on_demand_prices": prices}
 
     def _wait_cache(self, engine: Engine, row: models.Resource, timeout: float = 1800.0) -> models.Resource:
         import time
@@ -168,7 +184,7 @@ class AwsBackend:
                                      max_lifetime_seconds=aws["max_lifetime_seconds"])
         return engine.current(run, "instance", f"{run.id}/manager", {
             "launch_template_id": aws["launch_template_id"], "instance_type": self.settings.manager_type,
-            "user_data": user_data, "count": 1, "spot": False, "subnet_id": self.settings.subnet_id,
+            "user_data": user_data, "count": 1, "spot": False, "subnet_id": self.settings.candidate_subnets[0],
             "instance_profile_arn": aws["instance_profile_arn"],
         }, name="manager")
 

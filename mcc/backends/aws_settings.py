@@ -29,14 +29,31 @@ class AwsSettings:
     vpc_id: str | None = None
     tick_seconds: float = 5.0            # manager supervision period: one DescribeInstances per tick
     boot_seconds: float = 900.0          # a manager instance silent this long after launch is replaced
+    worker_types: list[str] | None = None  # ordered preference; None = [worker_type]
+    subnets: list[str] | None = None     # subnets (one per zone) to try in order; None = subnet_id / the default
+    max_spot_price: float | None = None  # $/h: a worker type whose spot price is above it is skipped
+    budget_usd: float | None = None      # the most the run may cost (enforced by the manager)
+
+    @property
+    def candidate_types(self) -> list[str]:
+        """The worker types the manager tries, in order of preference."""
+        return list(self.worker_types) if self.worker_types is not None else [self.worker_type]
+
+    @property
+    def candidate_subnets(self) -> list[str | None]:
+        """The subnets the manager tries for each type, in order (None: the default subnet)."""
+        return list(self.subnets) if self.subnets else [self.subnet_id]
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
+_LISTS = {"requirements", "worker_types", "subnets"}
+_NUMBERS = {"max_spot_price", "budget_usd"}
 _TYPES: dict[str, tuple[type, ...]] = {
-    f.name: ((str, type(None)) if f.default is None else (bool,) if isinstance(f.default, bool)
-             else (int, float) if isinstance(f.default, float) else (list,) if f.name == "requirements" else (str,))
+    f.name: ((list,) if f.name in _LISTS else (int, float) if f.name in _NUMBERS
+             else (str, type(None)) if f.default is None else (bool,) if isinstance(f.default, bool)
+             else (int, float) if isinstance(f.default, float) else (str,))
     for f in dataclasses.fields(AwsSettings)
 }
 
@@ -69,4 +86,17 @@ def aws_settings(table: Mapping[str, Any] | None, source: str = "mcc.toml [aws]"
             raise ConfigError(f"{source}: `ssh_cidr` {settings.ssh_cidr} opens SSH to the whole internet; name your own address.")
     if not all(isinstance(r, str) for r in settings.requirements):
         raise ConfigError(f"{source}: `requirements` must be a list of strings like [\"ase>=3.22\"].")
+    if settings.worker_types is not None:
+        if not settings.worker_types:
+            raise ConfigError(f"{source}: `worker_types` is empty. Fix: name at least one instance type in order of "
+                              'preference, e.g. worker_types = ["c6i.large", "c5.large"], or delete the line.')
+        if not all(isinstance(t, str) and t.strip() for t in settings.worker_types):
+            raise ConfigError(f"{source}: `worker_types` must be a list of instance type names like [\"c6i.large\"].")
+    if settings.subnets is not None and not all(isinstance(t, str) and t.startswith("subnet-") for t in settings.subnets):
+        raise ConfigError(f"{source}: `subnets` must be a list of subnet ids like [\"subnet-0abc\", \"subnet-0def\"].")
+    if settings.budget_usd is not None and not settings.budget_usd > 0:
+        raise ConfigError(f"{source}: `budget_usd` (--budget) must be an amount in USD > 0, got {settings.budget_usd}. "
+                          "Fix: e.g. budget_usd = 25, or leave it out for no cap.")
+    if settings.max_spot_price is not None and not settings.max_spot_price > 0:
+        raise ConfigError(f"{source}: `max_spot_price` must be a price in USD per hour > 0, got {settings.max_spot_price}.")
     return settings

@@ -35,8 +35,9 @@ ProgressCallback = Callable[[models.Run, dict[str, Any] | None, dict[str, Any]],
 CREATE_BACKUP_MAX_BYTES = 32 << 20
 
 
-def create_run(ledger: Ledger, prepared: Prepared) -> models.Run:
-    """Record a new run (draft) with its subproblems; the points are saved beside the ledger first."""
+def create_run(ledger: Ledger, prepared: Prepared, estimate: dict[str, Any] | None = None) -> models.Run:
+    """Record a new run (draft) with its subproblems; the points are saved beside the ledger first.
+    ``estimate`` (mcc.report.estimation) is kept in the run's spec, for `mcc analyze` to set beside the actual run."""
     run_id = models.new_run_id()
     points_file = inputs_path(ledger, run_id)
     try:
@@ -44,7 +45,7 @@ def create_run(ledger: Ledger, prepared: Prepared) -> models.Run:
             points_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             with open(os.open(points_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as fh:
                 np.save(fh, prepared.project.points, allow_pickle=False)
-        return _record_run(ledger, prepared, run_id)
+        return _record_run(ledger, prepared, run_id, estimate)
     except BaseException as exc:
         points_file.unlink(missing_ok=True)
         if isinstance(exc, MccError):
@@ -52,7 +53,7 @@ def create_run(ledger: Ledger, prepared: Prepared) -> models.Run:
         raise
 
 
-def _record_run(ledger: Ledger, prepared: Prepared, run_id: str) -> models.Run:
+def _record_run(ledger: Ledger, prepared: Prepared, run_id: str, estimate: dict[str, Any] | None) -> models.Run:
     s, p = prepared.settings, prepared.project
     entry_hash = entry_sha256(p.dir, p.entry)
     spec = {
@@ -61,6 +62,7 @@ def _record_run(ledger: Ledger, prepared: Prepared, run_id: str) -> models.Run:
         "has_combiner": p.combine is not None, "n_dims": int(p.points.shape[1]),
         "points_sha256": points_sha256(p.points), "columns": result_columns(p), "entry_sha256": entry_hash,
         "rounds": [{"at": time.time(), "entry_sha256": entry_hash, "why": "mcc run"}],
+        **({"estimate": estimate} if estimate else {}),
     }
     with ledger.atomic():
         run = create_row(models.Run, id=run_id, state="draft", backend=s.backend, project_dir=str(p.dir),
@@ -107,6 +109,11 @@ def drive(ctx: Context, run: models.Run, *, detach: bool = False, keep: bool = F
             run = fire(run, "launch")
         elif state == "launching":
             urls = ctx.backend.provision(ctx.engine, run)  # a dead queue is replaced here
+            store = store_of(ctx, run)
+            if store is not None:
+                from mcc.driver.budget import publish
+
+                publish(store, run)  # the cap and the spend so far, for the manager to enforce on its own
             ctx.backend.launch_manager(ctx.engine, run, urls)
             run = fire(run, "start")
         elif state in ("running", "combining"):
@@ -235,7 +242,7 @@ def _follow(ctx: Context, run: models.Run, on_progress: ProgressCallback | None)
             run = sync_run(store, run, ctx.engine)
             if run.state == "running":
                 run = fire(run, "combine", actor="manager")
-            if final["state"] in ("completed", "completed_with_failures"):
+            if final["state"] in ("completed", "completed_with_failures", "stopped_budget"):
                 return fire(run, "collect", actor="manager")
             _collect_logs(ctx, run, store, result_path(run).parent / "logs")  # the why of a failed run, kept
             return fire(run, "fail", actor="manager", reason=final.get("reason"))
@@ -317,8 +324,12 @@ def _collect(ctx: Context, run: models.Run) -> models.Run:
     store = store_of(ctx, run)
     assert store is not None
     final = get_json(store, FINAL) or {}
-    settle_subproblems(run, {int(k) for k in final.get("dead", {})})
+    stopped = final.get("state") == "stopped_budget"
+    if not stopped:  # a run stopped by its budget keeps its pending subproblems pending, for `mcc resume`
+        settle_subproblems(run, {int(k) for k in final.get("dead", {})})
     dest = result_path(run)
+    if stopped and not final.get("result"):  # stopped before any subproblem was done: nothing to collect
+        return fire(run, "stop_budget", actor="manager", reason=_budget_reason(run, final))
     part = dest.with_name(dest.name + ".part")
     try:
         if not store.get_file(COMBINED, part):
@@ -336,6 +347,9 @@ def _collect(ctx: Context, run: models.Run) -> models.Run:
         raise MccError(f"could not write {dest}: {exc}. Fix it and run `mcc resume {run.id}`.") from exc
     _collect_logs(ctx, run, store, dest.parent / "logs")
     p = final.get("progress", {})
+    if stopped:
+        return fire(run, "stop_budget", actor="manager", reason=_budget_reason(run, final), result_path=str(dest),
+                    done=p.get("done_points", run.done), dead=p.get("dead_points", run.dead))
     trigger = "complete" if final.get("state") == "completed" else "complete_with_failures"
     reason = None if trigger == "complete" else f"{p.get('dead', 0)} subproblem(s) failed every attempt"
     return fire(run, trigger, reason=reason, result_path=str(dest),
@@ -358,6 +372,15 @@ def drop_collected_copies(ctx: Context, run: models.Run) -> None:
         return
     for key in [COMBINED, *store.list(WORK)]:
         store.delete(key)
+
+
+def _budget_reason(run: models.Run, final: dict[str, Any]) -> str:
+    """The Event's reason for a run stopped by its budget: what was spent, what is left, how to go on."""
+    p = final.get("progress", {})
+    left = (run.points or 0) - p.get("done_points", 0) - p.get("dead_points", 0)
+    return (f"budget: spent ${final.get('spent_usd', 0):.6f} of ${final.get('budget_usd', 0):.6f} "
+            f"(the manager's projection of the work in hand would have crossed it); {left} point(s) left. "
+            f"`mcc resume {run.id} --budget N` continues with a larger cap.")
 
 
 def _collect_logs(ctx: Context, run: models.Run, store: Store, dest: Path) -> None:

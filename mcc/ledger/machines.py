@@ -19,7 +19,7 @@ from mcc.ledger.models import ENTITY_OF, BaseModel, Event, JSONField, Run, Subpr
 _ALIVE_RUN = ["provisioning", "launching", "running", "combining", "collecting"]
 _RUN_STATES = [
     "draft", "provisioning", "launching", "running", "combining", "collecting", "completed",
-    "completed_with_failures", "failed", "cancelled", "cleaning", "cleaned",
+    "completed_with_failures", "stopped_budget", "failed", "cancelled", "cleaning", "cleaned",
 ]
 
 STATES: dict[str, list[str]] = {
@@ -43,6 +43,9 @@ TRANSITIONS: dict[str, list[dict[str, Any]]] = {
         _t("collect", "combining", "collecting"),
         _t("complete", "collecting", "completed"),
         _t("complete_with_failures", "collecting", "completed_with_failures"),
+        # the budget ran out: the partial results are collected; `mcc resume RUN --budget N` goes on
+        _t("stop_budget", "collecting", "stopped_budget"),
+        _t("raise_budget", "stopped_budget", "provisioning"),
         _t("fail", _ALIVE_RUN, "failed"),
         _t("cancel", ["draft", *_ALIVE_RUN], "cancelled"),
         _t("retry", ["failed", "cancelled"], "provisioning"),
@@ -72,7 +75,7 @@ TRANSITIONS: dict[str, list[dict[str, Any]]] = {
 }
 
 TERMINAL_RUN_STATES: frozenset[str] = frozenset(
-    {"completed", "completed_with_failures", "failed", "cancelled", "cleaned"}
+    {"completed", "completed_with_failures", "stopped_budget", "failed", "cancelled", "cleaned"}
 )
 
 # (entity, trigger) -> {source: dest}, derived from TRANSITIONS for bulk moves and lookups.

@@ -20,7 +20,7 @@ from mcc.backends.slurm_cost import core_hour_usd, job_rows
 from mcc.report import pricing
 from mcc.ledger import current_ledger, models, open_ledger, queries
 
-RUN_END_TRIGGERS = ("complete", "complete_with_failures", "fail", "cancel")
+RUN_END_TRIGGERS = ("complete", "complete_with_failures", "stop_budget", "fail", "cancel")
 LOCAL = pricing.LOCAL
 
 # The columns of the original mCC's summary.txt (one row per run) and analysis.txt (one per instance type).
@@ -141,7 +141,8 @@ def _run_times(run: models.Run, now: float) -> tuple[float | None, float | None,
             start = event.at
         if event.trigger in RUN_END_TRIGGERS:
             end = event.at
-    finished = run.state in ("completed", "completed_with_failures", "failed", "cancelled", "cleaning", "cleaned")
+    finished = run.state in ("completed", "completed_with_failures", "stopped_budget", "failed", "cancelled",
+                             "cleaning", "cleaned")
     if start is None:
         return None, None, finished
     return start, end if finished else now, finished
@@ -216,7 +217,25 @@ def analyze_run(run_id: str, *, home: str | Path | None = None, now: float | Non
         "data_kb": result.stat().st_size / 1024 if result is not None and result.exists() else None,
         "instance_runs": instances,
         "core_hours": sum(j["core_hours"] for j in jobs), "jobs": jobs,
+        "estimate": estimate_beside_actual((run.spec or {}).get("estimate"), wall, cost, finished),
     }
+
+
+def estimate_beside_actual(doc: dict[str, Any] | None, wall_s: float, cost_usd: float,
+                           finished: bool) -> dict[str, Any] | None:
+    """What the run's recorded estimate predicted (mcc.report.estimation.chosen) beside what happened, with the
+    ratios actual/predicted (None until the run is finished, or where a prediction is 0 or unknown)."""
+    from mcc.report.estimation import chosen
+
+    predicted = chosen(doc) if doc else None
+    if predicted is None:
+        return None
+
+    def ratio(actual: float, guess: float | None) -> float | None:
+        return actual / guess if finished and guess else None
+
+    return {**predicted, "actual_wall_s": wall_s, "actual_usd": cost_usd,
+            "wall_ratio": ratio(wall_s, predicted["wall_s"]), "cost_ratio": ratio(cost_usd, predicted["usd"])}
 
 
 def summary_row(a: dict[str, Any]) -> dict[str, Any]:

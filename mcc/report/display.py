@@ -17,7 +17,7 @@ FINISHED = ("completed", "completed_with_failures", "failed", "cancelled", "clea
 SECRET_KEYS = re.compile(r"password|secret|token|redis_url", re.I)
 STATE_STYLES = {
     "completed": "green", "active": "green", "done": "green", "cleaned": "dim", "deleted": "dim",
-    "failed": "red", "dead": "red", "completed_with_failures": "yellow", "adopted": "cyan",
+    "failed": "red", "dead": "red", "completed_with_failures": "yellow", "stopped_budget": "yellow", "adopted": "cyan",
     "running": "blue", "leased": "blue", "deleting": "yellow", "creating": "yellow", "cleaning": "yellow",
 }
 
@@ -246,10 +246,44 @@ def analysis_view(a: dict[str, Any]) -> Group:
         if a["cost_breakdown"]:
             cost.append("  = " + " + ".join(f"{k} {_usd(v)}" for k, v in a["cost_breakdown"].items()))
     lines.append(cost)
+    est = a.get("estimate")
+    if est:
+        line = Text.assemble(("estimate ", "bold"), f"{est['instance_type']} {est['market'].replace('_', '-')}: "
+                             f"wall {est['wall_s']:,.1f} s, {_usd(est['usd']) or 'unpriced'}")
+        if est["wall_ratio"] is not None:
+            line.append(f"  actual/estimate: wall x{est['wall_ratio']:.2f}")
+        if est["cost_ratio"] is not None:
+            line.append(f", cost x{est['cost_ratio']:.2f}")
+        lines.append(line)
     lines += [Text(f"note: {note}", style="yellow") for note in a.get("notes", [])]
     lines.append(Text(f"retries {a['retries']}  preemptions {a['preemptions']}  stalls {a['stalls']}  "
                       f"dead points {a['dead_points']} ({a['dead_subproblems']} subproblems)"))
     return Group(*lines)
+
+
+def estimate_view(doc: dict[str, Any]) -> Group:
+    """`mcc run --estimate`: one row per candidate instance type, then the assumptions."""
+    where = f" in {doc['region']}" if doc.get("region") else ""
+    table = Table(title=f"Estimate: {doc['points']} points in {doc['subproblems']} subproblems, {doc['workers']} "
+                        f"worker(s), {doc['backend']}{where} (nothing was created)",
+                  title_justify="left", box=None, pad_edge=False, header_style="bold underline")
+    table.add_column("type", no_wrap=True)
+    for head in ("vCPUs", "wall", "instance-h", "on-demand", "spot"):
+        table.add_column(head, justify="right", no_wrap=True)
+    for row in doc["candidates"]:
+        table.add_row(row["instance_type"], str(row["vcpus"] or "?"), _duration(row["wall_s"]),
+                      f"{row['instance_hours']:.3g}", _usd(row["on_demand_usd"]) if row["on_demand_usd"] is not None else "?",
+                      _usd(row["spot_usd"]) if row["spot_usd"] is not None else "-")
+    notes = [Text(f"assumes: {a}", style="dim") for a in doc["assumptions"]]
+    return Group(table, *notes)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def analysis_table(rows: Iterable[dict[str, Any]]) -> Table:

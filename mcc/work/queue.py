@@ -205,6 +205,13 @@ return out
 """
 
 
+_MOVE_ALL = """
+local n = 0
+while redis.call('LMOVE', KEYS[1], KEYS[2], ARGV[1], ARGV[2]) do n = n + 1 end
+return n
+"""
+
+
 def _s(value: Any) -> str:
     """Decode a Redis reply (bytes or str) to str."""
     return value.decode() if isinstance(value, (bytes, bytearray)) else str(value)
@@ -253,7 +260,7 @@ class Queue:
         self.client = client
         self.run_id = run_id
         self.prefix = f"mcc:{{{run_id}}}:"
-        self.keys = {name: self.prefix + name for name in _KEY_NAMES + ("seeded",)}
+        self.keys = {name: self.prefix + name for name in _KEY_NAMES + ("seeded", "withheld")}
         self._script_keys = [self.keys[name] for name in _KEY_NAMES]
         self._claim = client.register_script(_PRELUDE + _CLAIM)
         self._ack_claim = client.register_script(_PRELUDE + _ACK_CLAIM)
@@ -420,6 +427,16 @@ class Queue:
     def trim_events(self, upto: str) -> None:
         """Drop events with id lower than ``upto`` (XTRIM MINID; ``upto`` itself is kept)."""
         self.client.xtrim(self.keys["events"], minid=upto, approximate=False)
+
+    # ---- a budget drain: no new leases, held ones go on ----------------------------------
+    def withhold(self) -> int:
+        """Move the pending list aside (key ``withheld``) so nothing new is leased; held leases go on and a
+        requeued one is moved aside by the next call. Returns how many ids moved."""
+        return int(self.client.eval(_MOVE_ALL, 2, self.keys["pending"], self.keys["withheld"], "LEFT", "RIGHT"))
+
+    def restore_withheld(self) -> int:
+        """Put what :meth:`withhold` set aside back at the front of the pending list, in order."""
+        return int(self.client.eval(_MOVE_ALL, 2, self.keys["withheld"], self.keys["pending"], "RIGHT", "LEFT"))
 
     def delete(self) -> None:
         """Remove every key of this run (SCAN, never KEYS)."""

@@ -12,6 +12,7 @@ SPEC = "spec.json"
 POINTS = "points.npy"
 PROGRESS = "progress.json"
 FINAL = "final.json"
+BUDGET = "budget.json"  # the cap and what was spent before this manager (mcc/driver/budget.py, remote/budget.py)
 COMBINED = "combined.h5"
 RESULTS = "results/"
 FAILURES = "failures/"

@@ -179,6 +179,8 @@ def test_costs_as_written(mcc_home: Path, tmp_path: Path) -> None:
     assert tsv[0].startswith("started\trun_id\tstate") and run_id in tsv[1]
     assert "local" in outputs["mcc analyze --by-type"]
     assert "us-east-1" in outputs["mcc prices --region us-east-1"] and "m5.large" in outputs["mcc prices --region us-east-1"]
+    estimate = outputs["mcc run mysweep --backend aws --region us-east-1 --estimate"]
+    assert "nothing was created" in estimate and "c6i.large" in estimate and "60-second minimum" in estimate
     shell("mcc clean --all --yes", cwd=tmp_path, home=mcc_home, bin_dir=bin_dir)
 
 

@@ -46,6 +46,7 @@ class LaunchRequest:
     spot: bool = False
     subnet_id: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    max_price: float | None = None  # spot: the most $/h to pay (EC2 refuses with SpotMaxPriceTooLow above it)
 
 
 IMDS_V2 = {"HttpTokens": "required", "HttpEndpoint": "enabled", "InstanceMetadataTags": "enabled"}
@@ -82,6 +83,8 @@ def run_instances(ctx: AwsContext, req: LaunchRequest, count: int = 1) -> dict[s
     if req.spot:
         kwargs["InstanceMarketOptions"] = {"MarketType": "spot", "SpotOptions": {
             "SpotInstanceType": "one-time", "InstanceInterruptionBehavior": "terminate"}}
+        if req.max_price:
+            kwargs["InstanceMarketOptions"]["SpotOptions"]["MaxPrice"] = f"{req.max_price:.5f}"
     reply = call(ctx.client("ec2").run_instances, **kwargs)
     return {i["InstanceId"]: i.get("Placement", {}).get("AvailabilityZone") for i in reply["Instances"]}
 

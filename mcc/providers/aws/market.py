@@ -63,3 +63,12 @@ def instance_vcpus(ctx: AwsContext, instance_types: list[str]) -> dict[str, int]
         return {}
     return {t["InstanceType"]: int(t["VCpuInfo"]["DefaultVCpus"])
             for t in reply.get("InstanceTypes", []) if t.get("VCpuInfo", {}).get("DefaultVCpus")}
+
+
+def offered_types(ctx: AwsContext, instance_types: list[str]) -> set[str]:
+    """Which of ``instance_types`` EC2 offers in the context's region (``DescribeInstanceTypeOfferings``).
+
+    Raises MccError (credentials, region) when EC2 cannot be asked: the caller decides what that means."""
+    reply = call(ctx.client("ec2").describe_instance_type_offerings, LocationType="region",
+                 Filters=[{"Name": "instance-type", "Values": sorted(set(instance_types))}], deadline=LOOKUP_DEADLINE)
+    return {o["InstanceType"] for o in reply.get("InstanceTypeOfferings", [])}
