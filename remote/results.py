@@ -127,3 +127,44 @@ class ResultWriter:
         finally:
             os.close(fd)
         self.rendered += 1
+
+
+def merge_partial(partial: Path, recovered: dict[int, Path], out: Path) -> Path | None:
+    """One result file for a chunk whose attempt lost some points, with the rows of those points
+    computed since (``recovered``: point -> its one-point result file) put back in point order.
+
+    ``partial`` is a ``remote.compute.write_partial`` file (``missing_points``, ``row_counts``).
+    Returns the file to combine: ``partial`` itself when nothing was recovered, ``out`` when rows
+    were merged, None when there are no rows at all. The merged file keeps ``first_point`` and
+    ``n_points`` and names in ``missing_points`` the points still missing.
+    """
+    import h5py
+
+    with h5py.File(partial, "r") as fh:
+        data = fh["data"][...]
+        attrs = {k: fh.attrs[k] for k in ("first_point", "n_points")}
+        missing = [int(p) for p in fh.attrs["missing_points"]]
+        counts = [int(c) for c in fh.attrs["row_counts"]]
+    if not recovered:
+        return partial if data.shape[0] else None
+    rows_of: dict[int, np.ndarray] = {}
+    at = 0
+    present = [p for p in range(int(attrs["first_point"]), int(attrs["first_point"]) + int(attrs["n_points"]))
+               if p not in set(missing)]
+    for point, count in zip(present, counts):
+        rows_of[point] = data[at : at + count]
+        at += count
+    for point, path in recovered.items():
+        with h5py.File(path, "r") as fh:
+            rows = fh["data"][...]
+        rows_of[point] = rows
+    if not data.shape[0]:  # no row of the partial attempt: its (0, 0) placeholder has no width
+        rows_of = {p: r for p, r in rows_of.items() if p in recovered}
+    merged = np.concatenate([rows_of[p] for p in sorted(rows_of)])
+    with h5py.File(out, "w") as fh:
+        fh.create_dataset("data", data=merged)
+        for k, v in attrs.items():
+            fh.attrs[k] = v
+        fh.attrs["missing_points"] = np.asarray(sorted(set(missing) - set(recovered)), dtype=np.int64)
+        fh.attrs["row_counts"] = np.asarray([len(rows_of[p]) for p in sorted(rows_of)], dtype=np.int64)
+    return out

@@ -11,6 +11,7 @@ from mcc.ledger.machines import (
     STATES,
     TERMINAL_RUN_STATES,
     TRANSITIONS,
+    create_point_subproblems,
     create_row,
     create_subproblems,
     fire,
@@ -20,6 +21,7 @@ from mcc.ledger.machines import (
 )
 from mcc.ledger.models import Event, Meta, Resource, Run, Subproblem, SubproblemCount, new_run_id
 from mcc.ledger.queries import (
+    dead_points,
     dead_subproblems,
     events,
     failed_subproblems,
@@ -36,8 +38,8 @@ from mcc.ledger.queries import (
 __all__ = [
     "open_ledger", "Ledger", "current_ledger", "default_home", "models",
     "Run", "Resource", "Subproblem", "Event", "Meta", "SubproblemCount", "new_run_id",
-    "fire", "fire_bulk", "create_row", "create_subproblems", "recount",
+    "fire", "fire_bulk", "create_row", "create_subproblems", "create_point_subproblems", "recount",
     "STATES", "TRANSITIONS", "TERMINAL_RUN_STATES", "legal_triggers",
     "get_run", "list_runs", "resources", "events", "subproblem_counts", "resource_by_key",
-    "failed_subproblems", "row_to_dict", "resource_dicts", "dead_subproblems", "run_transitions",
+    "failed_subproblems", "row_to_dict", "resource_dicts", "dead_subproblems", "dead_points", "run_transitions",
 ]

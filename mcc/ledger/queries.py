@@ -122,6 +122,21 @@ def dead_subproblems(run_id: str) -> list[dict[str, Any]]:
     return [dict(zip(names, row)) for row in sorted(rows)]
 
 
+def dead_points(run_id: str) -> dict[int, str]:
+    """Every dead point of the run -> its last error, by point: THE place to ask which points are
+    missing from a finished run and why (``mcc status``, the combined file's list of missing points).
+
+    A point is dead when its one-point subproblem (split off its chunk by a partial ack) spent its
+    attempts, or when its whole chunk died (the chunk's lease expired ``max_attempts`` times: the
+    worker itself was lost, not a point). ``mcc.queue.Queue.dead_points`` answers the same from a
+    live queue.
+    """
+    rows = db.execute_sql(
+        'SELECT "first_point", "n_points", "error" FROM "subproblems" WHERE "run_id" = ? AND "state" = \'dead\'',
+        (run_id,)).fetchall()
+    return {p: error or "" for first, n, error in sorted(rows) for p in range(first, first + n)}
+
+
 def row_to_dict(row: BaseModel) -> dict[str, Any]:
     """A JSON-friendly dict of the row's columns (foreign keys as their id, e.g. ``run_id``)."""
     return {field.column_name: row.__data__.get(field.name) for field in row._meta.sorted_fields}

@@ -1,0 +1,436 @@
+"""The worker's compute child: the entry runs in a process the worker forks once, and again only after a crash.
+
+A point that raises fails only itself: the child records it and goes on with the next point. A
+point that kills the process (SIGSEGV in a C extension, ``os._exit``, the OOM killer, a hang the
+watchdog ends) kills only the child: the parent — which holds the leases, heartbeats and talks to
+the queue — learns from the shared status word which point was running, records that point's
+death from the wait status, forks a fresh child (from its own pristine memory: the entry is
+already imported) and goes on with the rest of the subproblem. Nothing is spawned per point.
+
+The child streams what it has finished to the parent about once a second (``FLUSH_SECONDS``), so a
+crash costs at most that much recomputation; a tiny subproblem never pays for a message per point.
+Per point the child does one store into shared memory (the running point's index) on top of the
+entry call itself.
+"""
+from __future__ import annotations
+
+import mmap
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, Pipe
+from pathlib import Path
+from typing import Any, Callable
+
+import h5py
+import numpy as np
+
+from mcc.project import rows_from_result
+
+STDERR_TAIL = 20_000
+FLUSH_SECONDS = 1.0  # the child sends its finished rows to the parent at most this often
+WATCHDOG_GRACE = 15.0  # seconds past point_timeout before a point that ignores SIGALRM is killed
+_SCALARS = frozenset({float, int, bool, np.float64, np.float32, np.int64, np.int32})
+_IDLE = -1
+
+
+class Preempted(Exception):
+    """SIGTERM (or a spot notice) arrived: hand the remaining leases back."""
+
+
+class ChunkFailed(Exception):
+    """The subproblem as a whole failed (not one point): its rows cannot be put together, or the
+    child died between points. ``reason`` names the point where there is one."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class PointTimeout(Exception):
+    pass
+
+
+@dataclass
+class Carry:
+    """What is already known of a subproblem being computed: points before ``next`` are finished
+    (their ``rows``, or ``counts`` of rows for a script entry), ``failed`` maps point index to
+    what went wrong (points in it are never computed again by this attempt)."""
+
+    next: int = 0
+    rows: list[Any] = field(default_factory=list)
+    counts: list[int] = field(default_factory=list)
+    failed: dict[int, str] = field(default_factory=dict)
+
+
+@dataclass
+class Outcome:
+    """A computed subproblem: the result file (rows of every point but ``failed``), or None when
+    no point succeeded in a one-point subproblem; ``failed`` maps point index to its error."""
+
+    path: Path | None
+    failed: dict[int, str]
+
+
+def death_reason(status: int, watchdog: float | None, oom_before: int | None) -> str:
+    """What killed the child, from its wait status, in the words ``mcc status`` shows.
+
+    ``watchdog`` is the limit if the parent's watchdog sent the kill; ``oom_before`` the cgroup's
+    ``oom_kill`` count before the subproblem started (None where it cannot be read).
+    """
+    if os.WIFEXITED(status):
+        return f"exited with status {os.WEXITSTATUS(status)} without returning"
+    sig = os.WTERMSIG(status)
+    if watchdog is not None:
+        return f"killed after point_timeout (watchdog): still running {watchdog:g} s after it started"
+    if sig == signal.SIGKILL:
+        after = oom_kills()
+        if oom_before is not None and after is not None and after == oom_before:
+            return "killed by SIGKILL (not the out-of-memory killer: the cgroup's oom_kill count did not change)"
+        return "out of memory (SIGKILL)"
+    try:
+        return f"killed by {signal.Signals(sig).name}"
+    except ValueError:
+        return f"killed by signal {sig}"
+
+
+def oom_kills() -> int | None:
+    """The OOM killer's kill count in this process's cgroup (v2 ``memory.events``), if readable."""
+    try:
+        rel = Path("/proc/self/cgroup").read_text().strip().split("\n")[0].split(":", 2)[2]
+        for line in (Path("/sys/fs/cgroup") / rel.lstrip("/") / "memory.events").read_text().splitlines():
+            name, _, value = line.partition(" ")
+            if name == "oom_kill":
+                return int(value)
+    except (OSError, IndexError, ValueError):
+        return None
+    return None
+
+
+class ComputeChild:
+    """The parent's handle on its compute child (``compute`` is called from the worker's main thread)."""
+
+    def __init__(self, spec: Any, points: np.ndarray, fn: Callable[[Any], Any] | None, workdir: Path,
+                 write_result: Callable[[Path, np.ndarray, int, int], None], stop: threading.Event) -> None:
+        self.spec, self.points, self.fn, self.workdir = spec, points, fn, workdir
+        self.write_result, self.stop = write_result, stop
+        self.status = memoryview(mmap.mmap(-1, 8)).cast("q")  # the running point's index, or _IDLE
+        self.status[0] = _IDLE
+        self.pid: int | None = None
+        self.conn: Connection | None = None
+        self.limit = spec.point_timeout + min(WATCHDOG_GRACE, spec.point_timeout)
+        self.forks = 0
+
+    # -- parent side ---------------------------------------------------------------------------
+    def compute(self, sub: int, first: int, n: int) -> Outcome:
+        """Compute the points first..first+n-1 in the child (forking one if there is none)."""
+        carry = Carry()
+        while True:
+            if self.pid is None:
+                self._fork()
+            assert self.conn is not None
+            oom_before = oom_kills()
+            self.conn.send((sub, first, n, carry if (carry.next or carry.failed) else None))
+            outcome = self._wait(first, n, carry, oom_before)
+            if outcome is not None:
+                return outcome
+
+    def _wait(self, first: int, n: int, carry: Carry, oom_before: int | None) -> Outcome | None:
+        conn, status, clock = self.conn, self.status, time.monotonic
+        assert conn is not None
+        period = min(0.5, max(self.limit / 4, 0.02))
+        seen, since, watchdog = _IDLE, clock(), None
+        while True:
+            try:
+                ready = conn.poll(period)
+                msg = conn.recv() if ready else None
+            except (EOFError, OSError):
+                break  # the child died
+            if self.stop.is_set():
+                self.close()
+                raise Preempted
+            if msg is not None:
+                kind = msg[0]
+                if kind == "progress":
+                    _, carry.next, rows, counts, failed = msg
+                    carry.rows += rows
+                    carry.counts += counts
+                    carry.failed.update(failed)
+                    continue
+                if kind == "done":
+                    return Outcome(None if msg[1] is None else Path(msg[1]), msg[2])
+                raise ChunkFailed(msg[1])  # "chunk_failed"
+            now, running = clock(), status[0]
+            if running != seen:
+                seen, since = running, now
+            elif running != _IDLE and now - since > self.limit and watchdog is None:
+                watchdog = self.limit
+                os.kill(self.pid, signal.SIGKILL)  # type: ignore[arg-type]
+        running = int(status[0])
+        wait_status = self._reap()
+        if self.stop.is_set():
+            raise Preempted
+        reason = death_reason(wait_status, watchdog, oom_before)
+        if not first <= running < first + n:
+            raise ChunkFailed(f"the compute process {reason} between points")
+        carry.failed[running] = reason
+        if len(carry.counts) > carry.next:  # script entries: a crashed attempt starts its file over
+            carry.counts = carry.counts[: carry.next]
+        return None
+
+    def _reap(self) -> int:
+        assert self.pid is not None
+        _, wait_status = os.waitpid(self.pid, 0)
+        self.pid = None
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+        self.status[0] = _IDLE
+        return wait_status
+
+    def close(self) -> None:
+        """Stop the child (at once: whatever it was computing is handed back, not failed)."""
+        if self.pid is not None:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self._reap()
+
+    def start(self) -> None:
+        """Fork the compute child (``compute`` forks one itself when there is none)."""
+        if self.pid is None:
+            self._fork()
+
+    def _fork(self) -> None:
+        parent_end, child_end = Pipe(duplex=True)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # the child: never returns
+            code = 0
+            try:
+                parent_end.close()
+                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGALRM):
+                    signal.signal(sig, signal.SIG_DFL)  # nothing of the parent's handlers
+                try:  # if memory runs out, the kernel should take the child, not the lease holder
+                    Path("/proc/self/oom_score_adj").write_text("1000")
+                except OSError:
+                    pass
+                self._serve(child_end)
+            except BaseException:
+                traceback.print_exc()
+                code = 70
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        child_end.close()
+        self.pid, self.conn = pid, parent_end
+        self.forks += 1
+
+    # -- child side ----------------------------------------------------------------------------
+    def _serve(self, conn: Connection) -> None:
+        while True:
+            try:
+                sub, first, n, carry = conn.recv()
+            except EOFError:
+                return
+            try:
+                if self.fn is not None:
+                    outcome = self._function_points(conn, sub, first, n, carry or Carry())
+                else:
+                    outcome = self._script_points(conn, sub, first, n, carry or Carry())
+            except ChunkFailed as exc:
+                self.status[0] = _IDLE
+                conn.send(("chunk_failed", exc.reason))
+                continue
+            conn.send(("done", None if outcome.path is None else str(outcome.path), outcome.failed))
+
+    def _part(self, sub: int) -> Path:
+        return self.workdir / f"{sub:07d}.{os.getpid()}.h5.part"
+
+    def _function_points(self, conn: Connection, sub: int, first: int, n: int, carry: Carry) -> Outcome:
+        """Call the entry on each point; a point that raises, times out or returns something that is
+        not rows fails alone. The point timeout is one interval timer per subproblem, re-armed only
+        when it fires during a point that has not yet run for ``point_timeout``. Flat rows (a list or
+        tuple of numbers) are kept as tuples and converted to one array at the end."""
+        timeout, target = self.spec.point_timeout, self.spec.entry_target
+        fn, status, clock, send = self.fn, self.status, time.monotonic, conn.send
+        points = self.points[first : first + n].tolist()
+        rows, failed = list(carry.rows), dict(carry.failed)
+        sent_rows, sent_failed = len(rows), set(failed)
+        current: list[float | None] = [None]  # start of the point being computed
+        flushed = clock()
+
+        def on_alarm(signum: int, frame: object) -> None:
+            begun = current[0]
+            left = timeout if begun is None else begun + timeout - clock()
+            if left <= 0:
+                raise PointTimeout
+            signal.setitimer(signal.ITIMER_REAL, left)
+
+        previous = signal.signal(signal.SIGALRM, on_alarm)
+        signal.setitimer(signal.ITIMER_REAL, timeout)
+        try:
+            for k in range(carry.next, n):
+                index = first + k
+                if failed and index in failed:
+                    continue
+                status[0] = index
+                current[0] = started = clock()
+                try:
+                    result = fn(points[k])  # type: ignore[misc]
+                except PointTimeout:
+                    failed[index] = f"timed out after {timeout:g} s"
+                    continue
+                except Exception:
+                    failed[index] = traceback.format_exc()
+                    continue
+                finally:
+                    current[0] = None
+                kind = type(result)
+                if (kind is list or kind is tuple) and result and type(result[0]) in _SCALARS:
+                    rows.append(tuple(result))  # a flat row: a snapshot, in case the entry reuses its list
+                else:
+                    try:
+                        rows.append(rows_from_result(result, index, target))
+                    except Exception as exc:
+                        failed[index] = str(exc)
+                        continue
+                if started - flushed > FLUSH_SECONDS:
+                    send(("progress", k + 1, rows[sent_rows:], [],
+                          {i: e for i, e in failed.items() if i not in sent_failed}))
+                    sent_rows, sent_failed, flushed = len(rows), set(failed), clock()
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+            status[0] = _IDLE
+        if failed and n == 1:
+            return Outcome(None, failed)
+        kept = [i for i in range(first, first + n) if i not in failed]
+        part = self._part(sub)
+        data = stack_rows(rows, kept, target) if rows else None
+        if not failed:
+            self.write_result(part, data, first, n)  # type: ignore[arg-type]
+        else:
+            counts = [1 if type(r) is tuple else len(r) for r in rows]
+            write_partial(part, data, first, n, sorted(failed), counts)
+        return Outcome(part, failed)
+
+    def _script_points(self, conn: Connection, sub: int, first: int, n: int, carry: Carry) -> Outcome:
+        """Run the script once per point, appending to one file. A point that fails (non-zero exit,
+        killed, timed out) fails alone: the file is put back as it was before that point."""
+        spec = self.spec
+        script = str(Path(spec.project_dir) / spec.entry_target)
+        part, backup = self._part(sub), self._part(sub).with_suffix(".before")
+        part.unlink(missing_ok=True)  # an attempt always starts its file from scratch
+        failed, counts = dict(carry.failed), []
+        for index in range(first, first + n):
+            if index in failed:
+                continue
+            point = self.points[index].tolist()
+            self.status[0] = index
+            before = _rows_in(part)
+            if before is not None:
+                shutil.copyfile(part, backup)
+            argv = [sys.executable, script, str(part), *map(repr, point)]
+            error = None
+            try:
+                proc = subprocess.run(argv, cwd=spec.project_dir, capture_output=True, timeout=spec.point_timeout,
+                                      start_new_session=True)
+            except subprocess.TimeoutExpired as exc:
+                tail = (exc.stderr or b"").decode(errors="replace")[-STDERR_TAIL:]
+                error = f"timed out after {spec.point_timeout:g} s\n{tail}"
+            else:
+                if proc.returncode != 0:
+                    stderr = proc.stderr.decode(errors="replace")[-STDERR_TAIL:]
+                    code = proc.returncode
+                    how = f"killed by {_signame(-code)}" if code < 0 else f"exit status {code}"
+                    error = f"{how}\n{stderr}"
+            after = _rows_in(part) if error is None else None
+            if error is None and after is None:
+                error = f"{spec.entry_target} wrote no `data` dataset to OUTFILE"
+            if error is not None:
+                failed[index] = error
+                if before is None:
+                    part.unlink(missing_ok=True)
+                else:
+                    os.replace(backup, part)
+                continue
+            counts.append(after - (before or 0))  # type: ignore[operator]
+        self.status[0] = _IDLE
+        backup.unlink(missing_ok=True)
+        if failed and n == 1:
+            part.unlink(missing_ok=True)
+            return Outcome(None, failed)
+        if failed:
+            if not part.exists():
+                write_partial(part, None, first, n, sorted(failed), [])
+            else:
+                with h5py.File(part, "a") as fh:
+                    _mark_partial(fh, first, n, sorted(failed), counts)
+        return Outcome(part, failed)
+
+
+def _signame(sig: int) -> str:
+    try:
+        return signal.Signals(sig).name
+    except ValueError:
+        return f"signal {sig}"
+
+
+def _rows_in(path: Path) -> int | None:
+    """Rows of ``data`` in a script's OUTFILE (None: no file or no ``data``)."""
+    if not path.exists():
+        return None
+    try:
+        with h5py.File(path, "r") as fh:
+            return int(fh["data"].shape[0])
+    except (OSError, KeyError, IndexError):
+        return None
+
+
+def _mark_partial(fh: h5py.File, first: int, n: int, missing: list[int], counts: list[int]) -> None:
+    fh.attrs["first_point"] = first
+    fh.attrs["n_points"] = n
+    fh.attrs["missing_points"] = np.asarray(missing, dtype=np.int64)
+    fh.attrs["row_counts"] = np.asarray(counts, dtype=np.int64)
+
+
+def write_partial(path: Path, data: np.ndarray | None, first: int, n: int, missing: list[int],
+                  counts: list[int]) -> None:
+    """A result file that lacks some points: ``data`` holds the rows of the others in point order,
+    attributes ``missing_points`` (indexes) and ``row_counts`` (rows per present point, in order)
+    say which rows belong to which point. A file with no rows has a (0, 0) ``data``."""
+    with h5py.File(path, "w") as fh:
+        fh.create_dataset("data", data=np.zeros((0, 0)) if data is None else data)
+        _mark_partial(fh, first, n, missing, counts)
+
+
+def stack_rows(rows: list[Any], kept: list[int], target: str) -> np.ndarray:
+    """The rows of a subproblem as one float64 array: flat tuples in one conversion, else row by row.
+    Rows of different widths fail the subproblem as a whole (``ChunkFailed``)."""
+    if rows and all(type(r) is tuple for r in rows):
+        try:
+            data = np.asarray(rows)
+        except (ValueError, TypeError):
+            data = None
+        if data is not None and data.ndim == 2 and data.shape[1] > 0 and data.dtype.kind in "biuf":
+            return np.ascontiguousarray(data, dtype=np.float64)
+    arrays = []
+    for index, row in zip(kept, rows):
+        try:
+            arrays.append(row if isinstance(row, np.ndarray) else rows_from_result(row, index, target))
+        except Exception as exc:
+            raise ChunkFailed(f"point {index}: {exc}") from None
+    try:
+        return np.vstack(arrays)
+    except ValueError as exc:
+        raise ChunkFailed(f"point {kept[0]}: rows of different widths: {exc}") from None
