@@ -121,7 +121,8 @@ def summary_view(s: dict[str, Any]) -> Group:
             table.add_column(col)
         for f in s["failures"][:50]:
             first = f["first_point"]
-            table.add_row(str(f["subproblem"]), f"{first}–{first + f['n_points'] - 1}", str(f["attempts"]),
+            points = str(first) if f["n_points"] == 1 else f"{first}–{first + f['n_points'] - 1}"
+            table.add_row(str(f["subproblem"]), points, str(f["attempts"]),
                           (f.get("error") or "").strip().splitlines()[-1][:100] if f.get("error") else "")
         parts.append(table)
     return Group(*parts)

@@ -103,7 +103,10 @@ def apply_events(run: models.Run, events: list[dict[str, Any]]) -> int:
             seq = steps[sub] = []
         actor = worker or "manager"
         for trigger in triggers:
-            seq.append((trigger, actor, changes, at))
+            if trigger == "lease" and kind == "spawned":  # the split point's lease of its chunk, not its failure
+                seq.append((trigger, actor, {"worker": worker}, at))
+            else:
+                seq.append((trigger, actor, changes, at))
     index_to_id = _subproblem_ids(run.id, list(steps))
     by_id = {index_to_id[sub]: seq for sub, seq in steps.items() if sub in index_to_id}
     return fire_steps(models.Subproblem, by_id, run_id=run.id)

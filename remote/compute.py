@@ -37,7 +37,8 @@ STDERR_TAIL = 20_000
 FLUSH_SECONDS = 1.0  # the child sends its finished rows to the parent at most this often
 WATCHDOG_GRACE = 15.0  # seconds past point_timeout before a point that ignores SIGALRM is killed
 _SCALARS = frozenset({float, int, bool, np.float64, np.float32, np.int64, np.int32})
-_IDLE = -1
+_IDLE = -1  # status word: no subproblem
+_BUSY = -2  # status word: a subproblem taken, between points
 
 
 class Preempted(Exception):
@@ -55,6 +56,10 @@ class ChunkFailed(Exception):
 
 class PointTimeout(Exception):
     pass
+
+
+class _Lost(Exception):
+    """The child died before it took the subproblem (killed while idle): fork another, blame nothing."""
 
 
 @dataclass
@@ -131,13 +136,20 @@ class ComputeChild:
     def compute(self, sub: int, first: int, n: int) -> Outcome:
         """Compute the points first..first+n-1 in the child (forking one if there is none)."""
         carry = Carry()
+        lost = 0  # children that died before taking the subproblem (not its fault, unless it keeps happening)
         while True:
             if self.pid is None:
                 self._fork()
             assert self.conn is not None
             oom_before = oom_kills()
-            self.conn.send((sub, first, n, carry if (carry.next or carry.failed) else None))
-            outcome = self._wait(first, n, carry, oom_before)
+            try:
+                self.conn.send((sub, first, n, carry if (carry.next or carry.failed) else None))
+                outcome = self._wait(first, n, carry, oom_before)
+            except _Lost as exc:
+                lost += 1
+                if lost >= 3:
+                    raise ChunkFailed(f"the compute process {exc} before it could start") from None
+                continue
             if outcome is not None:
                 return outcome
 
@@ -169,7 +181,7 @@ class ComputeChild:
             now, running = clock(), status[0]
             if running != seen:
                 seen, since = running, now
-            elif running != _IDLE and now - since > self.limit and watchdog is None:
+            elif running >= 0 and now - since > self.limit and watchdog is None:
                 watchdog = self.limit
                 os.kill(self.pid, signal.SIGKILL)  # type: ignore[arg-type]
         running = int(status[0])
@@ -177,6 +189,8 @@ class ComputeChild:
         if self.stop.is_set():
             raise Preempted
         reason = death_reason(wait_status, watchdog, oom_before)
+        if running == _IDLE:
+            raise _Lost(reason)
         if not first <= running < first + n:
             raise ChunkFailed(f"the compute process {reason} between points")
         carry.failed[running] = reason
@@ -223,6 +237,7 @@ class ComputeChild:
                     Path("/proc/self/oom_score_adj").write_text("1000")
                 except OSError:
                     pass
+                _die_with_parent()
                 self._serve(child_end)
             except BaseException:
                 traceback.print_exc()
@@ -242,16 +257,17 @@ class ComputeChild:
                 sub, first, n, carry = conn.recv()
             except EOFError:
                 return
+            self.status[0] = _BUSY
             try:
                 if self.fn is not None:
                     outcome = self._function_points(conn, sub, first, n, carry or Carry())
                 else:
                     outcome = self._script_points(conn, sub, first, n, carry or Carry())
             except ChunkFailed as exc:
-                self.status[0] = _IDLE
                 conn.send(("chunk_failed", exc.reason))
-                continue
-            conn.send(("done", None if outcome.path is None else str(outcome.path), outcome.failed))
+            else:
+                conn.send(("done", None if outcome.path is None else str(outcome.path), outcome.failed))
+            self.status[0] = _IDLE
 
     def _part(self, sub: int) -> Path:
         return self.workdir / f"{sub:07d}.{os.getpid()}.h5.part"
@@ -311,7 +327,7 @@ class ComputeChild:
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, previous)
-            status[0] = _IDLE
+            status[0] = _BUSY
         if failed and n == 1:
             return Outcome(None, failed)
         kept = [i for i in range(first, first + n) if i not in failed]
@@ -365,7 +381,7 @@ class ComputeChild:
                     os.replace(backup, part)
                 continue
             counts.append(after - (before or 0))  # type: ignore[operator]
-        self.status[0] = _IDLE
+        self.status[0] = _BUSY
         backup.unlink(missing_ok=True)
         if failed and n == 1:
             part.unlink(missing_ok=True)
@@ -377,6 +393,17 @@ class ComputeChild:
                 with h5py.File(part, "a") as fh:
                     _mark_partial(fh, first, n, sorted(failed), counts)
         return Outcome(part, failed)
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGKILL this process when the worker that forked it dies (no orphan computing on)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def _signame(sig: int) -> str:

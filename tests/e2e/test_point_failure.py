@@ -105,3 +105,22 @@ def test_script_entry_point_failure_keeps_the_chunk(mcc_home: Path, tmp_path: Pa
     assert out["state"] == "completed_with_failures" and (out["done"], out["dead"]) == (11, 1)
     assert combined_rows(out["result"])[:, 0].astype(int).tolist() == [i for i in range(12) if i != 5]
     assert out["failures"][0]["error"].startswith("point 5: exit status 3")
+
+
+def test_a_crash_keeps_the_points_its_chunk_already_finished(mcc_home: Path, make_project) -> None:
+    """The compute child streams finished rows to the worker about once a second: after the crash at
+    point 5 the fresh child goes on from there, it does not start the chunk over."""
+    project = make_project(8, body="""
+        import signal
+        with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "computed.log"), "a") as log:
+            log.write(f"{i}\\n")
+        time.sleep(0.4)
+        if i == 5:
+            os.kill(os.getpid(), signal.SIGSEGV)
+        """, toml="chunk_size = 8\nmax_attempts = 1\nworkers = 1\n")
+    out = mcc_json("run", str(project), home=mcc_home)
+    assert (out["done"], out["dead"]) == (7, 1)
+    assert combined_rows(out["result"])[:, 0].astype(int).tolist() == [0, 1, 2, 3, 4, 6, 7]
+    computed = [int(x) for x in (project / "computed.log").read_text().split()]
+    assert computed.count(5) == 1 and computed.count(6) == computed.count(7) == 1
+    assert all(computed.count(i) == 1 for i in range(4))  # streamed before the crash: not computed again
