@@ -120,7 +120,7 @@ def _report(result: dict[str, Any], as_json: bool) -> None:
 @click.option("--backend", type=click.Choice(["local", "aws"]), help="Where to run (default: local).")
 @click.option("--workers", type=int, help="Number of workers.")
 @click.option("--chunk-size", type=int, help="Points per subproblem (default: ~2 s of work).")
-@click.option("--max-attempts", type=int, help="Attempts per subproblem before it is dead.")
+@click.option("--max-attempts", type=int, help="Attempts per point before it is dead.")
 @click.option("--entry", help='"module:function" or "script.py".')
 @click.option("--point-timeout", type=float, help="Seconds allowed per point.")
 @click.option("--detach", is_flag=True, help="Return once the run is launched; follow with `mcc resume`.")

@@ -12,9 +12,9 @@ Keys: ``pending`` LIST (lazy deletion: done/dead/leased ids popped by claim are 
 
 The unit of failure is the point. A chunk whose points partly fail is acked with the rows of the
 others (``ack_partial``), and each failed point ``p`` goes on as a one-point subproblem of its own,
-id ``base + p`` (``base`` = the number of chunks, in ``meta``), born with one attempt spent: it
+id ``base + p`` (``base`` = the number of chunks), born with one attempt spent: it
 is retried (``fail``) until it is done or dead like any subproblem. Ids are deterministic, so a
-queue rebuilt from the bucket names the same point-subproblems (see :func:`point_of`).
+queue rebuilt from the bucket names the same point-subproblems (see :func:`point_subproblem`).
 """
 from __future__ import annotations
 
@@ -130,19 +130,18 @@ end
 return {acked, out}
 """
 
-# ack_partial(worker, sub, p1, reason1, p2, reason2, ...): sub is done with the rows of its other points;
-# each failed point p becomes the one-point subproblem base + p, one attempt spent (retry or dead).
+# ack_partial(worker, sub, base, p1, reason1, p2, reason2, ...): sub is done with the rows of its other
+# points; each failed point p becomes the one-point subproblem base + p, one attempt spent (retry or dead).
 _ACK_PARTIAL = """
-local worker, sub = ARGV[1], ARGV[2]
+local worker, sub, base = ARGV[1], ARGV[2], tonumber(ARGV[3])
 if redis.call('HEXISTS', K_SIZES, sub) == 0 or redis.call('SISMEMBER', K_DONE, sub) == 1
    or redis.call('SISMEMBER', K_DEAD, sub) == 1 then
   return {}
 end
 local _, ts = now()
-local base = tonumber(redis.call('HGET', K_META, 'base'))
 local max = tonumber(redis.call('HGET', K_META, 'max_attempts') or '1')
 local points, out = {}, {}
-for i = 3, #ARGV, 2 do
+for i = 4, #ARGV, 2 do
   local p, reason = ARGV[i], ARGV[i + 1]
   local psub = tostring(base + tonumber(p))
   points[#points + 1] = p
@@ -391,7 +390,7 @@ class Queue:
                 live = [i for i in every if i not in done_set and i not in dead_set]
                 for c in range(0, len(live), _CHUNK):
                     pipe.rpush(k["pending"], *live[c:c + _CHUNK])
-                pipe.hset(k["meta"], mapping={"max_attempts": int(max_attempts), "base": base})
+                pipe.hset(k["meta"], mapping={"max_attempts": int(max_attempts)})
                 pipe.set(k["seeded"], 1)
                 pipe.execute()
             except redis.WatchError:
@@ -438,9 +437,10 @@ class Queue:
         """Spend an attempt of a lease ``worker`` owns: "retry", "dead", or "stale"."""
         return _s(self._run(self._fail, worker, int(sub), str(reason)[:REASON_MAX_CHARS]))
 
-    def ack_partial(self, worker: str, sub: int, failed: Mapping[int, str]) -> dict[int, str]:
+    def ack_partial(self, worker: str, sub: int, failed: Mapping[int, str], base: int) -> dict[int, str]:
         """Ack chunk ``sub`` with the rows of all its points but ``failed`` (point -> reason), which
-        go on as one-point subproblems (:func:`point_subproblem`) with one attempt spent.
+        go on as one-point subproblems (:func:`point_subproblem`: ``base`` + point, ``base`` being the
+        number of chunks) with one attempt spent.
 
         First ack wins, as for ``ack``: a chunk already done or dead changes nothing and gives {}.
         Else {point-subproblem id: "retry" | "dead"} for each point newly split off.
@@ -448,7 +448,7 @@ class Queue:
         args: list[Any] = []
         for point, reason in sorted(failed.items()):
             args += [int(point), str(reason)[:REASON_MAX_CHARS]]
-        out = self._run(self._ack_partial, worker, int(sub), *args)
+        out = self._run(self._ack_partial, worker, int(sub), int(base), *args)
         return {int(out[i]): _s(out[i + 1]) for i in range(0, len(out), 2)}
 
     def preempt(self, worker: str, ids: Sequence[int]) -> list[int]:
@@ -499,10 +499,6 @@ class Queue:
     def errors(self) -> dict[int, str]:
         """Last failure reason per subproblem that ever failed."""
         return {int(k): _s(v) for k, v in self.client.hgetall(self.keys["errors"]).items()}
-
-    def base(self) -> int:
-        """The number of chunks: ids from here on are one-point subproblems (:func:`point_subproblem`)."""
-        return int(self.client.hget(self.keys["meta"], "base") or 0)
 
     def partial(self) -> dict[int, list[int]]:
         """Done chunk -> the points its winning (partial) ack left out, for every such chunk."""

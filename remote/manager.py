@@ -1,7 +1,9 @@
 """The manager: seed the queue once, keep N workers alive, journal events, combine, stop.
 
 A new manager (after a crash) rebuilds the queue from the run spec and the result and failure objects
-already in the bucket if the queue itself was lost, and adopts the workers that still run.
+already in the bucket if the queue itself was lost, and adopts the workers that still run. A chunk acked
+without some of its points (their own one-point subproblems since) is combined with the rows those have
+computed merged back in point order.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import redis
 from mcc.combine import combine_files
 from mcc.project import load_combiner
 from mcc.providers.local import processes
-from mcc.queue import Progress
+from mcc.queue import Progress, point_subproblem
 from mcc.remote.fleet import LocalFleet
 from mcc.remote.results import merge_partial
 from mcc.remote.runtime import Runtime, connect, setup_logging
@@ -100,8 +102,8 @@ class Manager:
         done, partial = self._results_in_bucket()
         base = len(self.spec.chunks)
         attempts = {s: n for s, n in failures.items() if s < base}
-        for pts in partial.values():  # a point split off by a partial ack was born with one attempt spent
-            attempts.update((base + p, max(failures.get(base + p, 0), 1)) for p in pts)
+        for psub in (point_subproblem(p, base) for pts in partial.values() for p in pts):
+            attempts[psub] = max(failures.get(psub, 0), 1)  # split off by a partial ack: one attempt spent
         dead = {s for s, n in attempts.items() if n >= self.spec.max_attempts and s not in done}
         sizes = [n for _, n in self.spec.chunks]
         if self.q.seed(sizes, self.spec.max_attempts, done=done, dead=dead, attempts=attempts, partial=partial):
@@ -126,7 +128,7 @@ class Manager:
             if sub in complete:
                 continue
             partial[sub] = min((self._missing_points(k) for k in keys), key=len)
-        wanted = {base + p for pts in partial.values() for p in pts}
+        wanted = {point_subproblem(p, base) for pts in partial.values() for p in pts}
         done = {s for s in complete if s < base or s in wanted} | set(partial)
         return done, partial
 
@@ -217,7 +219,8 @@ class Manager:
         of its split-off points that have been computed since; None if it has no rows at all."""
         if missing is None:
             return self._local_file(result_key(sub))
-        recovered = {p: self._local_file(result_key(base + p)) for p in missing if base + p in done}
+        recovered = {p: self._local_file(result_key(point_subproblem(p, base))) for p in missing
+                     if point_subproblem(p, base) in done}
         merged = self.rt.workdir / "merged" / f"{sub:07d}.h5"
         merged.parent.mkdir(parents=True, exist_ok=True)
         return merge_partial(self._local_file(partial_result_key(sub, missing)), recovered, merged)

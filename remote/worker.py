@@ -147,7 +147,8 @@ class Worker:
         for index, detail in out.failed.items():  # write-ahead: the failure objects before the ack
             self._record_failure(point_subproblem(index, self.base), index, 1, detail)
         store.put_file(partial_result_key(sub, sorted(out.failed)), out.path, move=True)  # type: ignore[arg-type]
-        spawned = self.rt.queue.ack_partial(self.id, sub, {i: f"point {i}: {d[-500:]}" for i, d in out.failed.items()})
+        spawned = self.rt.queue.ack_partial(self.id, sub, {i: f"point {i}: {d[-500:]}" for i, d in out.failed.items()},
+                                              self.base)
         self.log.warning("subproblem %d: %d point(s) failed (%s), the others kept", sub, len(out.failed),
                          ", ".join(f"{p - self.base}: {o}" for p, o in spawned.items()) or "already acked")
         self.held.remove(sub)

@@ -307,8 +307,8 @@ CHUNKS = [(0, 5), (5, 5), (10, 2)]  # points 0..11 in three chunks: point-subpro
 def test_partial_ack_splits_failed_points_into_their_own_subproblems(q):
     q.seed([n for _, n in CHUNKS], 2)
     assert q.claim("a", 3, 30) == [0, 1, 2]
-    assert q.ack_partial("a", 1, {6: "point 6: boom", 8: "point 8: bang"}) == {9: "retry", 11: "retry"}
-    assert q.ack_partial("b", 1, {7: "late"}) == {}  # first ack wins: a second attempt changes nothing
+    assert q.ack_partial("a", 1, {6: "point 6: boom", 8: "point 8: bang"}, 3) == {9: "retry", 11: "retry"}
+    assert q.ack_partial("b", 1, {7: "late"}, 3) == {}  # first ack wins: a second attempt changes nothing
     assert q.ack_many("a", [0, 2]) == [True, True]
     p = q.progress()
     assert (p.total, p.total_points, p.done, p.done_points, p.failures) == (5, 12, 3, 10, 2)
@@ -327,7 +327,7 @@ def test_partial_ack_splits_failed_points_into_their_own_subproblems(q):
 def test_partial_ack_with_one_attempt_kills_the_point_at_once_and_dead_chunks_list_every_point(q):
     q.seed([n for _, n in CHUNKS], 1)
     assert q.claim("a", 3, 30) == [0, 1, 2]
-    assert q.ack_partial("a", 0, {3: "point 3: x"}) == {6: "dead"}
+    assert q.ack_partial("a", 0, {3: "point 3: x"}, 3) == {6: "dead"}
     assert q.fail("a", 2, "lease-like loss of the whole chunk") == "dead"
     assert q.ack("a", 1)
     p = q.progress()
@@ -341,6 +341,6 @@ def test_seed_rebuilds_point_subproblems_of_partial_chunks(q):
     assert q.seed([n for _, n in CHUNKS], 2, done={1, 9}, dead={11}, attempts={9: 1, 11: 2}, partial={1: [6, 8]})
     p = q.progress()
     assert (p.total, p.total_points, p.done, p.done_points, p.dead, p.dead_points) == (5, 12, 2, 4, 1, 1)
-    assert q.base() == 3 and q.partial() == {1: [6, 8]}
+    assert q.partial() == {1: [6, 8]}
     assert q.claim("w", 10, 30) == [0, 2]
     assert q.dead_points(CHUNKS) == {8: ""}
