@@ -65,12 +65,11 @@ class _Lost(Exception):
 @dataclass
 class Carry:
     """What is already known of a subproblem being computed: points before ``next`` are finished
-    (their ``rows``, or ``counts`` of rows for a script entry), ``failed`` maps point index to
-    what went wrong (points in it are never computed again by this attempt)."""
+    (their ``rows``; a script entry streams nothing and starts its file over), ``failed`` maps
+    point index to what went wrong (points in it are never computed again by this attempt)."""
 
     next: int = 0
     rows: list[Any] = field(default_factory=list)
-    counts: list[int] = field(default_factory=list)
     failed: dict[int, str] = field(default_factory=dict)
 
 
@@ -143,7 +142,10 @@ class ComputeChild:
             assert self.conn is not None
             oom_before = oom_kills()
             try:
-                self.conn.send((sub, first, n, carry if (carry.next or carry.failed) else None))
+                try:
+                    self.conn.send((sub, first, n, carry if (carry.next or carry.failed) else None))
+                except OSError:  # it died while idle and its end of the pipe is closed
+                    raise _Lost(death_reason(self._reap(), None, oom_before)) from None
                 outcome = self._wait(first, n, carry, oom_before)
             except _Lost as exc:
                 lost += 1
@@ -170,9 +172,8 @@ class ComputeChild:
             if msg is not None:
                 kind = msg[0]
                 if kind == "progress":
-                    _, carry.next, rows, counts, failed = msg
+                    _, carry.next, rows, failed = msg
                     carry.rows += rows
-                    carry.counts += counts
                     carry.failed.update(failed)
                     continue
                 if kind == "done":
@@ -194,8 +195,6 @@ class ComputeChild:
         if not first <= running < first + n:
             raise ChunkFailed(f"the compute process {reason} between points")
         carry.failed[running] = reason
-        if len(carry.counts) > carry.next:  # script entries: a crashed attempt starts its file over
-            carry.counts = carry.counts[: carry.next]
         return None
 
     def _reap(self) -> int:
@@ -321,7 +320,7 @@ class ComputeChild:
                         failed[index] = str(exc)
                         continue
                 if started - flushed > FLUSH_SECONDS:
-                    send(("progress", k + 1, rows[sent_rows:], [],
+                    send(("progress", k + 1, rows[sent_rows:],
                           {i: e for i, e in failed.items() if i not in sent_failed}))
                     sent_rows, sent_failed, flushed = len(rows), set(failed), clock()
         finally:

@@ -77,6 +77,10 @@ def test_crashing_points_fail_alone_with_what_killed_them(mcc_home: Path, make_p
     assert all(f["attempts"] == 2 and f["n_points"] == 1 for f in out["failures"])
     events = _events(mcc_home, out["run_id"])
     assert not any("lease expired" in reason for _, _, reason in events)  # no lease waited out
+    with sqlite3.connect(mcc_home / "ledger.db") as con:  # no chunk (claimed with a crashing one or not) paid
+        chunks = con.execute("select state, attempts from subproblems where run_id = ? and n_points > 1",
+                             (out["run_id"],)).fetchall()
+    assert chunks == [("done", 0)] * 10
     assert ("give_up", "dead", "point 13: killed by SIGSEGV") in events
     failures = mcc_home / "buckets" / out["run_id"] / "failures"
     assert "killed by SIGSEGV" in (failures / f"{10 + 13:07d}" / "001.txt").read_text()
