@@ -4,7 +4,7 @@ mcc: the real ``python -m mcc.remote.worker`` processes against a real redis-ser
 are started and polling an unseeded queue first (start-up excluded), then the queue is seeded, and
 the figure is N / (first claim → last ack), both taken from the queue's own event stream (Redis
 server time). Measured at the default automatic chunk size (what ``mcc run`` would pick: the
-entry's probe time through ``mcc.project.auto_chunk_size``) — the user-visible rate — and at
+entry's probe time through ``mcc.project.folder.auto_chunk_size``) — the user-visible rate — and at
 chunk size 1 (one subproblem per point: the rate of dispatch itself).
 
 Baselines in the same run: ``multiprocessing.Pool(2).map`` over the same points (warm pool; the
@@ -28,8 +28,8 @@ from bench.harness import (
     NOOP_ENTRY, LocalRun, env_with_repo, file_create_us, median, redis_server, tags, tempdir, wait_until, window,
     write_project,
 )
-from mcc.project import Entry, Project, auto_chunk_size
-from mcc.prepare import probe_entry
+from mcc.project.folder import Entry, Project, auto_chunk_size
+from mcc.driver.prepare import probe_entry
 from mcc.providers.local import processes
 
 ID = "B1"

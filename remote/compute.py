@@ -31,7 +31,7 @@ from typing import Any, Callable
 import h5py
 import numpy as np
 
-from mcc.project import rows_from_result
+from mcc.project.folder import rows_from_result
 
 STDERR_TAIL = 20_000
 FLUSH_SECONDS = 1.0  # the child sends its finished rows to the parent at most this often

@@ -23,9 +23,9 @@ import numpy as np
 import redis
 from h5py import h5f, h5p
 
-from mcc.project import load_function
-from mcc.queue import point_subproblem
-from mcc.runspec import failure_key, partial_result_key, result_key
+from mcc.project.folder import load_function
+from mcc.work.queue import point_subproblem
+from mcc.work.runspec import failure_key, partial_result_key, result_key
 from mcc.remote.compute import ChunkFailed, ComputeChild, Preempted
 from mcc.remote.results import ResultWriter, fill_result
 from mcc.remote.runtime import Runtime, connect, setup_logging

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import numpy as np
 
-from mcc.queue import Queue
+from mcc.work.queue import Queue
 from mcc.remote.compute import write_partial
 from mcc.remote.manager import Manager
 from mcc.remote.runtime import Runtime
 from mcc.remote.worker import _write_result
-from mcc.runspec import RunSpec, failure_key, partial_result_key, result_key
-from mcc.storage import LocalStore
+from mcc.work.runspec import RunSpec, failure_key, partial_result_key, result_key
+from mcc.work.stores import LocalStore
 from tests.test_queue import client, server  # noqa: F401  (the real redis-server fixtures)
 
 CHUNKS = [(0, 4), (4, 4), (8, 4)]  # point-subproblems are 3 + point

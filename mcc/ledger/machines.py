@@ -410,7 +410,7 @@ def create_point_subproblems(run_id: str, points: dict[int, int], *, actor: str 
     """Insert the one-point subproblems a partial ack split off (index -> its point), pending, one
     "create" Event each; indexes the run already has are skipped. Returns the number inserted.
 
-    A failing point of a chunk goes on alone (``mcc.queue.Queue.ack_partial``): its row is created
+    A failing point of a chunk goes on alone (``mcc.work.queue.Queue.ack_partial``): its row is created
     when the journal first names it, then moved like any subproblem's.
     """
     if not points:

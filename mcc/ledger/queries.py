@@ -128,7 +128,7 @@ def dead_points(run_id: str) -> dict[int, str]:
 
     A point is dead when its one-point subproblem (split off its chunk by a partial ack) spent its
     attempts, or when its whole chunk died (the chunk's lease expired ``max_attempts`` times: the
-    worker itself was lost, not a point). ``mcc.queue.Queue.dead_points`` answers the same from a
+    worker itself was lost, not a point). ``mcc.work.queue.Queue.dead_points`` answers the same from a
     live queue.
     """
     rows = db.execute_sql(
