@@ -92,7 +92,7 @@ def test_crashing_points_fail_alone_with_what_killed_them(mcc_home: Path, make_p
 def test_script_entry_point_failure_keeps_the_chunk(mcc_home: Path, tmp_path: Path) -> None:
     project = tmp_path / "scripted"
     project.mkdir()
-    (project / "points.py").write_text("def get_points():\n    return [[float(i)] for i in range(12)]\n")
+    (project / "points.py").write_text("def get_points():\n    return [[float(i)] for i in range(6)]\n")
     (project / "run.py").write_text(
         "import sys, h5py, numpy as np\n"
         "out, x = sys.argv[1], float(sys.argv[2])\n"
@@ -104,10 +104,10 @@ def test_script_entry_point_failure_keeps_the_chunk(mcc_home: Path, tmp_path: Pa
         "        fh.create_dataset('data', data=row, maxshape=(None, 2))\n"
         "if x == 5:\n"
         "    sys.exit(3)  # after writing its row: the row must not survive\n")
-    (project / "mcc.toml").write_text('entry = "run.py"\nchunk_size = 4\nmax_attempts = 1\n')
+    (project / "mcc.toml").write_text('entry = "run.py"\nchunk_size = 3\nmax_attempts = 1\n')
     out = json.loads(mcc("run", str(project), "--json", home=mcc_home, check=True).stdout)
-    assert out["state"] == "completed_with_failures" and (out["done"], out["dead"]) == (11, 1)
-    assert combined_rows(out["result"])[:, 0].astype(int).tolist() == [i for i in range(12) if i != 5]
+    assert out["state"] == "completed_with_failures" and (out["done"], out["dead"]) == (5, 1)
+    assert combined_rows(out["result"])[:, 0].astype(int).tolist() == [0, 1, 2, 3, 4]
     assert out["failures"][0]["error"].startswith("point 5: exit status 3")
 
 
