@@ -26,7 +26,7 @@ import traceback
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, Pipe
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import h5py
 import numpy as np
@@ -118,7 +118,7 @@ def oom_kills() -> int | None:
 
 
 class ComputeChild:
-    """The parent's handle on its compute child (``compute`` is called from the worker's main thread)."""
+    """The parent's handle on its compute child (``run`` is called from the worker's main thread)."""
 
     def __init__(self, spec: Any, points: np.ndarray, fn: Callable[[Any], Any] | None, workdir: Path,
                  write_result: Callable[[Path, np.ndarray, int, int], None], stop: threading.Event) -> None:
@@ -132,70 +132,99 @@ class ComputeChild:
         self.forks = 0
 
     # -- parent side ---------------------------------------------------------------------------
-    def compute(self, sub: int, first: int, n: int) -> Outcome:
-        """Compute the points first..first+n-1 in the child (forking one if there is none)."""
-        carry = Carry()
-        lost = 0  # children that died before taking the subproblem (not its fault, unless it keeps happening)
-        while True:
+    def run(self, tasks: list[tuple[int, int, int]]) -> Iterator[tuple[int, Outcome | ChunkFailed]]:
+        """Compute each ``(sub, first point, n points)`` in the child, in order; yield each subproblem's
+        outcome as soon as the child has it (the child goes on with the next meanwhile: a batch costs
+        one message to the child, not a round trip per subproblem).
+
+        After a crash the fresh child gets the rest of the batch, the crashed subproblem first,
+        resumed from what it had streamed, without its crashed point. Raises ``Preempted`` when the
+        stop event is set (the child is killed; what was not yielded is the caller's to hand back).
+        """
+        todo = list(tasks)
+        try:
+            yield from self._run(todo)
+        finally:
+            if todo:  # left early (the caller raised, or Preempted): the child's messages are stale now
+                self.close()
+
+    def _run(self, todo: list[tuple[int, int, int]]) -> Iterator[tuple[int, Outcome | ChunkFailed]]:
+        carries: dict[int, Carry] = {}
+        lost = 0  # children that died before taking a subproblem (not its fault, unless it keeps happening)
+        while todo:
             if self.pid is None:
                 self._fork()
             assert self.conn is not None
             oom_before = oom_kills()
             try:
                 try:
-                    self.conn.send((sub, first, n, carry if (carry.next or carry.failed) else None))
+                    self.conn.send([(sub, first, n, carries.get(sub)) for sub, first, n in todo])
                 except OSError:  # it died while idle and its end of the pipe is closed
                     raise _Lost(death_reason(self._reap(), None, oom_before)) from None
-                outcome = self._wait(first, n, carry, oom_before)
+                yield from self._receive(todo, carries, oom_before)
             except _Lost as exc:
                 lost += 1
                 if lost >= 3:
-                    raise ChunkFailed(f"the compute process {exc} before it could start") from None
-                continue
-            if outcome is not None:
-                return outcome
+                    sub = todo.pop(0)[0]
+                    lost = 0
+                    yield sub, ChunkFailed(f"the compute process {exc} before it could start")
 
-    def _wait(self, first: int, n: int, carry: Carry, oom_before: int | None) -> Outcome | None:
+    def _receive(self, todo: list[tuple[int, int, int]], carries: dict[int, Carry],
+                 oom_before: int | None) -> Iterator[tuple[int, Outcome | ChunkFailed]]:
+        """Yield outcomes until ``todo`` is empty; after a crash, record it and return (or raise ``_Lost``)."""
         conn, status, clock = self.conn, self.status, time.monotonic
         assert conn is not None
         period = min(0.5, max(self.limit / 4, 0.02))
         seen, since, watchdog = _IDLE, clock(), None
-        while True:
+        while todo:
             try:
-                ready = conn.poll(period)
-                msg = conn.recv() if ready else None
+                msg = conn.recv() if conn.poll(period) else None
             except (EOFError, OSError):
                 break  # the child died
             if self.stop.is_set():
                 self.close()
                 raise Preempted
             if msg is not None:
-                kind = msg[0]
+                kind, sub = msg[0], msg[1]
                 if kind == "progress":
-                    _, carry.next, rows, failed = msg
-                    carry.rows += rows
-                    carry.failed.update(failed)
+                    carry = carries.setdefault(sub, Carry())
+                    carry.next = msg[2]
+                    carry.rows += msg[3]
+                    carry.failed.update(msg[4])
                     continue
+                todo.pop(0)  # the child works in order: this is the first one
+                carries.pop(sub, None)
+                seen = _IDLE
                 if kind == "done":
-                    return Outcome(None if msg[1] is None else Path(msg[1]), msg[2])
-                raise ChunkFailed(msg[1])  # "chunk_failed"
+                    yield sub, Outcome(None if msg[2] is None else Path(msg[2]), msg[3])
+                else:
+                    yield sub, ChunkFailed(msg[2])
+                if self.stop.is_set():
+                    self.close()
+                    raise Preempted
+                continue
             now, running = clock(), status[0]
             if running != seen:
                 seen, since = running, now
             elif running >= 0 and now - since > self.limit and watchdog is None:
                 watchdog = self.limit
                 os.kill(self.pid, signal.SIGKILL)  # type: ignore[arg-type]
+        else:
+            return
         running = int(status[0])
         wait_status = self._reap()
         if self.stop.is_set():
             raise Preempted
         reason = death_reason(wait_status, watchdog, oom_before)
+        sub, first, n = todo[0]
         if running == _IDLE:
             raise _Lost(reason)
         if not first <= running < first + n:
-            raise ChunkFailed(f"the compute process {reason} between points")
-        carry.failed[running] = reason
-        return None
+            todo.pop(0)
+            carries.pop(sub, None)
+            yield sub, ChunkFailed(f"the compute process {reason} between points")
+            return
+        carries.setdefault(sub, Carry()).failed[running] = reason
 
     def _reap(self) -> int:
         assert self.pid is not None
@@ -217,7 +246,7 @@ class ComputeChild:
             self._reap()
 
     def start(self) -> None:
-        """Fork the compute child (``compute`` forks one itself when there is none)."""
+        """Fork the compute child (``run`` forks one itself when there is none)."""
         if self.pid is None:
             self._fork()
 
@@ -253,20 +282,21 @@ class ComputeChild:
     def _serve(self, conn: Connection) -> None:
         while True:
             try:
-                sub, first, n, carry = conn.recv()
+                batch = conn.recv()
             except EOFError:
                 return
-            self.status[0] = _BUSY
-            try:
-                if self.fn is not None:
-                    outcome = self._function_points(conn, sub, first, n, carry or Carry())
+            for sub, first, n, carry in batch:
+                self.status[0] = _BUSY
+                try:
+                    if self.fn is not None:
+                        outcome = self._function_points(conn, sub, first, n, carry or Carry())
+                    else:
+                        outcome = self._script_points(conn, sub, first, n, carry or Carry())
+                except ChunkFailed as exc:
+                    conn.send(("chunk_failed", sub, exc.reason))
                 else:
-                    outcome = self._script_points(conn, sub, first, n, carry or Carry())
-            except ChunkFailed as exc:
-                conn.send(("chunk_failed", exc.reason))
-            else:
-                conn.send(("done", None if outcome.path is None else str(outcome.path), outcome.failed))
-            self.status[0] = _IDLE
+                    conn.send(("done", sub, None if outcome.path is None else str(outcome.path), outcome.failed))
+                self.status[0] = _IDLE
 
     def _part(self, sub: int) -> Path:
         return self.workdir / f"{sub:07d}.{os.getpid()}.h5.part"
@@ -320,7 +350,7 @@ class ComputeChild:
                         failed[index] = str(exc)
                         continue
                 if started - flushed > FLUSH_SECONDS:
-                    send(("progress", k + 1, rows[sent_rows:],
+                    send(("progress", sub, k + 1, rows[sent_rows:],
                           {i: e for i, e in failed.items() if i not in sent_failed}))
                     sent_rows, sent_failed, flushed = len(rows), set(failed), clock()
         finally:

@@ -26,7 +26,7 @@ from h5py import h5f, h5p
 from mcc.project.folder import load_function
 from mcc.work.queue import point_subproblem
 from mcc.work.runspec import failure_key, partial_result_key, result_key
-from mcc.remote.compute import ChunkFailed, ComputeChild, Preempted
+from mcc.remote.compute import ChunkFailed, ComputeChild, Outcome, Preempted
 from mcc.remote.results import ResultWriter, fill_result
 from mcc.remote.runtime import Runtime, connect, setup_logging
 
@@ -92,8 +92,10 @@ class Worker:
                     continue
                 idle_since, delay = time.monotonic(), 0.01
                 started = time.monotonic()
-                for sub in ids:
-                    self._do(sub)
+                if self.stop.is_set():
+                    raise Preempted
+                for sub, result in self.child.run([(sub, *self._points(sub)) for sub in ids]):
+                    self._settle(sub, result)
                     if self.acks and time.monotonic() - self.acks_since > ACK_MAX_DELAY:
                         self._flush_acks()
                 took = (time.monotonic() - started) / len(ids)
@@ -120,18 +122,16 @@ class Worker:
             self.held = [s for s in self.held if s not in acked]
             self.acks = []
 
-    def _do(self, sub: int) -> None:
-        if self.stop.is_set():
-            raise Preempted
-        if sub < self.base:
-            first, n = self.rt.spec.chunks[sub]
-        else:
-            first, n = sub - self.base, 1
-        try:
-            out = self.child.compute(sub, first, n)
-        except ChunkFailed as exc:
-            self._fail(sub, exc.reason)
+    def _points(self, sub: int) -> tuple[int, int]:
+        """(first point, number of points) of a chunk or of a point split off one."""
+        return self.rt.spec.chunks[sub] if sub < self.base else (sub - self.base, 1)
+
+    def _settle(self, sub: int, out: Outcome | ChunkFailed) -> None:
+        """Store a computed subproblem's result and ack it (with the next claim), or record its failures."""
+        if isinstance(out, ChunkFailed):
+            self._fail(sub, out.reason)
             return
+        n = self._points(sub)[1]
         store = self.rt.store
         if not out.failed:
             store.put_file(result_key(sub), out.path, move=True)  # type: ignore[arg-type]
