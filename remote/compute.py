@@ -7,8 +7,10 @@ the queue — learns from the shared status word which point was running, record
 death from the wait status, forks a fresh child (from its own pristine memory: the entry is
 already imported) and goes on with the rest of the subproblem. Nothing is spawned per point.
 
-The child streams what it has finished to the parent about once a second (``FLUSH_SECONDS``), so a
-crash costs at most that much recomputation; a tiny subproblem never pays for a message per point.
+The parent hands the child a whole claimed batch in one message; the child sends each subproblem's
+outcome as it finishes and goes on with the next (no round trip per subproblem). Within a
+subproblem it streams what it has finished about once a second (``FLUSH_SECONDS``), so a crash
+costs at most that much recomputation and a tiny subproblem never pays for a message per point.
 Per point the child does one store into shared memory (the running point's index) on top of the
 entry call itself.
 """
@@ -32,6 +34,7 @@ import h5py
 import numpy as np
 
 from mcc.project.folder import rows_from_result
+from mcc.remote.results import mark_partial, rows_in, stack_rows, write_partial
 
 STDERR_TAIL = 20_000
 FLUSH_SECONDS = 1.0  # the child sends its finished rows to the parent at most this often
@@ -361,7 +364,10 @@ class ComputeChild:
             return Outcome(None, failed)
         kept = [i for i in range(first, first + n) if i not in failed]
         part = self._part(sub)
-        data = stack_rows(rows, kept, target) if rows else None
+        try:
+            data = stack_rows(rows, kept, target) if rows else None
+        except ValueError as exc:
+            raise ChunkFailed(str(exc)) from None
         if not failed:
             self.write_result(part, data, first, n)  # type: ignore[arg-type]
         else:
@@ -382,7 +388,7 @@ class ComputeChild:
                 continue
             point = self.points[index].tolist()
             self.status[0] = index
-            before = _rows_in(part)
+            before = rows_in(part)
             if before is not None:
                 shutil.copyfile(part, backup)
             argv = [sys.executable, script, str(part), *map(repr, point)]
@@ -399,7 +405,7 @@ class ComputeChild:
                     code = proc.returncode
                     how = f"killed by {_signame(-code)}" if code < 0 else f"exit status {code}"
                     error = f"{how}\n{stderr}"
-            after = _rows_in(part) if error is None else None
+            after = rows_in(part) if error is None else None
             if error is None and after is None:
                 error = f"{spec.entry_target} wrote no `data` dataset to OUTFILE"
             if error is not None:
@@ -420,7 +426,7 @@ class ComputeChild:
                 write_partial(part, None, first, n, sorted(failed), [])
             else:
                 with h5py.File(part, "a") as fh:
-                    _mark_partial(fh, first, n, sorted(failed), counts)
+                    mark_partial(fh, first, n, sorted(failed), counts)
         return Outcome(part, failed)
 
 
@@ -440,53 +446,3 @@ def _signame(sig: int) -> str:
         return signal.Signals(sig).name
     except ValueError:
         return f"signal {sig}"
-
-
-def _rows_in(path: Path) -> int | None:
-    """Rows of ``data`` in a script's OUTFILE (None: no file or no ``data``)."""
-    if not path.exists():
-        return None
-    try:
-        with h5py.File(path, "r") as fh:
-            return int(fh["data"].shape[0])
-    except (OSError, KeyError, IndexError):
-        return None
-
-
-def _mark_partial(fh: h5py.File, first: int, n: int, missing: list[int], counts: list[int]) -> None:
-    fh.attrs["first_point"] = first
-    fh.attrs["n_points"] = n
-    fh.attrs["missing_points"] = np.asarray(missing, dtype=np.int64)
-    fh.attrs["row_counts"] = np.asarray(counts, dtype=np.int64)
-
-
-def write_partial(path: Path, data: np.ndarray | None, first: int, n: int, missing: list[int],
-                  counts: list[int]) -> None:
-    """A result file that lacks some points: ``data`` holds the rows of the others in point order,
-    attributes ``missing_points`` (indexes) and ``row_counts`` (rows per present point, in order)
-    say which rows belong to which point. A file with no rows has a (0, 0) ``data``."""
-    with h5py.File(path, "w") as fh:
-        fh.create_dataset("data", data=np.zeros((0, 0)) if data is None else data)
-        _mark_partial(fh, first, n, missing, counts)
-
-
-def stack_rows(rows: list[Any], kept: list[int], target: str) -> np.ndarray:
-    """The rows of a subproblem as one float64 array: flat tuples in one conversion, else row by row.
-    Rows of different widths fail the subproblem as a whole (``ChunkFailed``)."""
-    if rows and all(type(r) is tuple for r in rows):
-        try:
-            data = np.asarray(rows)
-        except (ValueError, TypeError):
-            data = None
-        if data is not None and data.ndim == 2 and data.shape[1] > 0 and data.dtype.kind in "biuf":
-            return np.ascontiguousarray(data, dtype=np.float64)
-    arrays = []
-    for index, row in zip(kept, rows):
-        try:
-            arrays.append(row if isinstance(row, np.ndarray) else rows_from_result(row, index, target))
-        except Exception as exc:
-            raise ChunkFailed(f"point {index}: {exc}") from None
-    try:
-        return np.vstack(arrays)
-    except ValueError as exc:
-        raise ChunkFailed(f"point {kept[0]}: rows of different widths: {exc}") from None

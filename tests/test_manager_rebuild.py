@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from mcc.work.queue import Queue
-from mcc.remote.compute import write_partial
+from mcc.remote.results import write_partial
 from mcc.remote.manager import Manager
 from mcc.remote.runtime import Runtime
 from mcc.remote.worker import _write_result
