@@ -6,8 +6,11 @@ a hang only the watchdog ends), real SQLite ledger.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from pathlib import Path
+
+import pytest
 
 from tests.conftest import combined_rows, mcc, mcc_json, tagged_processes
 
@@ -22,6 +25,10 @@ def test_two_raising_points_in_400_lose_two_points(mcc_home: Path, make_project)
     project = make_project(400, body="""
         if i in (13, 250):
             raise ValueError(f"no convergence at {i}")
+        marker = os.path.join(os.path.dirname(os.path.abspath(__file__)), f"failed-{i}")
+        if i == 77 and not os.path.exists(marker):  # fails once: recomputed alone, merged back in place
+            open(marker, "w").close()
+            raise RuntimeError("transient")
         """, toml="chunk_size = 50\n")  # default max_attempts (3)
     out = mcc_json("run", str(project), home=mcc_home)
     assert out["state"] == "completed_with_failures"
@@ -36,19 +43,6 @@ def test_two_raising_points_in_400_lose_two_points(mcc_home: Path, make_project)
     assert chunks == [("done", 0)] * 8
     status = mcc("status", out["run_id"], home=mcc_home, check=True).stdout
     assert "ValueError: no convergence at 13" in status and "ValueError: no convergence at 250" in status
-
-
-def test_a_point_that_fails_once_is_recomputed_alone_and_lands_in_point_order(mcc_home: Path, make_project) -> None:
-    project = make_project(30, body="""
-        marker = os.path.join(os.path.dirname(os.path.abspath(__file__)), f"failed-{i}")
-        if i == 7 and not os.path.exists(marker):
-            open(marker, "w").close()
-            raise RuntimeError("transient")
-        """, toml="chunk_size = 10\nmax_attempts = 2\n")
-    out = mcc_json("run", str(project), home=mcc_home)
-    assert out["state"] == "completed" and (out["done"], out["dead"]) == (30, 0)
-    rows = combined_rows(out["result"])
-    assert rows[:, 0].astype(int).tolist() == list(range(30))  # the recovered row merged back in place
 
 
 def test_crashing_points_fail_alone_with_what_killed_them(mcc_home: Path, make_project) -> None:
@@ -89,6 +83,7 @@ def test_crashing_points_fail_alone_with_what_killed_them(mcc_home: Path, make_p
     assert tagged_processes(mcc_home) == []
 
 
+@pytest.mark.skipif(not os.environ.get("MCC_SLOW_TESTS"), reason="a Python process per point (MCC_SLOW_TESTS=1)")
 def test_script_entry_point_failure_keeps_the_chunk(mcc_home: Path, tmp_path: Path) -> None:
     project = tmp_path / "scripted"
     project.mkdir()
