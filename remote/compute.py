@@ -131,11 +131,12 @@ class ComputeChild:
         self.status[0] = _IDLE
         self.pid: int | None = None
         self.conn: Connection | None = None
-        self.limit = spec.point_timeout + min(WATCHDOG_GRACE, spec.point_timeout)
+        timeout = spec.point_timeout  # None: no limit, no watchdog (a silent worker still loses its lease)
+        self.limit = None if not timeout else timeout + min(WATCHDOG_GRACE, timeout)
         self.forks = 0
 
     # -- parent side ---------------------------------------------------------------------------
-    def run(self, tasks: list[tuple[int, int, int]]) -> Iterator[tuple[int, Outcome | ChunkFailed]]:
+    def run(self, tasks: list[tuple[int, int, int]]) -> Iterator[tuple[int, Outcome | ChunkFailed | OSError]]:
         """Compute each ``(sub, first point, n points)`` in the child, in order; yield each subproblem's
         outcome as soon as the child has it (the child goes on with the next meanwhile: a batch costs
         one message to the child, not a round trip per subproblem).
@@ -177,7 +178,7 @@ class ComputeChild:
         """Yield outcomes until ``todo`` is empty; after a crash, record it and return (or raise ``_Lost``)."""
         conn, status, clock = self.conn, self.status, time.monotonic
         assert conn is not None
-        period = min(0.5, max(self.limit / 4, 0.02))
+        period = 0.5 if self.limit is None else min(0.5, max(self.limit / 4, 0.02))
         seen, since, watchdog = _IDLE, clock(), None
         while todo:
             try:
@@ -200,6 +201,8 @@ class ComputeChild:
                 seen = _IDLE
                 if kind == "done":
                     yield sub, Outcome(None if msg[2] is None else Path(msg[2]), msg[3])
+                elif kind == "oserror":
+                    yield sub, OSError(msg[2], os.strerror(msg[2]), msg[3])
                 else:
                     yield sub, ChunkFailed(msg[2])
                 if self.stop.is_set():
@@ -209,7 +212,7 @@ class ComputeChild:
             now, running = clock(), status[0]
             if running != seen:
                 seen, since = running, now
-            elif running >= 0 and now - since > self.limit and watchdog is None:
+            elif running >= 0 and self.limit is not None and now - since > self.limit and watchdog is None:
                 watchdog = self.limit
                 os.kill(self.pid, signal.SIGKILL)  # type: ignore[arg-type]
         else:
@@ -297,6 +300,8 @@ class ComputeChild:
                         outcome = self._script_points(conn, sub, first, n, carry or Carry())
                 except ChunkFailed as exc:
                     conn.send(("chunk_failed", sub, exc.reason))
+                except OSError as exc:  # writing the result file (a full disk): the parent decides
+                    conn.send(("oserror", sub, exc.errno or 0, exc.filename))
                 else:
                     conn.send(("done", sub, None if outcome.path is None else str(outcome.path), outcome.failed))
                 self.status[0] = _IDLE
@@ -324,8 +329,9 @@ class ComputeChild:
                 raise PointTimeout
             signal.setitimer(signal.ITIMER_REAL, left)
 
-        previous = signal.signal(signal.SIGALRM, on_alarm)
-        signal.setitimer(signal.ITIMER_REAL, timeout)
+        previous = signal.signal(signal.SIGALRM, on_alarm) if timeout else None
+        if timeout:
+            signal.setitimer(signal.ITIMER_REAL, timeout)
         try:
             for k in range(carry.next, n):
                 index = first + k
@@ -357,8 +363,9 @@ class ComputeChild:
                           {i: e for i, e in failed.items() if i not in sent_failed}))
                     sent_rows, sent_failed, flushed = len(rows), set(failed), clock()
         finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, previous)
+            if timeout:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                signal.signal(signal.SIGALRM, previous)
             status[0] = _BUSY
         if failed and n == 1:
             return Outcome(None, failed)

@@ -74,6 +74,7 @@ class Ec2Fleet:
                 "worker_id": iid, "physical_id": iid, "kind": "instance", "role": "worker", "backend": "aws",
                 "instance_type": self.aws["worker_type"], "spot": bool(self.aws.get("spot")),
                 "launched_at": launched_at, "tags": tags, **self._pricing(zone, spot_prices),
+                "entry_sha256": self.rt.spec.entry_sha256,
             })
         return list(zones)
 

@@ -24,9 +24,12 @@ import redis
 from h5py import h5f, h5p
 
 from mcc.project.folder import load_function
+from mcc.remote.compute import ChunkFailed, ComputeChild, Outcome, Preempted
+from mcc.remote.output_cap import OutputCap
+from mcc.work.diskspace import is_no_space
+from mcc.work.pointerror import summarize
 from mcc.work.queue import point_subproblem
 from mcc.work.runspec import failure_key, partial_result_key, result_key
-from mcc.remote.compute import ChunkFailed, ComputeChild, Outcome, Preempted
 from mcc.remote.results import ResultWriter, fill_result
 from mcc.remote.runtime import Runtime, connect, setup_logging
 
@@ -74,9 +77,10 @@ class Worker:
         queue, spec = self.rt.queue, self.rt.spec
         idle_since, delay = time.monotonic(), 0.01
         per_sub: float | None = None  # moving average of seconds per subproblem
+        most = claim_limit(len(spec.chunks), spec.workers)
         while not self.stop.is_set():
             try:
-                want = 1 if per_sub is None else max(1, min(MAX_BATCH, int(BATCH_SECONDS / max(per_sub, 1e-6))))
+                want = 1 if per_sub is None else max(1, min(most, int(BATCH_SECONDS / max(per_sub, 1e-6))))
                 _, ids = queue.ack_and_claim(self.id, self.acks, want, spec.lease_seconds)
                 self.acks = []
                 self.held = list(ids)
@@ -126,13 +130,26 @@ class Worker:
         """(first point, number of points) of a chunk or of a point split off one."""
         return self.rt.spec.chunks[sub] if sub < self.base else (sub - self.base, 1)
 
-    def _settle(self, sub: int, out: Outcome | ChunkFailed) -> None:
+    def _settle(self, sub: int, out: Outcome | ChunkFailed | OSError) -> None:
         """Store a computed subproblem's result and ack it (with the next claim), or record its failures."""
+        if isinstance(out, OSError):  # the child could not write its result file
+            self._out_of_space(sub, out)
+            self._fail(sub, f"could not write the result: {out}")
+            return
         if isinstance(out, ChunkFailed):
             self._fail(sub, out.reason)
             return
+        try:
+            self._store(sub, out)
+        except OSError as exc:
+            if out.path is not None:
+                out.path.unlink(missing_ok=True)
+            self._out_of_space(sub, exc)
+            raise
+
+    def _store(self, sub: int, out: Outcome) -> None:
         n = self._points(sub)[1]
-        store = self.rt.store
+        store, here = self.rt.store, self.rt.spec.project_dir
         if not out.failed:
             store.put_file(result_key(sub), out.path, move=True)  # type: ignore[arg-type]
             if not self.acks:
@@ -142,12 +159,12 @@ class Worker:
         if n == 1:  # a one-point subproblem: its point's attempt is the subproblem's
             (index, detail), = out.failed.items()
             self._record_failure(sub, index, self.rt.queue.attempts(sub) + 1, detail)
-            self._fail(sub, f"point {index}: {detail[-500:]}")
+            self._fail(sub, f"point {index}: {summarize(detail, here)}")
             return
         for index, detail in out.failed.items():  # write-ahead: the failure objects before the ack
             self._record_failure(point_subproblem(index, self.base), index, 1, detail)
         store.put_file(partial_result_key(sub, sorted(out.failed)), out.path, move=True)  # type: ignore[arg-type]
-        spawned = self.rt.queue.ack_partial(self.id, sub, {i: f"point {i}: {d[-500:]}" for i, d in out.failed.items()},
+        spawned = self.rt.queue.ack_partial(self.id, sub, {i: f"point {i}: {summarize(d, here)}" for i, d in out.failed.items()},
                                               self.base)
         self.log.warning("subproblem %d: %d point(s) failed (%s), the others kept", sub, len(out.failed),
                          ", ".join(f"{p - self.base}: {o}" for p, o in spawned.items()) or "already acked")
@@ -157,6 +174,15 @@ class Worker:
         outcome = self.rt.queue.fail(self.id, sub, reason)
         self.log.warning("subproblem %d failed: %s (%s)", sub, reason.strip().splitlines()[-1][:200], outcome)
         self.held.remove(sub)
+
+    def _out_of_space(self, sub: int, exc: OSError) -> None:
+        """A full disk is nobody's point failing: hand every lease back (no attempt spent) and stop."""
+        if not is_no_space(exc):
+            return
+        self.log.error("no space left on the device (%s): handing back subproblem %d and my other leases "
+                       "without spending an attempt, and exiting", exc.filename or exc, sub)
+        self.stop.set()
+        raise Preempted from None
 
     def _hand_back(self) -> None:
         if self.held:
@@ -184,6 +210,12 @@ class Worker:
                 pass
 
 
+def claim_limit(n_subproblems: int, workers: int) -> int:
+    """Most subproblems one claim takes: MAX_BATCH, and never more than half a worker's share, so with
+    two or more subproblems per worker no single claim leaves the workers still starting with nothing."""
+    return max(1, min(MAX_BATCH, n_subproblems // (2 * max(1, workers))))
+
+
 def _write_result(path: Path, data: np.ndarray, first: int, n: int) -> None:
     """The result file: dataset ``data`` plus attributes ``first_point`` and ``n_points``.
 
@@ -207,7 +239,9 @@ def _write_result(path: Path, data: np.ndarray, first: int, n: int) -> None:
 
 def main(notice: Callable[[], bool] | None = None) -> int:
     rt = connect("worker")
-    return Worker(rt, os.environ["MCC_WORKER_ID"], notice).run()
+    worker = Worker(rt, os.environ["MCC_WORKER_ID"], notice)
+    OutputCap(lambda: worker.child.status[0])  # a chatty entry cannot fill the disk (the child's fds are these)
+    return worker.run()
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ def test_defaults_without_file(tmp_path):
     assert settings == Settings()
     assert settings.backend == "local" and settings.workers == 2 and settings.chunk_size is None
     assert settings.max_attempts == 3 and settings.entry is None
-    assert settings.point_timeout == 600.0 and settings.lease_seconds == 30.0
+    assert settings.point_timeout is None and settings.lease_seconds == 30.0  # no per-point limit by default
     assert settings.results_dir == "results" and settings.aws == {}
     assert set(settings.to_dict()) == set(VALID_KEYS)
 

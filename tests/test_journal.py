@@ -82,7 +82,8 @@ def test_apply_events_claims_acks_failures_and_expiries(ledger: Ledger) -> None:
 
 
 def test_spawned_points_get_their_own_rows_and_failures_their_reasons(ledger: Ledger) -> None:
-    from mcc.ledger import Event, dead_points
+    from mcc.ledger import Event
+    from mcc.ledger.queries import missing_points
 
     run = create_row(Run, backend="local", project_dir="/p")
     create_subproblems(run, [(0, 5), (5, 5)])  # point-subproblems are 2 + point
@@ -106,5 +107,5 @@ def test_spawned_points_get_their_own_rows_and_failures_their_reasons(ledger: Le
     assert trail == [("create", "point 3 split off its chunk"), ("lease", None),
                      ("fail", "point 3: killed by SIGSEGV"), ("retry", "point 3: killed by SIGSEGV"),
                      ("lease", None), ("fail", "point 3: killed by SIGSEGV"), ("give_up", "point 3: killed by SIGSEGV")]
-    assert dead_points(run.id) == {3: "point 3: killed by SIGSEGV", 5: "lease expired", 6: "lease expired",
-                                   7: "lease expired", 8: "lease expired", 9: "lease expired"}
+    lost = "not computed: subproblem 1 failed every attempt (lease expired)"
+    assert missing_points(run.id) == {3: "killed by SIGSEGV", 5: lost, 6: lost, 7: lost, 8: lost, 9: lost}

@@ -127,7 +127,8 @@ def sync_run(store: Store, run: models.Run, engine: Engine | None = None) -> mod
 
 # what an instance record in the bucket (remote/fleet.py, remote/ec2_fleet.py) says that `mcc analyze`
 # prices an instance by: its type, spot or on-demand, its price if the launcher knew it, and its times
-RECORD_ATTRS = ("instance_type", "spot", "price_per_hour", "vcpus", "region", "zone", "launched_at", "terminated_at")
+RECORD_ATTRS = ("instance_type", "spot", "price_per_hour", "vcpus", "region", "zone", "launched_at", "terminated_at",
+                "entry_sha256")
 
 
 def record_attrs(record: dict[str, Any]) -> dict[str, Any]:

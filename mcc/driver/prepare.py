@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import signal
 import subprocess
 import sys
@@ -56,9 +57,19 @@ def prepare(project_dir: str | Path, overrides: Mapping[str, Any] | None = None,
     seconds = None
     chunk = settings.chunk_size
     if chunk is None:
-        seconds = probe_entry(project, min(settings.point_timeout, PROBE_BUDGET))
+        seconds = probe_entry(project, min(settings.point_timeout or PROBE_BUDGET, PROBE_BUDGET))
         chunk = auto_chunk_size(seconds, len(project.points), settings.workers)
     return Prepared(settings, project, chunk, seconds)
+
+
+def oversubscription(backend: str, workers: int, cores: int | None = None) -> str | None:
+    """A warning when local workers outnumber this machine's cores (they share them: each point takes
+    longer and nothing is gained), else None. Not refused: the user may know better."""
+    cores = cores or os.cpu_count() or 1
+    if backend != "local" or workers <= cores:
+        return None
+    return (f"{workers} local workers on {cores} cores: they share the cores, so each point takes longer and the "
+            f"sweep is not faster; `--workers {cores}` fits this machine.")
 
 
 def probe_entry(project: Project, budget: float) -> float:

@@ -21,7 +21,6 @@ from mcc.ledger.machines import (
 )
 from mcc.ledger.models import Event, Meta, Resource, Run, Subproblem, SubproblemCount, new_run_id
 from mcc.ledger.queries import (
-    dead_points,
     dead_subproblems,
     events,
     failed_subproblems,
@@ -41,5 +40,5 @@ __all__ = [
     "fire", "fire_bulk", "create_row", "create_subproblems", "create_point_subproblems", "recount",
     "STATES", "TRANSITIONS", "TERMINAL_RUN_STATES", "legal_triggers",
     "get_run", "list_runs", "resources", "events", "subproblem_counts", "resource_by_key",
-    "failed_subproblems", "row_to_dict", "resource_dicts", "dead_subproblems", "dead_points", "run_transitions",
+    "failed_subproblems", "row_to_dict", "resource_dicts", "dead_subproblems", "run_transitions",
 ]

@@ -122,19 +122,26 @@ def dead_subproblems(run_id: str) -> list[dict[str, Any]]:
     return [dict(zip(names, row)) for row in sorted(rows)]
 
 
-def dead_points(run_id: str) -> dict[int, str]:
-    """Every dead point of the run -> its last error, by point: THE place to ask which points are
-    missing from a finished run and why (``mcc status``, the combined file's list of missing points).
+def missing_points(run_id: str) -> dict[int, str]:
+    """Point index → last error, for every point of the run that has no result.
 
-    A point is dead when its one-point subproblem (split off its chunk by a partial ack) spent its
-    attempts, or when its whole chunk died (the chunk's lease expired ``max_attempts`` times: the
-    worker itself was lost, not a point). ``mcc.work.queue.Queue.dead_points`` answers the same from a
-    live queue.
+    THE one place that says which points are missing (the combined file's ``missing`` dataset, the
+    final message). The unit of failure is the point: a point that fails alone is split off its
+    chunk as a one-point subproblem (``mcc.work.queue.Queue.ack_partial``), so a dead one-point
+    subproblem is exactly one missing point with its own error. A chunk dies whole only when its
+    lease expired ``max_attempts`` times (the worker itself was lost, not a point): all its points
+    are missing, the point its error names (``point 17: …``) with that error, its siblings "not
+    computed". ``Queue.dead_points`` answers the same from a live queue.
     """
-    rows = db.execute_sql(
-        'SELECT "first_point", "n_points", "error" FROM "subproblems" WHERE "run_id" = ? AND "state" = \'dead\'',
-        (run_id,)).fetchall()
-    return {p: error or "" for first, n, error in sorted(rows) for p in range(first, first + n)}
+    missing: dict[int, str] = {}
+    for sub in dead_subproblems(run_id):
+        error = (sub["error"] or "").strip()
+        head, _, rest = error.partition(":")
+        failed = int(head.split()[-1]) if head.startswith("point ") and head.split()[-1].isdigit() else None
+        for index in range(sub["first_point"], sub["first_point"] + sub["n_points"]):
+            missing[index] = (rest.strip() or error if index == failed else
+                              f"not computed: subproblem {sub['index']} failed every attempt ({error or 'no error recorded'})")
+    return missing
 
 
 def row_to_dict(row: BaseModel) -> dict[str, Any]:

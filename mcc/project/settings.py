@@ -35,7 +35,8 @@ class Settings:
     chunk_size: int | None = None     # >= 1; None = automatic (see project.auto_chunk_size)
     max_attempts: int = 3             # >= 1
     entry: str | None = None          # "module:function" or "path/to/script.py"; None = auto-detect
-    point_timeout: float = 600.0      # seconds per point, > 0
+    point_timeout: float | None = None  # seconds per point, > 0; None = no limit (a DFT point may take hours;
+                                        # the lease and heartbeat catch a dead worker without it)
     lease_seconds: float = 30.0       # > 0
     results_dir: str = "results"      # relative to the project dir
     aws: dict = field(default_factory=dict)  # the [aws] table, passed through as is

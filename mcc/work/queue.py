@@ -511,7 +511,7 @@ class Queue:
         A dead point is either a one-point subproblem that spent its attempts, or a point of a chunk
         that died whole (its lease expired ``max_attempts`` times: the worker itself was lost).
         ``chunks`` is the run spec's ``(first point, n points)`` per chunk. The ledger's twin, for a
-        run whose queue is gone, is ``mcc.ledger.queries.dead_points``.
+        run whose queue is gone, is ``mcc.ledger.queries.missing_points``.
         """
         errors = self.errors()
         base = len(chunks)

@@ -264,7 +264,8 @@ IMPLIED = {
 def aws_calls() -> dict[str, str]:
     """IAM action → the file that makes the call, for every boto3 call the `mcc` command can make."""
     files = [*sorted((REPO / "mcc" / "providers" / "aws").glob("*.py")), *sorted((REPO / "mcc" / "backends").glob("aws*.py")),
-             *(REPO / "mcc" / name for name in ("cleaner.py", "doctor.py", "pricing.py", "storage.py", "cli.py"))]
+             *(REPO / "mcc" / name for name in ("driver/cleaner.py", "report/doctor.py", "report/pricing.py", "work/stores.py",
+                                                 "cli.py"))]
 
     def action(service: str, op: str) -> str:
         service = PREFIX.get(service, service)
