@@ -24,7 +24,7 @@ from mcc.project.folder import load_combiner
 from mcc.providers.local import processes
 from mcc.work.queue import Progress, point_subproblem
 from mcc.remote.fleet import LocalFleet
-from mcc.remote.results import merge_partial
+from mcc.remote.results import merge_partial, row_points
 from mcc.remote.runtime import Runtime, connect, setup_logging
 from mcc.work.runspec import (
     COMBINED, FAILURES, FINAL, INSTANCES, LOGS, PROGRESS, RESULTS, is_partial_result_key, journal_key,
@@ -107,9 +107,10 @@ class Manager:
             failures[sub] = failures.get(sub, 0) + 1
         done, partial = self._results_in_bucket()
         base = len(self.spec.chunks)
-        attempts = {s: n for s, n in failures.items() if s < base}
-        for psub in (point_subproblem(p, base) for pts in partial.values() for p in pts):
-            attempts[psub] = max(failures.get(psub, 0), 1)  # split off by a partial ack: one attempt spent
+        # a split-off point's first failure object is written before the partial ack, so its count is its
+        # attempts (after --retry-dead moved them to retried/, none: it is pending again)
+        wanted = {point_subproblem(p, base) for pts in partial.values() for p in pts}
+        attempts = {s: n for s, n in failures.items() if s < base or s in wanted}
         dead = {s for s, n in attempts.items() if n >= self.spec.max_attempts and s not in done}
         sizes = [n for _, n in self.spec.chunks]
         if self.q.seed(sizes, self.spec.max_attempts, done=done, dead=dead, attempts=attempts, partial=partial):
@@ -208,13 +209,15 @@ class Manager:
 
         done, partial, base = set(self.q.done_ids()), self.q.partial(), len(self.spec.chunks)
         with ThreadPoolExecutor(max_workers=16) as pool:  # remote buckets: fetch results side by side
-            found = list(pool.map(lambda s: self._chunk_result(s, partial.get(s), done, base),
-                                  sorted(s for s in done if s < base)))
+            chunks = sorted(s for s in done if s < base)
+            found = list(pool.map(lambda s: self._chunk_result(s, partial.get(s), done, base), chunks))
         files = [f for f in found if f is not None]
+        labels = [self.spec.chunks[s] if s not in partial else row_points(f)  # the point of each row
+                  for s, f in zip(chunks, found) if f is not None]
         out = self.rt.workdir / "combined.h5"
         try:
             combiner = load_combiner(Path(self.spec.project_dir)) if self.spec.has_combiner else None
-            combine_files([str(f) for f in files], out, combiner, chunks=[self.spec.chunks[s] for s in done])
+            combine_files([str(f) for f in files], out, combiner, chunks=labels)
         except Exception as exc:
             self.log.error("combining failed:\n%s", traceback.format_exc())
             return {"state": "combine_failed", "reason": user_error(exc, Path(self.spec.project_dir), self.spec.run_id)}

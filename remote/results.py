@@ -175,6 +175,16 @@ def merge_partial(partial: Path, recovered: dict[int, Path], out: Path) -> Path 
     return out
 
 
+def row_points(path: Path) -> np.ndarray:
+    """The point number of each row of a partial (or merged) result file, from its attributes."""
+    with h5py.File(path, "r") as fh:
+        first, n = int(fh.attrs["first_point"]), int(fh.attrs["n_points"])
+        missing = {int(p) for p in fh.attrs["missing_points"]}
+        counts = [int(c) for c in fh.attrs["row_counts"]]
+    present = [p for p in range(first, first + n) if p not in missing]
+    return np.repeat(np.asarray(present, dtype=np.int64), counts)
+
+
 def rows_in(path: Path) -> int | None:
     """Rows of ``data`` in a script's OUTFILE (None: no file or no ``data``)."""
     if not path.exists():

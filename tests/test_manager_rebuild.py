@@ -50,7 +50,7 @@ def test_rebuild_keeps_the_most_complete_partial_and_its_points(client, tmp_path
     try:
         manager = Manager.__new__(Manager)  # only the rebuild: no fleet, no lock
         manager.rt = Runtime(spec, store, client, queue, tmp_path / "work")
-        manager.q, manager.spec = queue, spec
+        manager.q, manager.spec, manager.key = queue, spec, f"mcc:{{{spec.run_id}}}:"
         manager.log = __import__("logging").getLogger("test")
         manager._ensure_seeded()
         assert queue.partial() == {1: [6], 2: [8, 9, 10, 11]}

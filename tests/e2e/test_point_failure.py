@@ -12,7 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import combined_rows, mcc, mcc_json, tagged_processes
+from tests.conftest import combined_rows, mcc, tagged_processes
+
+
+def _run_with_failures(project: Path, home: Path, timeout: float = 300) -> dict:
+    proc = mcc("run", str(project), "--json", home=home, timeout=timeout)
+    assert proc.returncode == 4, proc.stderr  # completed_with_failures
+    return json.loads(proc.stdout)
 
 
 def _events(home: Path, run_id: str) -> list[tuple[str, str, str]]:
@@ -30,11 +36,15 @@ def test_two_raising_points_in_400_lose_two_points(mcc_home: Path, make_project)
             open(marker, "w").close()
             raise RuntimeError("transient")
         """, toml="chunk_size = 50\n")  # default max_attempts (3)
-    out = mcc_json("run", str(project), home=mcc_home)
+    out = _run_with_failures(project, mcc_home)
     assert out["state"] == "completed_with_failures"
     assert (out["done"], out["dead"]) == (398, 2)
     rows = combined_rows(out["result"])
     assert rows[:, 0].astype(int).tolist() == [i for i in range(400) if i not in (13, 250)]
+    import h5py
+
+    with h5py.File(out["result"], "r") as fh:  # each row says its point, across the merged-back one too
+        assert fh["point_index"][...].tolist() == [i for i in range(400) if i not in (13, 250)]
     assert [(f["first_point"], f["n_points"], f["attempts"]) for f in out["failures"]] == [(13, 1, 3), (250, 1, 3)]
     # the chunks of the failing points were acked with their other rows: no chunk spent an attempt
     with sqlite3.connect(mcc_home / "ledger.db") as con:
@@ -58,7 +68,7 @@ def test_crashing_points_fail_alone_with_what_killed_them(mcc_home: Path, make_p
             signal.signal(signal.SIGALRM, signal.SIG_IGN)  # as C code that never returns to Python
             time.sleep(3600)
         """, toml="chunk_size = 10\nmax_attempts = 2\nworkers = 2\npoint_timeout = 0.5\n")
-    out = mcc_json("run", str(project), home=mcc_home, timeout=240)
+    out = _run_with_failures(project, mcc_home, timeout=240)
     assert out["state"] == "completed_with_failures"
     assert (out["done"], out["dead"]) == (96, 4)
     rows = combined_rows(out["result"])
@@ -100,7 +110,7 @@ def test_script_entry_point_failure_keeps_the_chunk(mcc_home: Path, tmp_path: Pa
         "if x == 5:\n"
         "    sys.exit(3)  # after writing its row: the row must not survive\n")
     (project / "mcc.toml").write_text('entry = "run.py"\nchunk_size = 3\nmax_attempts = 1\n')
-    out = json.loads(mcc("run", str(project), "--json", home=mcc_home, check=True).stdout)
+    out = _run_with_failures(project, mcc_home)
     assert out["state"] == "completed_with_failures" and (out["done"], out["dead"]) == (5, 1)
     assert combined_rows(out["result"])[:, 0].astype(int).tolist() == [0, 1, 2, 3, 4]
     assert out["failures"][0]["error"].startswith("point 5: exit status 3")
@@ -117,7 +127,7 @@ def test_a_crash_keeps_the_points_its_chunk_already_finished(mcc_home: Path, mak
         if i == 5:
             os.kill(os.getpid(), signal.SIGSEGV)
         """, toml="chunk_size = 8\nmax_attempts = 1\nworkers = 1\n")
-    out = mcc_json("run", str(project), home=mcc_home)
+    out = _run_with_failures(project, mcc_home)
     assert (out["done"], out["dead"]) == (7, 1)
     assert combined_rows(out["result"])[:, 0].astype(int).tolist() == [0, 1, 2, 3, 4, 6, 7]
     computed = [int(x) for x in (project / "computed.log").read_text().split()]
