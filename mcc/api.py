@@ -42,7 +42,7 @@ def run(project_dir: str | Path = ".", *, backend: str | None = None, workers: i
                  "entry": entry, "point_timeout": point_timeout, "lease_seconds": lease_seconds}
     prepared = prepare(project_dir, overrides, aws=aws)
     ledger = _ledger(home)
-    ctx = Context.open(ledger, prepared.settings.backend, prepared.settings.aws)
+    ctx = Context.open(ledger, prepared.settings.backend, prepared.settings.backend_table)
     ctx.backend.preflight()
     run_row = create_run(ledger, prepared)
     with RunLock(ledger.home, run_row.id):

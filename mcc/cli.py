@@ -142,7 +142,7 @@ def failures_note(result: dict[str, Any]) -> Text:
 
 @main.command()
 @click.argument("directory", default=".", type=click.Path(path_type=Path))
-@click.option("--backend", type=click.Choice(["local", "aws"]), help="Where to run (default: local).")
+@click.option("--backend", type=click.Choice(["local", "aws", "slurm"]), help="Where to run (default: local).")
 @click.option("--workers", type=int, help="Number of workers.")
 @click.option("--chunk-size", type=int, help="Points per subproblem (default: ~2 s of work).")
 @click.option("--max-attempts", type=int, help="Attempts per point before it is dead.")

@@ -13,7 +13,7 @@ from mcc.providers.base import ownership_tags
 from mcc.providers.local import processes
 from mcc.providers.local.instance import TAG_KIND
 from mcc.work.runspec import INSTANCES, LOGS, WORK, instance_key
-from mcc.work.stores import get_json, put_json
+from mcc.work.stores import Store, get_json, put_json
 from mcc.remote.runtime import Runtime
 
 
@@ -71,10 +71,7 @@ class LocalFleet:
         self._mark_terminated(worker_id, reason)
 
     def _mark_terminated(self, worker_id: str, reason: str) -> None:
-        record: dict[str, Any] = get_json(self.rt.store, instance_key(worker_id)) or {"worker_id": worker_id}
-        if "terminated_at" not in record:
-            record.update(terminated_at=time.time(), reason=reason)
-            put_json(self.rt.store, instance_key(worker_id), record)
+        mark_terminated(self.rt.store, worker_id, reason)
 
     def adopt_workers(self) -> list[str]:
         """After a manager restart: take over workers the previous manager started that still run."""
@@ -94,3 +91,11 @@ class LocalFleet:
     def terminate_all(self, reason: str) -> None:
         for worker_id in list(self.workers):
             self.terminate_worker(worker_id, reason)
+
+
+def mark_terminated(store: Store, worker_id: str, reason: str) -> None:
+    """Record a worker's end in its ``instances/`` record, once (every fleet's way of saying it ended)."""
+    record: dict[str, Any] = get_json(store, instance_key(worker_id)) or {"worker_id": worker_id}
+    if "terminated_at" not in record:
+        record.update(terminated_at=time.time(), reason=reason)
+        put_json(store, instance_key(worker_id), record)

@@ -316,7 +316,11 @@ def user_error(exc: BaseException, project_dir: Path, run_id: str) -> str:
 
 
 def make_fleet(rt: Runtime) -> Any:
-    """Worker processes next to the manager (local backend) or EC2 instances (aws backend)."""
+    """Worker processes next to the manager (local backend), EC2 instances (aws) or Slurm array tasks (slurm)."""
+    if rt.spec.extra.get("backend") == "slurm":
+        from mcc.remote.slurm_fleet import SlurmFleet
+
+        return SlurmFleet(rt, rt.spec.extra["slurm"])
     if rt.spec.extra.get("backend") != "aws":
         env = {k: os.environ[k] for k in ("MCC_STORE", "MCC_REDIS_URL", "MCC_RUN_ID") if k in os.environ}
         return LocalFleet(rt, env)

@@ -36,9 +36,10 @@ def raising(exc: BaseException) -> click.Group:
 
 @pytest.mark.parametrize("cls", message_classes(), ids=lambda c: c.__name__)
 def test_every_message_class_is_printed_verbatim(cls: type[errors.MccError]) -> None:
-    result = CliRunner().invoke(raising(cls(TEXT)), ["boom"], env={"COLUMNS": "80"})
+    error = cls(TEXT, None) if cls is errors.DiskFull else cls(TEXT)  # DiskFull builds its text around a path
+    result = CliRunner().invoke(raising(error), ["boom"], env={"COLUMNS": "80"})
     assert result.exit_code == cls.exit_code
-    assert result.stderr == f"error: {TEXT}\n"
+    assert result.stderr == f"error: {error}\n" and TEXT in result.stderr
 
 
 def test_internal_error_is_printed_verbatim() -> None:

@@ -149,9 +149,9 @@ def sync_workers(store: Store, run: models.Run, engine: Engine) -> None:
         row = queries.resource_by_key(worker_key)
         if row is None:
             row = create_row(
-                models.Resource, actor="manager", reason="launched by the manager", run=run.id, kind="instance",
+                models.Resource, actor="manager", reason="launched by the manager", run=run.id, kind=record.get("kind", "instance"),
                 name=record.get("worker_id"), backend=record.get("backend", "local"), idempotency_key=worker_key,
-                region=record.get("region"), spec={"role": "worker"}, tags=record.get("tags", {}),
+                region=record.get("region"), spec={"role": record.get("role", "worker")}, tags=record.get("tags", {}),
                 physical_id=record.get("physical_id"), attrs=attrs, state="adopted",
             )
         elif any((row.attrs or {}).get(k) != v for k, v in attrs.items()):  # e.g. terminated since

@@ -53,6 +53,12 @@ def prepare(project_dir: str | Path, overrides: Mapping[str, Any] | None = None,
         from mcc.backends.aws_settings import aws_settings
 
         aws_settings(settings.aws, f"{Path(project_dir) / 'mcc.toml'} [aws] (or its flags)")
+    if settings.backend == "slurm":
+        from mcc.backends.slurm_settings import slurm_settings
+
+        array_width = slurm_settings(settings.slurm, f"{Path(project_dir) / 'mcc.toml'} [slurm]").workers
+        if array_width:  # [slurm] workers = the array's %N
+            settings = dataclasses.replace(settings, workers=array_width)
     project = load_project(Path(project_dir), settings)
     seconds = None
     chunk = settings.chunk_size

@@ -212,6 +212,8 @@ def cost_text(c: dict[str, Any]) -> str:
         projected = _usd(c["projected_usd"]) if c.get("projected_usd") is not None else "? (no rate yet)"
         text = (f"cost so far {_usd(c['so_far_usd'])}  projected total {projected}  "
                 f"burning ${c['burn_usd_per_hour']:,.4f}/h")
+    if "core_hours" in c:
+        text += f"  core-hours {c['core_hours']:,.3f}  slurm jobs {', '.join(c['slurm_jobs']) or 'none yet'}"
     return text if c.get("complete", True) else text + "  (some instance types unpriced: `mcc analyze` says which)"
 
 

@@ -118,7 +118,7 @@ def start_redis(
             stdin_data=server_config(chosen, password, workdir, host).encode(),
         )
         try:
-            wait_ready("127.0.0.1", chosen, password, proc, timeout)
+            wait_ready("127.0.0.1" if host == "0.0.0.0" else host, chosen, password, proc, timeout)
             return proc, chosen
         except ProviderError as exc:
             last_error = exc
