@@ -145,7 +145,7 @@ def failures_note(result: dict[str, Any]) -> Text:
 @click.option("--backend", type=click.Choice(["local", "aws", "slurm"]), help="Where to run (default: local).")
 @click.option("--workers", type=int, help="Number of workers.")
 @click.option("--chunk-size", type=int, help="Points per subproblem (default: ~2 s of work).")
-@click.option("--max-attempts", type=int, help="Attempts per subproblem before it is dead.")
+@click.option("--max-attempts", type=int, help="Attempts per point before it is dead.")
 @click.option("--entry", help='"module:function" or "script.py".')
 @click.option("--point-timeout", type=float, help="Seconds allowed per point (default: no limit).")
 @click.option("--detach", is_flag=True, help="Return once the run is launched; follow with `mcc resume`.")

@@ -1,7 +1,9 @@
 """The manager: seed the queue once, keep N workers alive, journal events, combine, stop.
 
 A new manager (after a crash) rebuilds the queue from the run spec and the result and failure objects
-already in the bucket if the queue itself was lost, and adopts the workers that still run.
+already in the bucket if the queue itself was lost, and adopts the workers that still run. A chunk acked
+without some of its points (their own one-point subproblems since) is combined with the rows those have
+computed merged back in point order.
 """
 from __future__ import annotations
 
@@ -20,12 +22,14 @@ from mcc.work.combine import combine_files
 from mcc.work.diskspace import is_no_space
 from mcc.project.folder import load_combiner
 from mcc.providers.local import processes
-from mcc.work.queue import Progress
 from mcc.remote.budget import make_guard
+from mcc.work.queue import Progress, point_subproblem
 from mcc.remote.fleet import LocalFleet
+from mcc.remote.results import merge_partial, row_points
 from mcc.remote.runtime import Runtime, connect, setup_logging
 from mcc.work.runspec import (
-    COMBINED, FAILURES, FINAL, INSTANCES, LOGS, PROGRESS, RESULTS, journal_key, result_key, sub_of_result_key,
+    COMBINED, FAILURES, FINAL, INSTANCES, LOGS, PROGRESS, RESULTS, is_partial_result_key, journal_key,
+    partial_result_key, result_key, sub_of_result_key,
 )
 from mcc.work.stores import put_json
 
@@ -105,16 +109,50 @@ class Manager:
         if self.q.is_seeded():
             return
         store = self.rt.store
-        done = {sub_of_result_key(k) for k in store.list(RESULTS) if k.endswith(".h5")}
         failures: dict[int, int] = {}
         for key in store.list(FAILURES):
             sub = int(key[len(FAILURES) :].split("/")[0])
             failures[sub] = failures.get(sub, 0) + 1
-        dead = {s for s, n in failures.items() if n >= self.spec.max_attempts and s not in done}
+        done, partial = self._results_in_bucket()
+        base = len(self.spec.chunks)
+        # a split-off point's first failure object is written before the partial ack, so its count is its
+        # attempts (after --retry-dead moved them to retried/, none: it is pending again)
+        wanted = {point_subproblem(p, base) for pts in partial.values() for p in pts}
+        attempts = {s: n for s, n in failures.items() if s < base or s in wanted}
+        dead = {s for s, n in attempts.items() if n >= self.spec.max_attempts and s not in done}
         sizes = [n for _, n in self.spec.chunks]
-        if self.q.seed(sizes, self.spec.max_attempts, done=done, dead=dead, attempts=failures):
-            self.log.info("seeded %d subproblems (%d already done, %d dead)", len(sizes), len(done), len(dead))
+        if self.q.seed(sizes, self.spec.max_attempts, done=done, dead=dead, attempts=attempts, partial=partial):
+            self.log.info("seeded %d subproblems (%d already done, %d dead, %d partial)", len(sizes), len(done),
+                          len(dead), len(partial))
         self.rt.redis.set(gen_key, self.spec.generation)
+
+    def _results_in_bucket(self) -> tuple[set[int], dict[int, list[int]]]:
+        """The subproblems whose result is in the bucket, and for chunks that have only partial results,
+        the points the most complete one lacks (its point-subproblems count only if it is chosen)."""
+        base = len(self.spec.chunks)
+        complete: set[int] = set()
+        partials: dict[int, list[str]] = {}
+        for key in self.rt.store.list(RESULTS):
+            if key.endswith(".h5"):
+                sub = sub_of_result_key(key)
+                if is_partial_result_key(key):
+                    partials.setdefault(sub, []).append(key)
+                else:
+                    complete.add(sub)
+        partial: dict[int, list[int]] = {}
+        for sub, keys in partials.items():
+            if sub in complete:
+                continue
+            partial[sub] = min((self._missing_points(k) for k in keys), key=len)
+        wanted = {point_subproblem(p, base) for pts in partial.values() for p in pts}
+        done = {s for s in complete if s < base or s in wanted} | set(partial)
+        return done, partial
+
+    def _missing_points(self, key: str) -> list[int]:
+        import h5py
+
+        with h5py.File(self._local_file(key), "r") as fh:
+            return sorted(int(p) for p in fh.attrs["missing_points"])
 
     def _flush_journal(self, cursor: str) -> str:
         """Copy new queue events into journal objects in the bucket; the laptop syncs them into its ledger."""
@@ -213,25 +251,40 @@ class Manager:
             return {"state": "failed", "reason": "every subproblem failed; see `mcc status RUN` for the errors"}
         from concurrent.futures import ThreadPoolExecutor
 
-        done = sorted(self.q.done_ids())
+        done, partial, base = set(self.q.done_ids()), self.q.partial(), len(self.spec.chunks)
         with ThreadPoolExecutor(max_workers=16) as pool:  # remote buckets: fetch results side by side
-            files = list(pool.map(self._local_result, done))
+            chunks = sorted(s for s in done if s < base)
+            found = list(pool.map(lambda s: self._chunk_result(s, partial.get(s), done, base), chunks))
+        files = [f for f in found if f is not None]
+        labels = [self.spec.chunks[s] if s not in partial else row_points(f)  # the point of each row
+                  for s, f in zip(chunks, found) if f is not None]
         out = self.rt.workdir / "combined.h5"
         try:
             combiner = load_combiner(Path(self.spec.project_dir)) if self.spec.has_combiner else None
-            combine_files([str(f) for f in files], out, combiner, chunks=[self.spec.chunks[s] for s in done])
+            combine_files([str(f) for f in files], out, combiner, chunks=labels)
         except Exception as exc:
             self.log.error("combining failed:\n%s", traceback.format_exc())
             return {"state": "combine_failed", "reason": user_error(exc, Path(self.spec.project_dir), self.spec.run_id)}
         self.rt.store.put_file(COMBINED, out, move=True)
         return {"state": "completed" if prog.dead == 0 else "completed_with_failures", "result": COMBINED}
 
-    def _local_result(self, sub: int) -> Path:
-        path = self.rt.store.local_path(result_key(sub))
+    def _chunk_result(self, sub: int, missing: list[int] | None, done: set[int], base: int) -> Path | None:
+        """The file to combine for chunk ``sub``: its result, or (a partial ack) its rows merged with those
+        of its split-off points that have been computed since; None if it has no rows at all."""
+        if missing is None:
+            return self._local_file(result_key(sub))
+        recovered = {p: self._local_file(result_key(point_subproblem(p, base))) for p in missing
+                     if point_subproblem(p, base) in done}
+        merged = self.rt.workdir / "merged" / f"{sub:07d}.h5"
+        merged.parent.mkdir(parents=True, exist_ok=True)
+        return merge_partial(self._local_file(partial_result_key(sub, missing)), recovered, merged)
+
+    def _local_file(self, key: str) -> Path:
+        path = self.rt.store.local_path(key)
         if path is not None:
             return path
-        path = self.rt.workdir / "results" / f"{sub:07d}.h5"
-        self.rt.store.get_file(result_key(sub), path)
+        path = self.rt.workdir / key
+        self.rt.store.get_file(key, path)
         return path
 
     def _finish(self, final: dict[str, Any], prog: Progress) -> int:
@@ -240,6 +293,7 @@ class Manager:
         final.update(
             progress=prog.to_dict(),
             dead={str(s): errors.get(s, "") for s in self.q.dead_ids()},
+            dead_points={str(p): e for p, e in self.q.dead_points(self.spec.chunks).items()},
             finished_at=time.time(), generation=self.spec.generation,
         )
         put_json(self.rt.store, FINAL, final)

@@ -9,6 +9,10 @@ from then on copies those bytes with the new rows and values patched in. The fir
 shape is written by HDF5 itself and compared with the rendering: only if they are identical does
 the shape use the template; anything unexpected (a checksum, values found twice, an unallocated
 dataset) leaves that shape on HDF5's path.
+
+A subproblem some of whose points failed has a partial result instead (:func:`write_partial`: the
+rows of its other points, which points are missing and how many rows each present point has),
+merged with the rows of its points computed alone since by :func:`merge_partial` at combine time.
 """
 from __future__ import annotations
 
@@ -16,8 +20,11 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
+import h5py
 import numpy as np
 from h5py import h5a, h5d, h5f, h5p, h5s, h5t
+
+from mcc.project.folder import rows_from_result
 
 _PROBES = ((0x0102030405060708, 0x1112131415161718), (0x2122232425262728, 0x3132333435363738))
 
@@ -127,3 +134,103 @@ class ResultWriter:
         finally:
             os.close(fd)
         self.rendered += 1
+
+
+def merge_partial(partial: Path, recovered: dict[int, Path], out: Path) -> Path | None:
+    """One result file for a chunk whose attempt lost some points, with the rows of those points
+    computed since (``recovered``: point -> its one-point result file) put back in point order.
+
+    ``partial`` is a :func:`write_partial` file (``missing_points``, ``row_counts``).
+    Returns the file to combine: ``partial`` itself when nothing was recovered, ``out`` when rows
+    were merged, None when there are no rows at all. The merged file keeps ``first_point`` and
+    ``n_points`` and names in ``missing_points`` the points still missing.
+    """
+    with h5py.File(partial, "r") as fh:
+        data = fh["data"][...]
+        attrs = {k: fh.attrs[k] for k in ("first_point", "n_points")}
+        missing = [int(p) for p in fh.attrs["missing_points"]]
+        counts = [int(c) for c in fh.attrs["row_counts"]]
+    if not recovered:
+        return partial if data.shape[0] else None
+    rows_of: dict[int, np.ndarray] = {}
+    at = 0
+    present = [p for p in range(int(attrs["first_point"]), int(attrs["first_point"]) + int(attrs["n_points"]))
+               if p not in set(missing)]
+    for point, count in zip(present, counts):
+        rows_of[point] = data[at : at + count]
+        at += count
+    for point, path in recovered.items():
+        with h5py.File(path, "r") as fh:
+            rows = fh["data"][...]
+        rows_of[point] = rows
+    if not data.shape[0]:  # no row of the partial attempt: its (0, 0) placeholder has no width
+        rows_of = {p: r for p, r in rows_of.items() if p in recovered}
+    merged = np.concatenate([rows_of[p] for p in sorted(rows_of)])
+    with h5py.File(out, "w") as fh:
+        fh.create_dataset("data", data=merged)
+        for k, v in attrs.items():
+            fh.attrs[k] = v
+        fh.attrs["missing_points"] = np.asarray(sorted(set(missing) - set(recovered)), dtype=np.int64)
+        fh.attrs["row_counts"] = np.asarray([len(rows_of[p]) for p in sorted(rows_of)], dtype=np.int64)
+    return out
+
+
+def row_points(path: Path) -> np.ndarray:
+    """The point number of each row of a partial (or merged) result file, from its attributes."""
+    with h5py.File(path, "r") as fh:
+        first, n = int(fh.attrs["first_point"]), int(fh.attrs["n_points"])
+        missing = {int(p) for p in fh.attrs["missing_points"]}
+        counts = [int(c) for c in fh.attrs["row_counts"]]
+    present = [p for p in range(first, first + n) if p not in missing]
+    return np.repeat(np.asarray(present, dtype=np.int64), counts)
+
+
+def rows_in(path: Path) -> int | None:
+    """Rows of ``data`` in a script's OUTFILE (None: no file or no ``data``)."""
+    if not path.exists():
+        return None
+    try:
+        with h5py.File(path, "r") as fh:
+            return int(fh["data"].shape[0])
+    except (OSError, KeyError, IndexError):
+        return None
+
+
+def mark_partial(fh: h5py.File, first: int, n: int, missing: list[int], counts: list[int]) -> None:
+    """The attributes that make a file a partial result (see ``write_partial``)."""
+    fh.attrs["first_point"] = first
+    fh.attrs["n_points"] = n
+    fh.attrs["missing_points"] = np.asarray(missing, dtype=np.int64)
+    fh.attrs["row_counts"] = np.asarray(counts, dtype=np.int64)
+
+
+def write_partial(path: Path, data: np.ndarray | None, first: int, n: int, missing: list[int],
+                  counts: list[int]) -> None:
+    """A result file that lacks some points: ``data`` holds the rows of the others in point order,
+    attributes ``missing_points`` (indexes) and ``row_counts`` (rows per present point, in order)
+    say which rows belong to which point. A file with no rows has a (0, 0) ``data``."""
+    with h5py.File(path, "w") as fh:
+        fh.create_dataset("data", data=np.zeros((0, 0)) if data is None else data)
+        mark_partial(fh, first, n, missing, counts)
+
+
+def stack_rows(rows: list[Any], kept: list[int], target: str) -> np.ndarray:
+    """The rows of a subproblem as one float64 array: flat tuples in one conversion, else row by row.
+    Rows that cannot be put together raise ValueError naming the point (the subproblem fails whole)."""
+    if rows and all(type(r) is tuple for r in rows):
+        try:
+            data = np.asarray(rows)
+        except (ValueError, TypeError):
+            data = None
+        if data is not None and data.ndim == 2 and data.shape[1] > 0 and data.dtype.kind in "biuf":
+            return np.ascontiguousarray(data, dtype=np.float64)
+    arrays = []
+    for index, row in zip(kept, rows):
+        try:
+            arrays.append(row if isinstance(row, np.ndarray) else rows_from_result(row, index, target))
+        except Exception as exc:
+            raise ValueError(f"point {index}: {exc}") from None
+    try:
+        return np.vstack(arrays)
+    except ValueError as exc:
+        raise ValueError(f"point {kept[0]}: rows of different widths: {exc}") from None

@@ -1,57 +1,42 @@
-"""The worker: claim a subproblem, compute every point, write one result file, ack; repeat.
+"""The worker: claim subproblems, compute every point, write one result file per subproblem, ack; repeat.
 
 A result is written under a temporary name and moved to its deterministic key before the ack, so a
 subproblem computed twice overwrites the same object and the combined file holds each point once.
+The entry runs in a compute child (:mod:`mcc.remote.compute`) that this process forks once and
+again only after a crash; this process holds the leases and heartbeats. A point that raises or
+crashes fails only itself: the subproblem is acked with the rows of its other points
+(``Queue.ack_partial``, result under ``partial_result_key``) and the failed point goes on as a
+one-point subproblem of its own; the other claimed subproblems are computed as if nothing happened.
 SIGTERM (or a spot notice) → the leases still held go back to the front of the queue as a preemption.
 """
 from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
-import traceback
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
-import h5py
 import numpy as np
 import redis
 from h5py import h5f, h5p
 
-from mcc.project.folder import load_function, rows_from_result
+from mcc.project.folder import load_function
+from mcc.remote.compute import ChunkFailed, ComputeChild, Outcome, Preempted
 from mcc.remote.output_cap import OutputCap
+from mcc.work.diskspace import is_no_space
 from mcc.work.pointerror import summarize
-from mcc.work.runspec import failure_key, result_key
+from mcc.work.queue import point_subproblem
+from mcc.work.runspec import failure_key, partial_result_key, result_key
 from mcc.remote.results import ResultWriter, fill_result
 from mcc.remote.runtime import Runtime, connect, setup_logging
-from mcc.work.diskspace import is_no_space
 
-WATCHDOG_GRACE = 15.0  # seconds past the point timeout before a hung worker kills itself
-STDERR_TAIL = 20_000
 BATCH_SECONDS = 0.1  # claim about this much work at a time (by the measured time per subproblem)...
 MAX_BATCH = 64  # ...but never more subproblems than this in one claim
 ACK_MAX_DELAY = 1.0  # seconds a computed subproblem may wait for the ack that goes with the next claim
 IDLE_POLL_MAX = 0.2  # seconds between claims while the queue has nothing to lease
-_SCALARS = frozenset({float, int, bool, np.float64, np.float32, np.int64, np.int32})
-
-
-class PointFailed(Exception):
-    """A point raised, exited non-zero or timed out; ``detail`` is what the user needs to see."""
-
-    def __init__(self, index: int, point: list[float], detail: str) -> None:
-        super().__init__(detail)
-        self.index, self.point, self.detail = index, point, detail
-
-
-class Preempted(Exception):
-    """SIGTERM arrived: hand the remaining leases back."""
-
-
-class PointTimeout(Exception):
-    pass
 
 
 class Worker:
@@ -62,16 +47,22 @@ class Worker:
         self.points = rt.points()
         self.held: list[int] = []
         self.stop = threading.Event()
-        self.point_started: float | None = None
-        self.current_sub: int | None = None
         spec = rt.spec
         if spec.project_dir not in sys.path:  # user code may import its siblings at call time
             sys.path.insert(0, spec.project_dir)
-        self.fn = load_function(Path(spec.project_dir), spec.entry_target) if spec.entry_kind == "function" else None
-        self.results = ResultWriter(_write_result)
+        fn = load_function(Path(spec.project_dir), spec.entry_target) if spec.entry_kind == "function" else None
+        self.base = len(spec.chunks)
+        self.child = ComputeChild(spec, self.points, fn, rt.workdir, ResultWriter(_write_result).write, self.stop)
 
     # -- main loop -------------------------------------------------------------------------------
     def run(self) -> int:
+        """The claim loop (:meth:`_loop`), the compute child stopped however it ends."""
+        try:
+            return self._loop()
+        finally:
+            self.child.close()
+
+    def _loop(self) -> int:
         """Claim a batch, compute it, and ack it together with the next claim (one round trip each).
 
         The batch is sized to about BATCH_SECONDS of this worker's measured work per subproblem, so
@@ -79,7 +70,7 @@ class Worker:
         time (a batch never holds work another worker could have started long before).
         """
         signal.signal(signal.SIGTERM, lambda *_: self.stop.set())
-        signal.signal(signal.SIGALRM, _raise_timeout)
+        self.child.start()  # before the heartbeat thread exists: the first child copies one thread
         threading.Thread(target=self._heartbeat_loop, daemon=True).start()
         self.acks: list[int] = []  # computed, result in the bucket, ack not yet sent (still held)
         self.acks_since = 0.0
@@ -105,8 +96,10 @@ class Worker:
                     continue
                 idle_since, delay = time.monotonic(), 0.01
                 started = time.monotonic()
-                for sub in ids:
-                    self._do(sub)
+                if self.stop.is_set():
+                    raise Preempted
+                for sub, result in self.child.run([(sub, *self._points(sub)) for sub in ids]):
+                    self._settle(sub, result)
                     if self.acks and time.monotonic() - self.acks_since > ACK_MAX_DELAY:
                         self._flush_acks()
                 took = (time.monotonic() - started) / len(ids)
@@ -122,6 +115,7 @@ class Worker:
             self._flush_acks()
         except (redis.ConnectionError, redis.TimeoutError):
             pass
+        self.child.close()
         self._hand_back()
         return 0
 
@@ -132,34 +126,54 @@ class Worker:
             self.held = [s for s in self.held if s not in acked]
             self.acks = []
 
-    def _do(self, sub: int) -> None:
-        if self.stop.is_set():
-            raise Preempted
-        self.current_sub = sub
+    def _points(self, sub: int) -> tuple[int, int]:
+        """(first point, number of points) of a chunk or of a point split off one."""
+        return self.rt.spec.chunks[sub] if sub < self.base else (sub - self.base, 1)
+
+    def _settle(self, sub: int, out: Outcome | ChunkFailed | OSError) -> None:
+        """Store a computed subproblem's result and ack it (with the next claim), or record its failures."""
+        if isinstance(out, OSError):  # the child could not write its result file
+            self._out_of_space(sub, out)
+            self._fail(sub, f"could not write the result: {out}")
+            return
+        if isinstance(out, ChunkFailed):
+            self._fail(sub, out.reason)
+            return
         try:
-            path = self._compute(sub)
+            self._store(sub, out)
         except OSError as exc:
+            if out.path is not None:
+                out.path.unlink(missing_ok=True)
             self._out_of_space(sub, exc)
             raise
-        except PointFailed as exc:
-            key = self._record_failure(sub, exc)
-            line = summarize(exc.detail, self.rt.spec.project_dir)
-            outcome = self.rt.queue.fail(self.id, sub, f"point {exc.index}: {line}")
-            self.log.warning("subproblem %d failed at point %d (%s): %s; full text in %s", sub, exc.index, outcome,
-                             line, key)
-            self.held.remove(sub)
-        else:
-            try:
-                self.rt.store.put_file(result_key(sub), path, move=True)
-            except OSError as exc:
-                path.unlink(missing_ok=True)
-                self._out_of_space(sub, exc)
-                raise
+
+    def _store(self, sub: int, out: Outcome) -> None:
+        n = self._points(sub)[1]
+        store, here = self.rt.store, self.rt.spec.project_dir
+        if not out.failed:
+            store.put_file(result_key(sub), out.path, move=True)  # type: ignore[arg-type]
             if not self.acks:
                 self.acks_since = time.monotonic()
             self.acks.append(sub)  # acked with the next claim; held (heart-beaten) until then
-        finally:
-            self.current_sub = None
+            return
+        if n == 1:  # a one-point subproblem: its point's attempt is the subproblem's
+            (index, detail), = out.failed.items()
+            self._record_failure(sub, index, self.rt.queue.attempts(sub) + 1, detail)
+            self._fail(sub, f"point {index}: {summarize(detail, here)}")
+            return
+        for index, detail in out.failed.items():  # write-ahead: the failure objects before the ack
+            self._record_failure(point_subproblem(index, self.base), index, 1, detail)
+        store.put_file(partial_result_key(sub, sorted(out.failed)), out.path, move=True)  # type: ignore[arg-type]
+        spawned = self.rt.queue.ack_partial(self.id, sub, {i: f"point {i}: {summarize(d, here)}" for i, d in out.failed.items()},
+                                              self.base)
+        self.log.warning("subproblem %d: %d point(s) failed (%s), the others kept", sub, len(out.failed),
+                         ", ".join(f"{p - self.base}: {o}" for p, o in spawned.items()) or "already acked")
+        self.held.remove(sub)
+
+    def _fail(self, sub: int, reason: str) -> None:
+        outcome = self.rt.queue.fail(self.id, sub, reason)
+        self.log.warning("subproblem %d failed: %s (%s)", sub, reason.strip().splitlines()[-1][:200], outcome)
+        self.held.remove(sub)
 
     def _out_of_space(self, sub: int, exc: OSError) -> None:
         """A full disk is nobody's point failing: hand every lease back (no attempt spent) and stop."""
@@ -176,126 +190,17 @@ class Worker:
             self.log.info("preempted: handed back %d subproblem(s)", len(requeued))
             self.held = []
 
-    # -- computing one subproblem ----------------------------------------------------------------
-    def _compute(self, sub: int) -> Path:
-        first, n = self.rt.spec.chunks[sub]
-        part = self.rt.workdir / f"{sub:07d}.{os.getpid()}.h5.part"
-        part.unlink(missing_ok=True)  # a retry always starts from a fresh file
-        try:
-            if self.fn is not None:
-                self._compute_function(first, n, part)
-            else:
-                self._compute_script(first, n, part)
-        except BaseException:
-            part.unlink(missing_ok=True)
-            raise
-        return part
-
-    def _compute_function(self, first: int, n: int, part: Path) -> None:
-        """Call the entry on each point in-process; write the rows as the subproblem's result file.
-
-        The point timeout is one interval timer per subproblem, re-armed only when it fires during
-        a point that has not yet run for ``point_timeout`` (not two setitimer calls per point).
-        Flat rows (a list or tuple of numbers) are kept as tuples and converted to one array at the
-        end; anything else is checked and converted at once, so a bad return value still fails
-        its own point.
-        """
-        timeout = self.rt.spec.point_timeout
-        target = self.rt.spec.entry_target
-        fn, stop, clock = self.fn, self.stop, time.monotonic
-        points = self.points[first : first + n].tolist()
-        rows: list[Any] = []
-        current: list[float | None] = [None]  # start of the point being computed
-
-        def on_alarm(signum: int, frame: object) -> None:
-            begun = current[0]
-            left = timeout if begun is None else begun + timeout - clock()
-            if left <= 0:
-                raise PointTimeout
-            signal.setitimer(signal.ITIMER_REAL, left)
-
-        previous = signal.signal(signal.SIGALRM, on_alarm) if timeout else None
-        if timeout:
-            signal.setitimer(signal.ITIMER_REAL, timeout)
-        try:
-            for k, point in enumerate(points):
-                if stop.is_set():
-                    raise Preempted
-                current[0] = self.point_started = clock()
-                try:
-                    result = fn(point)  # type: ignore[misc]
-                except PointTimeout:
-                    raise PointFailed(first + k, point, f"timed out after {timeout:g} s") from None
-                except Exception:
-                    raise PointFailed(first + k, point, traceback.format_exc()) from None
-                finally:
-                    current[0] = None
-                kind = type(result)
-                if (kind is list or kind is tuple) and result and type(result[0]) in _SCALARS:
-                    rows.append(tuple(result))  # a flat row: a snapshot, in case the entry reuses its list
-                else:
-                    try:
-                        rows.append(rows_from_result(result, first + k, target))
-                    except Exception as exc:
-                        raise PointFailed(first + k, point, str(exc)) from None
-        finally:
-            if timeout:
-                signal.setitimer(signal.ITIMER_REAL, 0)
-                signal.signal(signal.SIGALRM, previous)
-            self.point_started = None
-        self.results.write(part, _stack_rows(rows, first, points, target), first, n)
-
-    def _compute_script(self, first: int, n: int, part: Path) -> None:
-        spec = self.rt.spec
-        script = str(Path(spec.project_dir) / spec.entry_target)
-        for index in range(first, first + n):
-            if self.stop.is_set():
-                raise Preempted
-            point = self.points[index].tolist()
-            argv = [sys.executable, script, str(part), *map(repr, point)]
-            self.point_started = time.monotonic()
-            try:
-                proc = subprocess.run(
-                    argv, cwd=spec.project_dir, capture_output=True, timeout=spec.point_timeout,
-                    start_new_session=True,
-                )
-            except subprocess.TimeoutExpired as exc:
-                tail = (exc.stderr or b"").decode(errors="replace")[-STDERR_TAIL:]
-                raise PointFailed(index, point, f"timed out after {spec.point_timeout:g} s\n{tail}") from None
-            finally:
-                self.point_started = None
-            if proc.returncode != 0:
-                stderr = proc.stderr.decode(errors="replace")[-STDERR_TAIL:]
-                raise PointFailed(index, point, f"exit status {proc.returncode}\n{stderr}")
-        try:
-            with h5py.File(part, "r") as fh:
-                fh["data"]
-        except (OSError, KeyError):
-            raise PointFailed(first, self.points[first].tolist(), f"{spec.entry_target} wrote no `data` dataset to OUTFILE") from None
-
-    def _record_failure(self, sub: int, exc: PointFailed) -> str:
-        """Write the attempt's full text (traceback or stderr) to the bucket; returns its key."""
-        attempt = self.rt.queue.attempts(sub) + 1
-        text = f"worker: {self.id}\nsubproblem: {sub}\npoint index: {exc.index}\npoint: {exc.point}\n\n{exc.detail}"
-        key = failure_key(sub, attempt)
-        self.rt.store.put_bytes(key, text.encode())
-        return key
+    def _record_failure(self, sub: int, index: int, attempt: int, detail: str) -> None:
+        text = (f"worker: {self.id}\nsubproblem: {sub}\npoint index: {index}\n"
+                f"point: {self.points[index].tolist()}\n\n{detail}")
+        self.rt.store.put_bytes(failure_key(sub, attempt), text.encode())
 
     # -- liveness --------------------------------------------------------------------------------
     def _heartbeat_loop(self) -> None:
-        """Extend held leases; kill this process if a point hangs past its timeout (C code ignores SIGALRM)."""
+        """Extend held leases (a hung point is the compute child's watchdog's business, not this loop's)."""
         period = max(self.rt.spec.lease_seconds / 3, 0.05)
-        limit = (self.rt.spec.point_timeout or 0) + WATCHDOG_GRACE
         while True:
             time.sleep(period)
-            started, sub = self.point_started, self.current_sub
-            if (self.rt.spec.point_timeout and started is not None and sub is not None
-                    and time.monotonic() - started > limit):
-                self.log.error("point hung past %.0f s; failing subproblem %d and exiting", limit, sub)
-                try:
-                    self.rt.queue.fail(self.id, sub, f"hung past the {self.rt.spec.point_timeout:g} s point timeout")
-                finally:
-                    os._exit(75)
             if self.notice is not None and not self.stop.is_set() and self.notice():
                 self.log.warning("interruption notice: handing back leases and exiting")
                 self.stop.set()
@@ -309,28 +214,6 @@ def claim_limit(n_subproblems: int, workers: int) -> int:
     """Most subproblems one claim takes: MAX_BATCH, and never more than half a worker's share, so with
     two or more subproblems per worker no single claim leaves the workers still starting with nothing."""
     return max(1, min(MAX_BATCH, n_subproblems // (2 * max(1, workers))))
-
-
-def _stack_rows(rows: list[Any], first: int, points: list[list[float]], target: str) -> np.ndarray:
-    """The rows of a subproblem as one float64 array: flat tuples in one conversion, else row by row
-    (with the error of the first bad point, as rows_from_result words it)."""
-    if rows and all(type(r) is tuple for r in rows):
-        try:
-            data = np.asarray(rows)
-        except (ValueError, TypeError):
-            data = None
-        if data is not None and data.ndim == 2 and data.shape[1] > 0 and data.dtype.kind in "biuf":
-            return np.ascontiguousarray(data, dtype=np.float64)
-    arrays = []
-    for k, row in enumerate(rows):
-        try:
-            arrays.append(row if isinstance(row, np.ndarray) else rows_from_result(row, first + k, target))
-        except Exception as exc:
-            raise PointFailed(first + k, points[k], str(exc)) from None
-    try:
-        return np.vstack(arrays)
-    except ValueError as exc:
-        raise PointFailed(first, points[0], f"rows of different widths: {exc}") from None
 
 
 def _write_result(path: Path, data: np.ndarray, first: int, n: int) -> None:
@@ -354,14 +237,10 @@ def _write_result(path: Path, data: np.ndarray, first: int, n: int) -> None:
         fid.close()
 
 
-def _raise_timeout(signum: int, frame: object) -> None:
-    raise PointTimeout
-
-
 def main(notice: Callable[[], bool] | None = None) -> int:
     rt = connect("worker")
     worker = Worker(rt, os.environ["MCC_WORKER_ID"], notice)
-    OutputCap(lambda: (worker.current_sub, worker.point_started))  # a chatty entry cannot fill the disk
+    OutputCap(lambda: worker.child.status[0])  # a chatty entry cannot fill the disk (the child's fds are these)
     return worker.run()
 
 

@@ -79,3 +79,33 @@ def test_apply_events_claims_acks_failures_and_expiries(ledger: Ledger) -> None:
     assert (subs[2].attempts, subs[2].worker) == (3, None)
     assert subproblem_counts(run.id) == {"pending": 3, "leased": 0, "done": 2, "failed": 0, "dead": 1}
     assert apply_events(run, events[:2]) == 0  # replayed: nothing is legal any more
+
+
+def test_spawned_points_get_their_own_rows_and_failures_their_reasons(ledger: Ledger) -> None:
+    from mcc.ledger import Event
+    from mcc.ledger.queries import missing_points
+
+    run = create_row(Run, backend="local", project_dir="/p")
+    create_subproblems(run, [(0, 5), (5, 5)])  # point-subproblems are 2 + point
+    events = [
+        {"id": "1-0", "type": "claimed", "sub": "0", "worker": "w1", "attempt": "1"},
+        {"id": "1-1", "type": "spawned", "sub": "5", "point": "3", "parent": "0", "worker": "w1", "outcome": "retry",
+         "attempt": "1", "reason": "point 3: killed by SIGSEGV"},
+        {"id": "1-2", "type": "acked", "sub": "0", "worker": "w1"},
+        {"id": "1-3", "type": "claimed", "sub": "5", "worker": "w2", "attempt": "2"},
+        {"id": "1-4", "type": "failed", "outcome": "dead", "sub": "5", "worker": "w2", "attempt": "2",
+         "reason": "point 3: killed by SIGSEGV"},
+        {"id": "1-5", "type": "claimed", "sub": "1", "worker": "w2", "attempt": "1"},
+        {"id": "1-6", "type": "expired", "outcome": "dead", "sub": "1", "attempt": "1", "reason": "lease expired"},
+    ]
+    apply_events(run, events)
+    apply_events(run, events[1:2])  # a replayed spawn creates nothing twice
+    row = Subproblem.get((Subproblem.run == run.id) & (Subproblem.index == 5))
+    assert (row.first_point, row.n_points, row.state, row.attempts) == (3, 1, "dead", 2)
+    assert subproblem_counts(run.id) == {"pending": 0, "leased": 0, "done": 1, "failed": 0, "dead": 2}
+    trail = [(e.trigger, e.reason) for e in Event.select().where(Event.entity_id == str(row.id)).order_by(Event.id)]
+    assert trail == [("create", "point 3 split off its chunk"), ("lease", None),
+                     ("fail", "point 3: killed by SIGSEGV"), ("retry", "point 3: killed by SIGSEGV"),
+                     ("lease", None), ("fail", "point 3: killed by SIGSEGV"), ("give_up", "point 3: killed by SIGSEGV")]
+    lost = "not computed: subproblem 1 failed every attempt (lease expired)"
+    assert missing_points(run.id) == {3: "killed by SIGSEGV", 5: lost, 6: lost, 7: lost, 8: lost, 9: lost}

@@ -299,3 +299,48 @@ def test_password_required(server):
         with pytest.raises(redis.AuthenticationError):
             c.ping()
         c.close()
+
+
+CHUNKS = [(0, 5), (5, 5), (10, 2)]  # points 0..11 in three chunks: point-subproblems are 3 + point
+
+
+def test_partial_ack_splits_failed_points_into_their_own_subproblems(q):
+    q.seed([n for _, n in CHUNKS], 2)
+    assert q.claim("a", 3, 30) == [0, 1, 2]
+    assert q.ack_partial("a", 1, {6: "point 6: boom", 8: "point 8: bang"}, 3) == {9: "retry", 11: "retry"}
+    assert q.ack_partial("b", 1, {7: "late"}, 3) == {}  # first ack wins: a second attempt changes nothing
+    assert q.ack_many("a", [0, 2]) == [True, True]
+    p = q.progress()
+    assert (p.total, p.total_points, p.done, p.done_points, p.failures) == (5, 12, 3, 10, 2)
+    assert q.partial() == {1: [6, 8]} and q.attempts(9) == 1 and q.errors()[11] == "point 8: bang"
+    assert q.claim("c", 5, 30) == [9, 11]  # the failed points, alone, one attempt already spent
+    assert q.fail("c", 9, "point 6: boom again") == "dead"
+    assert q.ack("c", 11)
+    p = q.progress()
+    assert (p.done, p.done_points, p.dead, p.dead_points) == (4, 11, 1, 1) and p.finished
+    assert q.dead_points(CHUNKS) == {6: "point 6: boom again"}
+    spawned = [f for _, f in q.read_events() if f["type"] == "spawned"]
+    assert [(f["sub"], f["point"], f["parent"], f["outcome"]) for f in spawned] == [("9", "6", "1", "retry"),
+                                                                                 ("11", "8", "1", "retry")]
+
+
+def test_partial_ack_with_one_attempt_kills_the_point_at_once_and_dead_chunks_list_every_point(q):
+    q.seed([n for _, n in CHUNKS], 1)
+    assert q.claim("a", 3, 30) == [0, 1, 2]
+    assert q.ack_partial("a", 0, {3: "point 3: x"}, 3) == {6: "dead"}
+    assert q.fail("a", 2, "lease-like loss of the whole chunk") == "dead"
+    assert q.ack("a", 1)
+    p = q.progress()
+    assert p.finished and (p.dead, p.dead_points, p.done_points) == (2, 3, 9)
+    assert q.dead_points(CHUNKS) == {3: "point 3: x", 10: "lease-like loss of the whole chunk",
+                                     11: "lease-like loss of the whole chunk"}
+
+
+def test_seed_rebuilds_point_subproblems_of_partial_chunks(q):
+    # as a new manager rebuilds a lost queue: chunk 1 done without points 6 and 8; 6 recomputed since, 8 dead
+    assert q.seed([n for _, n in CHUNKS], 2, done={1, 9}, dead={11}, attempts={9: 1, 11: 2}, partial={1: [6, 8]})
+    p = q.progress()
+    assert (p.total, p.total_points, p.done, p.done_points, p.dead, p.dead_points) == (5, 12, 2, 4, 1, 1)
+    assert q.partial() == {1: [6, 8]}
+    assert q.claim("w", 10, 30) == [0, 2]
+    assert q.dead_points(CHUNKS) == {8: ""}

@@ -42,3 +42,19 @@ def test_a_template_that_disagrees_with_hdf5_is_not_used(tmp_path: Path) -> None
     for first in range(3):
         writer.write(tmp_path / f"{first}.h5", np.ones((2, 2)), first, 2)
     assert calls == [0, 1, 2] and writer.rendered == 0
+
+
+def test_merge_partial_puts_recovered_points_back_in_point_order(tmp_path: Path) -> None:
+    from mcc.remote.results import merge_partial, write_partial
+
+    # chunk of points 10..13; 11 and 13 failed; 10 returned two rows, 12 one
+    write_partial(tmp_path / "p.h5", np.array([[10.0, 0], [10.0, 1], [12.0, 0]]), 10, 4, [11, 13], [2, 1])
+    _write_result(tmp_path / "r11.h5", np.array([[11.0, 0], [11.0, 1], [11.0, 2]]), 11, 1)
+    out = merge_partial(tmp_path / "p.h5", {11: tmp_path / "r11.h5"}, tmp_path / "m.h5")
+    with h5py.File(out, "r") as fh:
+        assert fh["data"][:, 0].tolist() == [10, 10, 11, 11, 11, 12]
+        assert fh.attrs["missing_points"].tolist() == [13] and fh.attrs["row_counts"].tolist() == [2, 3, 1]
+        assert (fh.attrs["first_point"], fh.attrs["n_points"]) == (10, 4)
+    assert merge_partial(tmp_path / "p.h5", {}, tmp_path / "x.h5") == tmp_path / "p.h5"  # nothing recovered
+    write_partial(tmp_path / "none.h5", None, 10, 4, [10, 11, 12, 13], [])
+    assert merge_partial(tmp_path / "none.h5", {}, tmp_path / "y.h5") is None  # no rows at all

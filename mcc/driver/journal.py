@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from mcc.driver.engine import Engine
-from mcc.ledger import create_row, models, queries
+from mcc.ledger import create_point_subproblems, create_row, models, queries
 from mcc.ledger.steps import fire_steps
 from mcc.work.runspec import INSTANCES, JOURNAL
 from mcc.work.stores import Store, get_json
@@ -25,6 +25,9 @@ TRIGGERS = {
     ("failed", "dead"): ["fail", "give_up"],
     ("expired", "retry"): ["fail", "retry"],
     ("expired", "dead"): ["fail", "give_up"],
+    # a point split off its chunk by a partial ack: a new one-point subproblem, its first attempt spent
+    ("spawned", "retry"): ["lease", "fail", "retry"],
+    ("spawned", "dead"): ["lease", "fail", "give_up"],
 }
 
 
@@ -72,6 +75,9 @@ def apply_events(run: models.Run, events: list[dict[str, Any]]) -> int:
     """Move subproblems through the transitions the events imply, in one transaction; returns rows changed."""
     if not events:
         return 0
+    spawned = {int(ev["sub"]): int(ev["point"]) for ev in events if ev["type"] == "spawned"}
+    if spawned:
+        create_point_subproblems(run.id, spawned, actor="manager")
     steps: dict[int, list[tuple[str, str, dict[str, Any], float | None]]] = {}
     shared: dict[tuple[Any, ...], dict[str, Any]] = {}  # equal changes share one dict (fire_bulk groups them)
     for ev in events:
@@ -97,7 +103,10 @@ def apply_events(run: models.Run, events: list[dict[str, Any]]) -> int:
             seq = steps[sub] = []
         actor = worker or "manager"
         for trigger in triggers:
-            seq.append((trigger, actor, changes, at))
+            if trigger == "lease" and kind == "spawned":  # the split point's lease of its chunk, not its failure
+                seq.append((trigger, actor, {"worker": worker}, at))
+            else:
+                seq.append((trigger, actor, changes, at))
     index_to_id = _subproblem_ids(run.id, list(steps))
     by_id = {index_to_id[sub]: seq for sub, seq in steps.items() if sub in index_to_id}
     return fire_steps(models.Subproblem, by_id, run_id=run.id)

@@ -351,7 +351,7 @@ def _collect(ctx: Context, run: models.Run) -> models.Run:
         return fire(run, "stop_budget", actor="manager", reason=_budget_reason(run, final), result_path=str(dest),
                     done=p.get("done_points", run.done), dead=p.get("dead_points", run.dead))
     trigger = "complete" if final.get("state") == "completed" else "complete_with_failures"
-    reason = None if trigger == "complete" else f"{p.get('dead', 0)} subproblem(s) failed every attempt"
+    reason = None if trigger == "complete" else f"{p.get('dead_points', 0)} point(s) failed every attempt"
     return fire(run, trigger, reason=reason, result_path=str(dest),
                 done=p.get("done_points", run.done), dead=p.get("dead_points", run.dead))
 

@@ -11,6 +11,7 @@ from mcc.ledger.machines import (
     STATES,
     TERMINAL_RUN_STATES,
     TRANSITIONS,
+    create_point_subproblems,
     create_row,
     create_subproblems,
     fire,
@@ -36,7 +37,7 @@ from mcc.ledger.queries import (
 __all__ = [
     "open_ledger", "Ledger", "current_ledger", "default_home", "models",
     "Run", "Resource", "Subproblem", "Event", "Meta", "SubproblemCount", "new_run_id",
-    "fire", "fire_bulk", "create_row", "create_subproblems", "recount",
+    "fire", "fire_bulk", "create_row", "create_subproblems", "create_point_subproblems", "recount",
     "STATES", "TRANSITIONS", "TERMINAL_RUN_STATES", "legal_triggers",
     "get_run", "list_runs", "resources", "events", "subproblem_counts", "resource_by_key",
     "failed_subproblems", "row_to_dict", "resource_dicts", "dead_subproblems", "run_transitions",

@@ -408,3 +408,38 @@ def create_subproblems(run: Run | str, chunks: Sequence[tuple[int, int]], *, act
                      reason=reason or f"{len(chunks)} subproblems").execute()
         _count({(run_id, "pending"): len(chunks)})
     return len(chunks)
+
+
+def create_point_subproblems(run_id: str, points: dict[int, int], *, actor: str = "local",
+                             reason: str | None = None) -> int:
+    """Insert the one-point subproblems a partial ack split off (index -> its point), pending, one
+    "create" Event each; indexes the run already has are skipped. Returns the number inserted.
+
+    A failing point of a chunk goes on alone (``mcc.work.queue.Queue.ack_partial``): its row is created
+    when the journal first names it, then moved like any subproblem's.
+    """
+    if not points:
+        return 0
+    now = time.time()
+    with db.atomic():
+        have: set[int] = set()
+        wanted = sorted(points)
+        for batch in _batches(wanted, _BATCH):
+            have.update(i for (i,) in db.execute_sql(
+                f'SELECT "index" FROM "subproblems" WHERE "run_id" = ? AND "index" IN ({_marks(len(batch))})',
+                (run_id, *batch)).fetchall())
+        new = [i for i in wanted if i not in have]
+        if not new:
+            return 0
+        db.executemany(
+            'INSERT INTO "subproblems" ("run_id", "index", "first_point", "n_points", "state", '
+            '"attempts", "updated_at") VALUES (?, ?, ?, 1, \'pending\', 0, ?)',
+            ((run_id, i, int(points[i]), now) for i in new),
+        )
+        ids = dict(db.execute_sql(
+            'SELECT "index", "id" FROM "subproblems" WHERE "run_id" = ? AND "index" >= ?', (run_id, new[0])).fetchall())
+        db.executemany(_EVENT_INSERT, [
+            (now, "subproblem", str(ids[i]), run_id, "create", None, "pending", actor,
+             reason or f"point {points[i]} split off its chunk") for i in new])
+        _count({(run_id, "pending"): len(new)})
+    return len(new)

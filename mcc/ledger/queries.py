@@ -126,9 +126,12 @@ def missing_points(run_id: str) -> dict[int, str]:
     """Point index → last error, for every point of the run that has no result.
 
     THE one place that says which points are missing (the combined file's ``missing`` dataset, the
-    final message). Today the unit of failure is the subproblem, so every point of a dead subproblem is
-    missing: the point its error names (``point 17: …``) gets that error, its siblings "not computed"
-    with it. When points fail alone (issue 12 §1), this function's body becomes the per-point record.
+    final message). The unit of failure is the point: a point that fails alone is split off its
+    chunk as a one-point subproblem (``mcc.work.queue.Queue.ack_partial``), so a dead one-point
+    subproblem is exactly one missing point with its own error. A chunk dies whole only when its
+    lease expired ``max_attempts`` times (the worker itself was lost, not a point): all its points
+    are missing, the point its error names (``point 17: …``) with that error, its siblings "not
+    computed". ``Queue.dead_points`` answers the same from a live queue.
     """
     missing: dict[int, str] = {}
     for sub in dead_subproblems(run_id):

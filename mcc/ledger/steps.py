@@ -25,7 +25,8 @@ def fire_steps(model: type[BaseModel], steps_by_id: dict[Any, list[Step]], *, ru
     """Apply each row's steps in order (illegal ones skipped); returns the number of transitions taken.
 
     Rows that do not exist are skipped. ``changes`` of the steps taken are written (a later step's
-    value wins), with the state they lead to, in the same UPDATE.
+    value wins), with the state they lead to, in the same UPDATE. A step whose changes carry an
+    ``error`` records it as its Event's reason (else ``reason``).
     """
     entity = _entity(model)
     plan = PLAN[entity]
@@ -60,9 +61,10 @@ def fire_steps(model: type[BaseModel], steps_by_id: dict[Any, list[Step]], *, ru
                         continue
                     if taken == len(rounds):
                         rounds.append({})
-                    alike = rounds[taken].get((trigger, state, dest, actor))
+                    why = changes.get("error") or reason  # a failure's event says what failed
+                    alike = rounds[taken].get((trigger, state, dest, actor, why))
                     if alike is None:
-                        alike = rounds[taken][trigger, state, dest, actor] = []
+                        alike = rounds[taken][trigger, state, dest, actor, why] = []
                     alike += (now if at is None else at, str(row_id), row_id if is_run else run_id)
                     if dest in stamp_of:
                         stamps += (stamp_of[dest],)
@@ -97,8 +99,8 @@ def fire_steps(model: type[BaseModel], steps_by_id: dict[Any, list[Step]], *, ru
             _move(model, entity, start, end, changes, [row_id], now, reason)
         moved = 0
         for alikes in rounds:
-            for (trigger, source, dest, actor), flat in alikes.items():
-                _insert_alike((entity, trigger, source, dest, actor, reason), flat)
+            for (trigger, source, dest, actor, why), flat in alikes.items():
+                _insert_alike((entity, trigger, source, dest, actor, why), flat)
                 moved += len(flat) // 3
         _count(deltas)
     return moved

@@ -144,8 +144,8 @@ def summary_view(s: dict[str, Any]) -> Group:
             table.add_column(col)
         for f in s["failures"][:50]:
             first = f["first_point"]
-            table.add_row(str(f["subproblem"]), f"{first}–{first + f['n_points'] - 1}", str(f["attempts"]),
-                          error_line(f.get("error")))
+            points = str(first) if f["n_points"] == 1 else f"{first}–{first + f['n_points'] - 1}"
+            table.add_row(str(f["subproblem"]), points, str(f["attempts"]), error_line(f.get("error")))
         parts.append(table)
         if s.get("result"):
             logs = Path(s["result"]).parent / "logs" / "failures"

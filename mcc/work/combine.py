@@ -20,7 +20,8 @@ def builtin_combine(files: Sequence[str], fileout: str, chunks: Sequence[tuple[i
     With ``chunks`` (the ``(first_point, n_points)`` of each file's subproblem) a ``point_index``
     dataset gives each row its point number, so the gaps left by dead points are explicit: a file
     with one row per point numbers them ``first_point …``, one with ``k`` rows per point repeats
-    each number ``k`` times, any other row count is numbered -1 (unknown).
+    each number ``k`` times, any other row count is numbered -1 (unknown). A chunk given as an array
+    instead is the point number of each row (a partial result: ``mcc.remote.results.row_points``).
     A result that fits in one block is stored contiguously at its exact size (no chunk padding).
 
     One pass, each file read once, its rows (converted to float64) gathered in a fixed-size block
@@ -81,12 +82,17 @@ def _write_point_index(out: h5py.File, chunks: list[tuple[int, int]], rows_per_f
     if len(chunks) != len(rows_per_file):
         raise ValueError(f"{len(rows_per_file)} result files but {len(chunks)} subproblems given")
     total = sum(rows_per_file)
-    last = max((first + n for first, n in chunks), default=0)
+    last = max((int(c.max(initial=-1)) + 1 if isinstance(c, np.ndarray) else c[0] + c[1] for c in chunks), default=0)
     dtype = np.int32 if last < 2**31 else np.int64  # 4 bytes a row for any sweep below 2 billion points
     dset = out.create_dataset("point_index", (total,), dtype=dtype)
     dset.attrs["description"] = "the point number (index into get_points()) of each row of data; -1: unknown"
     at, parts, held = 0, [], 0
-    for (first, n), rows in zip(chunks, rows_per_file):
+    for chunk, rows in zip(chunks, rows_per_file):
+        if isinstance(chunk, np.ndarray):  # a partial result: the point of each of its rows, given
+            parts.append(chunk.astype(dtype) if len(chunk) == rows else np.full(rows, -1, dtype=dtype))
+            held += rows
+            continue
+        first, n = chunk
         if rows == n:
             parts.append(np.arange(first, first + n, dtype=dtype))
         elif n and rows % n == 0:

@@ -7,7 +7,14 @@ under ``mcc:{run_id}:``; the braces put them in one Redis Cluster hash slot.
 Keys: ``pending`` LIST (lazy deletion: done/dead/leased ids popped by claim are skipped),
 ``leased`` ZSET id->deadline_ms, ``owner`` HASH id->worker, ``attempts`` HASH, ``done`` SET,
 ``dead`` SET, ``errors`` HASH id->last reason, ``sizes`` HASH id->points, ``progress`` HASH,
-``workers`` HASH worker->last heartbeat (s), ``events`` STREAM, ``seeded`` STRING, ``meta`` HASH.
+``workers`` HASH worker->last heartbeat (s), ``events`` STREAM, ``seeded`` STRING, ``meta`` HASH,
+``partial`` HASH id->comma-separated points that id's winning ack left out.
+
+The unit of failure is the point. A chunk whose points partly fail is acked with the rows of the
+others (``ack_partial``), and each failed point ``p`` goes on as a one-point subproblem of its own,
+id ``base + p`` (``base`` = the number of chunks), born with one attempt spent: it
+is retried (``fail``) until it is done or dead like any subproblem. Ids are deterministic, so a
+queue rebuilt from the bucket names the same point-subproblems (see :func:`point_subproblem`).
 """
 from __future__ import annotations
 
@@ -17,20 +24,20 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import redis
 
-__all__ = ["Progress", "Queue", "EVENT_TYPES", "REASON_MAX_CHARS"]
+__all__ = ["Progress", "Queue", "EVENT_TYPES", "REASON_MAX_CHARS", "point_subproblem", "points_of"]
 
-EVENT_TYPES = ("claimed", "acked", "failed", "expired", "preempted")
+EVENT_TYPES = ("claimed", "acked", "failed", "expired", "preempted", "spawned")
 REASON_MAX_CHARS = 2000
 EVENTS_MAXLEN = 1_000_000
 _CHUNK = 10_000
 
 # Order of KEYS passed to every script.
 _KEY_NAMES = ("pending", "leased", "owner", "attempts", "done", "dead", "errors",
-              "sizes", "progress", "workers", "events", "meta")
+              "sizes", "progress", "workers", "events", "meta", "partial")
 
 _PRELUDE = """
 local K_PENDING, K_LEASED, K_OWNER, K_ATTEMPTS, K_DONE, K_DEAD, K_ERRORS,
-      K_SIZES, K_PROGRESS, K_WORKERS, K_EVENTS, K_META = unpack(KEYS)
+      K_SIZES, K_PROGRESS, K_WORKERS, K_EVENTS, K_META, K_PARTIAL = unpack(KEYS)
 local function now()
   local t = redis.call('TIME')
   local s, us = tonumber(t[1]), tonumber(t[2])
@@ -123,6 +130,48 @@ end
 return {acked, out}
 """
 
+# ack_partial(worker, sub, base, p1, reason1, p2, reason2, ...): sub is done with the rows of its other
+# points; each failed point p becomes the one-point subproblem base + p, one attempt spent (retry or dead).
+_ACK_PARTIAL = """
+local worker, sub, base = ARGV[1], ARGV[2], tonumber(ARGV[3])
+if redis.call('HEXISTS', K_SIZES, sub) == 0 or redis.call('SISMEMBER', K_DONE, sub) == 1
+   or redis.call('SISMEMBER', K_DEAD, sub) == 1 then
+  return {}
+end
+local _, ts = now()
+local max = tonumber(redis.call('HGET', K_META, 'max_attempts') or '1')
+local points, out = {}, {}
+for i = 4, #ARGV, 2 do
+  local p, reason = ARGV[i], ARGV[i + 1]
+  local psub = tostring(base + tonumber(p))
+  points[#points + 1] = p
+  if redis.call('HEXISTS', K_SIZES, psub) == 0 then
+    redis.call('HSET', K_SIZES, psub, 1)
+    redis.call('HINCRBY', K_SIZES, sub, -1)
+    redis.call('HINCRBY', K_PROGRESS, 'total', 1)
+    redis.call('HSET', K_ATTEMPTS, psub, 1)
+    redis.call('HSET', K_ERRORS, psub, reason)
+    redis.call('HINCRBY', K_PROGRESS, 'failures', 1)
+    local outcome = 'retry'
+    if max <= 1 then
+      outcome = 'dead'
+      redis.call('SADD', K_DEAD, psub)
+      redis.call('HINCRBY', K_PROGRESS, 'dead', 1)
+      redis.call('HINCRBY', K_PROGRESS, 'dead_points', 1)
+    else
+      redis.call('RPUSH', K_PENDING, psub)
+    end
+    event(ts, 'spawned', psub, worker, 'parent', sub, 'point', p, 'outcome', outcome, 'attempt', 1,
+          'reason', reason)
+    out[#out + 1] = psub
+    out[#out + 1] = outcome
+  end
+end
+redis.call('HSET', K_PARTIAL, sub, table.concat(points, ','))
+ack(worker, {sub}, ts)
+return out
+"""
+
 _HEARTBEAT = """
 local worker, lease_ms = ARGV[1], tonumber(ARGV[2])
 local now_ms, ts = now()
@@ -212,6 +261,20 @@ return n
 """
 
 
+def point_subproblem(point: int, base: int) -> int:
+    """The id of the one-point subproblem of ``point`` in a run of ``base`` chunks."""
+    return base + int(point)
+
+
+def points_of(sub: int, chunks: Sequence[tuple[int, int]], base: int | None = None) -> range:
+    """The point indexes subproblem ``sub`` computes: its chunk's, or the one point of a point-subproblem."""
+    base = len(chunks) if base is None else base
+    if sub >= base:
+        return range(sub - base, sub - base + 1)
+    first, n = chunks[sub]
+    return range(first, first + n)
+
+
 def _s(value: Any) -> str:
     """Decode a Redis reply (bytes or str) to str."""
     return value.decode() if isinstance(value, (bytes, bytearray)) else str(value)
@@ -269,16 +332,32 @@ class Queue:
         self._fail = client.register_script(_PRELUDE + _FAIL)
         self._preempt = client.register_script(_PRELUDE + _PREEMPT)
         self._requeue = client.register_script(_PRELUDE + _REQUEUE)
+        self._ack_partial = client.register_script(_PRELUDE + _ACK_PARTIAL)
 
     def _run(self, script: Any, *args: Any) -> Any:
         return script(keys=self._script_keys, args=list(args))
 
     # ---- seeding ---------------------------------------------------------------------
     def seed(self, sizes: Sequence[int], max_attempts: int, *, done: Iterable[int] = (),
-             dead: Iterable[int] = (), attempts: Mapping[int, int] | None = None) -> bool:
-        """Seed the run once (one MULTI/EXEC guarded by WATCH); False if already seeded."""
+             dead: Iterable[int] = (), attempts: Mapping[int, int] | None = None,
+             partial: Mapping[int, Sequence[int]] | None = None) -> bool:
+        """Seed the run once (one MULTI/EXEC guarded by WATCH); False if already seeded.
+
+        ``sizes`` are the chunks' (ids 0..N-1). ``partial`` (a rebuild from the bucket) maps a done
+        chunk to the points its result left out: each becomes the one-point subproblem N + point,
+        which ``done``, ``dead`` and ``attempts`` may name like any other id.
+        """
         sizes = [int(s) for s in sizes]
-        n = len(sizes)
+        base = len(sizes)
+        partial = {int(s): sorted(int(p) for p in pts) for s, pts in (partial or {}).items() if pts}
+        extra: dict[int, int] = {}  # point-subproblem id -> size 1
+        for sub, pts in partial.items():
+            if not 0 <= sub < base:
+                raise ValueError(f"partial subproblem {sub} out of range 0..{base - 1}")
+            sizes[sub] -= len(pts)
+            extra.update((base + p, 1) for p in pts)
+        ids = range(base)
+        n = base
         if max_attempts < 1:
             raise ValueError("max_attempts must be >= 1")
         if any(s < 0 for s in sizes):
@@ -287,8 +366,10 @@ class Queue:
         dead_set -= done_set  # a result on disk wins over an earlier death
         attempts = {int(k): int(v) for k, v in (attempts or {}).items() if int(v) > 0}
         for i in done_set | dead_set | attempts.keys():
-            if not 0 <= i < n:
+            if not 0 <= i < n and i not in extra:
                 raise ValueError(f"subproblem {i} out of range 0..{n - 1}")
+        size_of = {**dict(enumerate(sizes)), **extra}
+        every = [*ids, *sorted(extra)]
         k = self.keys
         with self.client.pipeline(transaction=True) as pipe:
             try:
@@ -297,8 +378,8 @@ class Queue:
                     return False
                 pipe.multi()
                 pipe.delete(*(k[name] for name in _KEY_NAMES if name not in ("workers", "events")))
-                items = list(enumerate(sizes))
-                for c in range(0, n, _CHUNK):
+                items = list(size_of.items())
+                for c in range(0, len(items), _CHUNK):
                     pipe.hset(k["sizes"], mapping=dict(items[c:c + _CHUNK]))
                 for key, ids in (("done", sorted(done_set)), ("dead", sorted(dead_set))):
                     for c in range(0, len(ids), _CHUNK):
@@ -306,12 +387,14 @@ class Queue:
                 att = list(attempts.items())
                 for c in range(0, len(att), _CHUNK):
                     pipe.hset(k["attempts"], mapping=dict(att[c:c + _CHUNK]))
+                if partial:
+                    pipe.hset(k["partial"], mapping={s: ",".join(map(str, pts)) for s, pts in partial.items()})
                 pipe.hset(k["progress"], mapping={
-                    "total": n, "total_points": sum(sizes),
-                    "done": len(done_set), "done_points": sum(sizes[i] for i in done_set),
-                    "dead": len(dead_set), "dead_points": sum(sizes[i] for i in dead_set),
+                    "total": len(every), "total_points": sum(size_of.values()),
+                    "done": len(done_set), "done_points": sum(size_of[i] for i in done_set),
+                    "dead": len(dead_set), "dead_points": sum(size_of[i] for i in dead_set),
                     "failures": 0, "preemptions": 0, "expirations": 0})
-                live = [i for i in range(n) if i not in done_set and i not in dead_set]
+                live = [i for i in every if i not in done_set and i not in dead_set]
                 for c in range(0, len(live), _CHUNK):
                     pipe.rpush(k["pending"], *live[c:c + _CHUNK])
                 pipe.hset(k["meta"], mapping={"max_attempts": int(max_attempts)})
@@ -361,6 +444,20 @@ class Queue:
         """Spend an attempt of a lease ``worker`` owns: "retry", "dead", or "stale"."""
         return _s(self._run(self._fail, worker, int(sub), str(reason)[:REASON_MAX_CHARS]))
 
+    def ack_partial(self, worker: str, sub: int, failed: Mapping[int, str], base: int) -> dict[int, str]:
+        """Ack chunk ``sub`` with the rows of all its points but ``failed`` (point -> reason), which
+        go on as one-point subproblems (:func:`point_subproblem`: ``base`` + point, ``base`` being the
+        number of chunks) with one attempt spent.
+
+        First ack wins, as for ``ack``: a chunk already done or dead changes nothing and gives {}.
+        Else {point-subproblem id: "retry" | "dead"} for each point newly split off.
+        """
+        args: list[Any] = []
+        for point, reason in sorted(failed.items()):
+            args += [int(point), str(reason)[:REASON_MAX_CHARS]]
+        out = self._run(self._ack_partial, worker, int(sub), int(base), *args)
+        return {int(out[i]): _s(out[i + 1]) for i in range(0, len(out), 2)}
+
     def preempt(self, worker: str, ids: Sequence[int]) -> list[int]:
         """Requeue owned leases at the front without spending an attempt; return them."""
         if not ids:
@@ -409,6 +506,27 @@ class Queue:
     def errors(self) -> dict[int, str]:
         """Last failure reason per subproblem that ever failed."""
         return {int(k): _s(v) for k, v in self.client.hgetall(self.keys["errors"]).items()}
+
+    def partial(self) -> dict[int, list[int]]:
+        """Done chunk -> the points its winning (partial) ack left out, for every such chunk."""
+        return {int(k): [int(p) for p in _s(v).split(",") if p]
+                for k, v in self.client.hgetall(self.keys["partial"]).items()}
+
+    def dead_points(self, chunks: Sequence[tuple[int, int]]) -> dict[int, str]:
+        """Every dead point of the run -> its last error: THE place to ask which points are missing.
+
+        A dead point is either a one-point subproblem that spent its attempts, or a point of a chunk
+        that died whole (its lease expired ``max_attempts`` times: the worker itself was lost).
+        ``chunks`` is the run spec's ``(first point, n points)`` per chunk. The ledger's twin, for a
+        run whose queue is gone, is ``mcc.ledger.queries.missing_points``.
+        """
+        errors = self.errors()
+        base = len(chunks)
+        out: dict[int, str] = {}
+        for sub in self.dead_ids():
+            for point in points_of(sub, chunks, base):
+                out[point] = errors.get(sub, "")
+        return dict(sorted(out.items()))
 
     def dead_ids(self) -> list[int]:
         """Sorted ids of dead subproblems."""

@@ -5,6 +5,7 @@ Shared by the library (which writes it) and remote/ (which reads it); plain data
 from __future__ import annotations
 
 import json
+import zlib
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -27,8 +28,20 @@ def result_key(sub: int) -> str:
     return f"{RESULTS}{sub:07d}.h5"
 
 
+def partial_result_key(sub: int, missing: list[int]) -> str:
+    """The result of chunk ``sub`` without the rows of points ``missing`` (sorted): one key per
+    missing set, so two attempts that lost different points never overwrite each other's rows."""
+    digest = zlib.crc32(",".join(map(str, missing)).encode())
+    return f"{RESULTS}{sub:07d}.m{len(missing)}-{digest:08x}.h5"
+
+
 def sub_of_result_key(key: str) -> int:
     return int(key[len(RESULTS) :].split(".")[0])
+
+
+def is_partial_result_key(key: str) -> bool:
+    """True for a ``partial_result_key`` (its file's ``missing_points`` attribute names the points)."""
+    return key[len(RESULTS) :].split(".")[1].startswith("m")
 
 
 def failure_key(sub: int, attempt: int) -> str:

@@ -24,7 +24,7 @@ def test_dead_points_exit_code_file_and_retry_dead(mcc_home: Path, make_project)
     (project / "entry.py").write_text((project / "entry.py").read_text() + 'compute.columns = ["i", "half", "sum"]\n')
     proc = mcc("run", str(project), home=mcc_home)  # the human view: not a terminal, so no live bar
     assert proc.returncode == EXIT_COMPLETED_WITH_FAILURES, proc.stderr
-    assert "finished 20/30 · 10 dead" in proc.stdout
+    assert "finished 28/30 · 2 dead" in proc.stdout  # points fail alone (issue 12 §1)
     # the first errors, verbatim (brackets kept), with the user's frame, and the commands that follow
     assert "point 7: ValueError: cannot converge at [k=7] (entry.py:" in proc.stderr
     assert "point 23: ValueError: cannot converge at [k=23]" in proc.stderr
@@ -34,31 +34,30 @@ def test_dead_points_exit_code_file_and_retry_dead(mcc_home: Path, make_project)
     status = mcc("status", run_id, home=mcc_home, check=True).stdout
     assert "cannot converge at [k=7] (entry.py:" in status and "in compute)" in status
     logs = project / "results" / run_id / "logs" / "failures"
-    assert "Traceback (most recent call last)" in (logs / "0000001" / "001.txt").read_text()
+    assert "Traceback (most recent call last)" in (logs / f"{6 + 7:07d}" / "001.txt").read_text()  # point 7 split off: subproblem 6 + 7
 
     result = project / "results" / run_id / "combined.h5"
     with h5py.File(result, "r") as fh:
-        assert fh["data"].shape == (20, 3) and fh["data"].chunks is None  # exact size, no block padding
-        np.testing.assert_array_equal(fh["point_index"][...], [i for i in range(30) if i // 5 not in (1, 4)])
+        assert fh["data"].shape == (28, 3) and fh["data"].chunks is None  # exact size, no block padding
+        np.testing.assert_array_equal(fh["point_index"][...], [i for i in range(30) if i not in (7, 23)])
         np.testing.assert_array_equal(fh["data"][:, 0], fh["point_index"][...])
         missing = fh["missing"][...]
-        assert missing["point_index"].tolist() == [5, 6, 7, 8, 9, 20, 21, 22, 23, 24]
+        assert missing["point_index"].tolist() == [7, 23]
         errors = dict(zip(missing["point_index"].tolist(), (e.decode() for e in missing["error"])))
         assert errors[7].startswith("ValueError: cannot converge at [k=7] (entry.py:")
-        assert errors[5].startswith("not computed: subproblem 1 failed every attempt")
         a = fh.attrs
-        assert (a["run_id"], int(a["missing_points"]), bool(a["complete"]), int(a["n_points"])) == (run_id, 10, False, 30)
+        assert (a["run_id"], int(a["missing_points"]), bool(a["complete"]), int(a["n_points"])) == (run_id, 2, False, 30)
         assert [c.decode() if isinstance(c, bytes) else c for c in a["columns"]] == ["i", "half", "sum"]
         assert a["entry"] == "function entry:compute" and len(a["points_sha256"]) == 64
         assert json.loads(a["settings"])["max_attempts"] == 1 and a["mcc_version"]
         first_hash = a["entry_sha256"]
-    assert result.stat().st_size < 64 * 1024  # in proportion to 20 rows (was one 4 MiB chunk)
+    assert result.stat().st_size < 64 * 1024  # in proportion to 28 rows (was one 4 MiB chunk)
     umask = os.umask(0o022)
     os.umask(umask)
     assert result.stat().st_mode & 0o777 == 0o666 & ~umask  # the user's file follows the user's umask
     bucket = mcc_home / "buckets" / run_id
     assert not (bucket / "combined.h5").exists() and not list((bucket / "work").rglob("*.*"))  # collected: gone
-    assert len(list((bucket / "results").iterdir())) == 4 and list((bucket / "logs").iterdir())  # what resume needs
+    assert len(list((bucket / "results").iterdir())) == 6 and list((bucket / "logs").iterdir())  # what resume needs
 
     (project / "fixed").write_text("")
     (project / "entry.py").write_text((project / "entry.py").read_text() + "# fixed\n")
@@ -79,7 +78,7 @@ def test_dead_points_exit_code_file_and_retry_dead(mcc_home: Path, make_project)
     assert sum(e.trigger == "revive" for e in events) == 2
     assert all("--retry-dead" in e.reason and "changed" in e.reason for e in events)
     rounds = queries.get_run(run_id).spec["rounds"]
-    assert [r.get("subproblems") for r in rounds] == [None, [1, 4]]
+    assert [r.get("subproblems") for r in rounds] == [None, [6 + 7, 6 + 23]]  # the two split-off points
     assert rounds[0]["entry_sha256"] == first_hash != rounds[1]["entry_sha256"]
     hashes = {r.attrs.get("entry_sha256") for r in queries.resources(run_id=run_id, kind="instance")}
     assert {rounds[0]["entry_sha256"], rounds[1]["entry_sha256"]} <= hashes  # which code each worker ran

@@ -104,12 +104,14 @@ def test_failing_points_retry_then_dead(mcc_home: Path, make_project) -> None:
     out = json.loads(proc.stdout)
     assert proc.returncode == EXIT_COMPLETED_WITH_FAILURES, proc.stderr  # a pipeline notices the lost points
     assert out["state"] == "completed_with_failures"
-    assert out["dead"] == 10 and out["done"] == 50  # the two chunks holding points 17 and 42
-    assert sorted(f["subproblem"] for f in out["failures"]) == [3, 8]
+    assert out["dead"] == 2 and out["done"] == 58  # only the two failing points, not their chunks
+    # each failing point went on as its own one-point subproblem: 12 chunks + its point
+    assert [(f["subproblem"], f["first_point"], f["n_points"]) for f in out["failures"]] == [(29, 17, 1), (54, 42, 1)]
     assert all(f["attempts"] == 2 and "cannot converge" in f["error"] for f in out["failures"])
+    assert out["failures"][0]["error"].startswith("point 17: ")
     rows = combined_rows(out["result"])
-    assert sorted(rows[:, 0].astype(int).tolist()) == [i for i in range(60) if i // 5 not in (3, 8)]
-    bucket = mcc_home / "buckets" / out["run_id"] / "failures" / "0000003"
+    assert rows[:, 0].astype(int).tolist() == [i for i in range(60) if i not in (17, 42)]  # in point order
+    bucket = mcc_home / "buckets" / out["run_id"] / "failures" / "0000029"
     kept = sorted(p.read_text() for p in bucket.iterdir())
     assert len(kept) == 2 and all("ValueError: cannot converge at point 17" in t for t in kept)
 
@@ -123,9 +125,9 @@ def test_hanging_point_times_out(mcc_home: Path, make_project) -> None:
     assert proc.returncode == EXIT_COMPLETED_WITH_FAILURES, proc.stderr
     out = json.loads(proc.stdout)
     assert out["state"] == "completed_with_failures"
-    assert [f["subproblem"] for f in out["failures"]] == [1]
+    assert [(f["subproblem"], f["first_point"]) for f in out["failures"]] == [(3 + 5, 5)]
     assert "timed out after 1 s" in out["failures"][0]["error"]
-    assert out["done"] == 8
+    assert out["done"] == 11
 
 
 def test_clean_all_leaves_nothing(mcc_home: Path, make_project, tmp_path: Path) -> None:

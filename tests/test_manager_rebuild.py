@@ -1,0 +1,64 @@
+"""A new manager that finds the queue gone rebuilds it from the bucket, partial chunks included."""
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from mcc.work.queue import Queue
+from mcc.remote.results import write_partial
+from mcc.remote.manager import Manager
+from mcc.remote.runtime import Runtime
+from mcc.remote.worker import _write_result
+from mcc.work.runspec import RunSpec, failure_key, partial_result_key, result_key
+from mcc.work.stores import LocalStore
+from tests.test_queue import client, server  # noqa: F401  (the real redis-server fixtures)
+
+CHUNKS = [(0, 4), (4, 4), (8, 4)]  # point-subproblems are 3 + point
+
+
+def _file(tmp: Path, name: str, points: list[int], first: int, n: int, missing: list[int] | None = None) -> Path:
+    path = tmp / name
+    data = np.array([[p, p * 2.0] for p in points])
+    if missing is None:
+        _write_result(path, data, first, n)
+    else:
+        write_partial(path, data if points else None, first, n, missing, [1] * len(points))
+    return path
+
+
+def test_rebuild_keeps_the_most_complete_partial_and_its_points(client, tmp_path: Path) -> None:  # noqa: F811
+    spec = RunSpec(run_id=uuid.uuid4().hex, ledger_uuid="l", n_points=12, chunks=CHUNKS, entry_kind="function",
+                   entry_target="entry:compute", project_dir=str(tmp_path), workers=1, max_attempts=2,
+                   point_timeout=10, lease_seconds=5, has_combiner=False)
+    store = LocalStore(tmp_path / "bucket")
+    put = lambda key, path: store.put_file(key, path, move=True)  # noqa: E731
+    put(result_key(0), _file(tmp_path, "a", [0, 1, 2, 3], 0, 4))
+    # chunk 1 computed twice: one attempt lost points 5 and 6, the other only 6 (the one to keep)
+    put(partial_result_key(1, [5, 6]), _file(tmp_path, "b", [4, 7], 4, 4, [5, 6]))
+    put(partial_result_key(1, [6]), _file(tmp_path, "c", [4, 5, 7], 4, 4, [6]))
+    store.put_bytes(failure_key(3 + 5, 1), b"point 5: x")  # 5's point-subproblem belongs to the other attempt
+    store.put_bytes(failure_key(3 + 6, 1), b"point 6: y")
+    store.put_bytes(failure_key(3 + 6, 2), b"point 6: y again")
+    # chunk 2: every point lost but 9, which was computed alone since
+    put(partial_result_key(2, [8, 9, 10, 11]), _file(tmp_path, "d", [], 8, 4, [8, 9, 10, 11]))
+    for p in (8, 9, 10, 11):
+        store.put_bytes(failure_key(3 + p, 1), b"z")
+    put(result_key(3 + 9), _file(tmp_path, "e", [9], 9, 1))
+    queue = Queue(client, spec.run_id)
+    try:
+        manager = Manager.__new__(Manager)  # only the rebuild: no fleet, no lock
+        manager.rt = Runtime(spec, store, client, queue, tmp_path / "work")
+        manager.q, manager.spec, manager.key = queue, spec, f"mcc:{{{spec.run_id}}}:"
+        manager.log = __import__("logging").getLogger("test")
+        manager._ensure_seeded()
+        assert queue.partial() == {1: [6], 2: [8, 9, 10, 11]}
+        assert queue.done_ids() == [0, 1, 2, 12]
+        assert queue.dead_ids() == [9]  # point 6: two failures recorded, max_attempts 2
+        assert {s: queue.attempts(s) for s in (11, 13, 14)} == {11: 1, 13: 1, 14: 1}
+        p = queue.progress()
+        assert (p.total, p.total_points, p.done_points, p.dead_points) == (3 + 5, 12, 4 + 3 + 1, 1)
+        assert sorted(queue.claim("w", 10, 30)) == [11, 13, 14]  # points 8, 10, 11: still to compute
+    finally:
+        queue.delete()
