@@ -13,7 +13,7 @@ from typing import Any, Callable
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SEED = REPO.parent / "shared" / "seed"
+SEED = Path(os.environ.get("MCC_SEED_DIR") or REPO.parent / "shared" / "seed")  # a worktree elsewhere: set it
 EXAMPLE = REPO / "examples" / "kpoints"
 
 

@@ -29,6 +29,13 @@ class AwsSettings:
     vpc_id: str | None = None
     tick_seconds: float = 5.0            # manager supervision period: one DescribeInstances per tick
     boot_seconds: float = 900.0          # a manager instance silent this long after launch is replaced
+    # Parts made beforehand by the original mCC's setup calls (mcc.templates, mcc.storage; mcc.launch sets
+    # them): ids of resources of this ledger that the run uses instead of the ledger's shared ones.
+    bucket: str | None = None            # the run's prefix goes into this bucket
+    image_id: str | None = None
+    security_group_id: str | None = None
+    key_name: str | None = None
+    cache_id: str | None = None          # an ElastiCache replication group of this ledger as the queue
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

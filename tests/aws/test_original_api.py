@@ -1,0 +1,245 @@
+"""The original mCC README's setup, S3 and launch blocks, run verbatim as a script against the emulated cloud.
+
+The script is README's migration block, checked to be the three blocks of ../shared/seed/ORIGINAL-README.md ("Example of EC2 instance setup",
+"Example of S3 setup", "Example of running calculations") as written, with the one import line README names
+put after ``import boto3``; the project holds the seed's points.py and combine_data.py (read from
+../shared/seed at test time) and an entry script under script/. A trailing mcc.toml only speeds the
+emulated fleet up (chunks, ticks); it names no resource.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import boto3
+import numpy as np
+import pytest
+
+from tests.aws.conftest import aws_toml
+from tests.aws.test_run_aws import tagged_counts
+from tests.conftest import EXAMPLE, SEED, combined_rows, latest_run_id, mcc_json
+
+ORIGINAL = SEED / "ORIGINAL-README.md"
+IMPORT = "from mcc import get_aws_settings, launch_master_node"
+SECTIONS = ("Example of EC2 instance setup", "Example of S3 setup", "Example of running calculations")
+SMALL_POINTS = '''import numpy as np
+
+
+def get_points():
+    rho = np.arange(0.001, 0.5, 0.05)
+    theta = np.arange(0.5, 30, 10.0)
+    RHO, THETA = np.meshgrid(rho, theta)
+    kys = (RHO * np.sin(np.deg2rad(THETA))).flatten()
+    kxs = (RHO * np.cos(np.deg2rad(THETA))).flatten()
+    return [[kx, ky, 0.0] for kx, ky in zip(kxs, kys)]
+'''
+
+pytestmark = pytest.mark.skipif(not ORIGINAL.exists(), reason="shared/seed is not beside the repository")
+
+
+def original_blocks() -> list[str]:
+    text = ORIGINAL.read_text()
+    return [re.search(rf"## {title}\n.*?```python\n(.*?)```", text, re.S).group(1) for title in SECTIONS]
+
+
+def block_script() -> str:
+    """The original's three blocks as one script, with README's import line after ``import boto3``."""
+    text = "\n".join(original_blocks())
+    assert "import boto3\n" in text
+    return text.replace("import boto3\n", f"import boto3\n{IMPORT}\n", 1)
+
+
+def readme_block() -> str:
+    """README's migration block: must be the original's three blocks as written plus the import line."""
+    from tests.e2e.test_readme import blocks
+
+    [body] = [b for h, b in blocks("python") if h == "Migrating from the original materialsCloudCompute"]
+    assert body.split() == block_script().split()  # the same words; blank lines between the blocks aside
+    return body
+
+
+def test_readme_block_is_the_original_plus_one_import() -> None:
+    assert IMPORT in readme_block()
+
+
+def make_original_project(root: Path, *, full: bool) -> Path:
+    project = root / "original"
+    (project / "script").mkdir(parents=True)
+    if full:
+        shutil.copy(SEED / "points.py", project / "points.py")
+    else:
+        (project / "points.py").write_text(SMALL_POINTS)
+    shutil.copy(SEED / "combine_data.py", project / "combine_data.py")
+    shutil.copy(EXAMPLE / "bands_script.py", project / "script" / "my_script.py")
+    chunk = 200 if full else 5
+    (project / "mcc.toml").write_text(aws_toml({"chunk_size": chunk, "workers": 2}))
+    (project / "block.py").write_text(readme_block())
+    return project
+
+
+def run_block(project: Path, home: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "MCC_HOME": str(home)}
+    proc = subprocess.run([sys.executable, "block.py"], cwd=project, env=env, capture_output=True, text=True,
+                          timeout=timeout, stdin=subprocess.DEVNULL, start_new_session=True)
+    assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-5000:])
+    return proc
+
+
+def resources(home: Path) -> list[dict]:
+    return mcc_json("ledger", "show", home=home)["resources"]
+
+
+def expected_points(full: bool) -> np.ndarray:
+    namespace: dict = {}
+    exec((SEED / "points.py").read_text() if full else SMALL_POINTS, namespace)  # noqa: S102 - our own fixture
+    return np.asarray(namespace["get_points"](), dtype=float)
+
+
+def check_block(cloud, mcc_home: Path, tmp_path: Path, *, full: bool) -> None:
+    if not cloud.elasticache.available():
+        pytest.skip("create_redis_server needs the ElastiCache stand-in (a TLS-capable redis-server 7)")
+    project = make_original_project(tmp_path, full=full)
+    run_block(project, mcc_home)
+    run_id = latest_run_id(mcc_home)
+    first = resources(mcc_home)
+    setup_rows = [r for r in first if r["run"] is None]
+    kinds = sorted({r["kind"] for r in setup_rows})
+    assert {"setup_group", "security_group", "key_pair", "image", "snapshot", "launch_template", "cache",
+            "parameter", "bucket"} <= set(kinds), kinds
+    assert all(r["state"] in ("active", "deleted") for r in setup_rows), setup_rows
+    key = next(r for r in setup_rows if r["kind"] == "key_pair")
+    assert (Path(key["attrs"]["key_path"]).stat().st_mode & 0o777) == 0o600
+
+    # every resource the block made is a ledger row: what is tagged in the cloud is what the ledger holds
+    live = {(r["kind"], r["physical_id"]) for r in first if r["state"] == "active"}
+    tagged = tagged_counts(mcc_home)
+    for kind, n in tagged.items():
+        assert n == len([1 for k, _ in live if k == kind]), (kind, tagged, sorted(live))
+
+    # the user's ports and addresses are honoured (they were given explicitly)
+    group = next(r for r in setup_rows if r["kind"] == "security_group")
+    perms = cloud.client("ec2").describe_security_groups(GroupIds=[group["physical_id"]])["SecurityGroups"][0]
+    opened = {(p["FromPort"], c["CidrIp"]) for p in perms["IpPermissions"] for c in p.get("IpRanges", [])}
+    assert opened == {(80, "192.168.0.0/16"), (22, "192.168.0.0/16"), (6379, "192.168.0.0/16")}
+
+    out = mcc_json("resume", run_id, home=mcc_home, timeout=1800)
+    assert out["state"] == "completed", out
+    points = expected_points(full)
+    rows = combined_rows(out["result"])
+    assert rows.shape == (len(points), 5)
+    got = rows[:, :3][np.lexsort(rows[:, :3].T[::-1])]
+    np.testing.assert_allclose(got, points[np.lexsort(points.T[::-1])])
+    run = mcc_json("ledger", "show", "--run", run_id, home=mcc_home)["runs"][0]
+    assert run["backend"] == "aws"
+
+    # the same block again, same folder: nothing new is created; a second run starts
+    before = {(r["kind"], r["physical_id"]) for r in resources(mcc_home) if r["run"] is None}
+    run_block(project, mcc_home)
+    second = latest_run_id(mcc_home)
+    assert second != run_id
+    after = {(r["kind"], r["physical_id"]) for r in resources(mcc_home) if r["run"] is None}
+    assert after == before
+    assert mcc_json("resume", second, home=mcc_home, timeout=1800)["state"] == "completed"
+
+    result = mcc_json("clean", "--all", "--yes", home=mcc_home, timeout=900)
+    assert result["survivors"] == []
+    assert tagged_counts(mcc_home) == {}
+    assert not Path(key["attrs"]["key_path"]).exists()
+
+
+def test_original_readme_block_on_the_ledger(cloud, mcc_home: Path, tmp_path: Path) -> None:
+    check_block(cloud, mcc_home, tmp_path, full=False)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("MCC_SLOW_TESTS"), reason=(
+    "19,710 points through a script entry (one process per point) takes tens of CPU-minutes; "
+    "run with MCC_SLOW_TESTS=1"))
+def test_original_readme_block_all_seed_points(cloud, mcc_home: Path, tmp_path: Path) -> None:
+    check_block(cloud, mcc_home, tmp_path, full=True)
+
+
+# -- bad input: a clear mcc.MccError, never a botocore traceback ---------------------------------------
+
+@pytest.fixture
+def folder(cloud, mcc_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    from mcc.driver.setup import forget
+
+    project = tmp_path / "bad"
+    (project / "script").mkdir(parents=True)
+    (project / "points.py").write_text(SMALL_POINTS)
+    monkeypatch.chdir(project)
+    forget()
+    yield project
+    forget()
+
+
+def test_wrong_boto3_objects_are_named(folder: Path) -> None:
+    import mcc
+
+    with pytest.raises(mcc.MccError, match=r"`ec2` must be boto3.resource\('ec2'\), got a ec2 client"):
+        mcc.templates.create_security_group(boto3.client("ec2"))
+    with pytest.raises(mcc.MccError, match=r"`ec2` must be boto3.resource\('ec2'\), got a s3 resource"):
+        mcc.templates.create_key_pair(boto3.resource("s3"))
+    with pytest.raises(mcc.MccError, match=r"`rc` must be boto3.client\('elasticache'\)"):
+        mcc.templates.create_redis_server(boto3.resource("ec2"), "sg-1")
+    with pytest.raises(mcc.MccError, match=r"`s3` must be boto3.resource\('s3'\), got str"):
+        mcc.storage.create_s3_bucket("my-bucket")
+    with pytest.raises(mcc.MccError, match="not made by mcc"):
+        mcc.templates.create_launch_template(boto3.resource("ec2"), "ami-12345678", "sg-12345678")
+    with pytest.raises(mcc.MccError, match="`ports` must map port numbers"):
+        mcc.templates.create_security_group(boto3.resource("ec2"), ips={"me": "10.0.0.0/8"}, ports={"ssh": "tcp"})
+
+
+def test_missing_script_files_and_unknown_arguments(folder: Path) -> None:
+    import mcc
+    from mcc import launch_master_node
+
+    s3_name = mcc.storage.create_s3_bucket(boto3.resource("s3"))
+    with pytest.raises(mcc.MccError, match=r"script has no files.*Put your entry script there"):
+        mcc.launch.upload_user_endpoint(s3_name)
+    with pytest.raises(mcc.MccError, match="unknown argument.*bogus.*accepts master_template_id, s3_bucket_name"):
+        launch_master_node(master_template_id="lt-1", s3_bucket_name=s3_name, entry_point_script="my_script.py",
+                           bogus=1)
+    with pytest.raises(mcc.MccError, match="hyperthreading=False"):
+        launch_master_node(master_template_id="lt-1", s3_bucket_name=s3_name, entry_point_script="my_script.py",
+                           hyperthreading=False)
+    with pytest.raises(mcc.MccError, match="launch template 'lt-1' was not made by mcc"):
+        launch_master_node(master_template_id="lt-1", s3_bucket_name=s3_name, entry_point_script="my_script.py")
+    # the same call in the same folder: the same bucket, no second one
+    assert mcc.storage.create_s3_bucket(boto3.resource("s3")) == s3_name
+    assert mcc.storage.create_s3_bucket(boto3.resource("s3"), copy=2) != s3_name
+
+
+def test_bucket_name_of_another_account(cloud, folder: Path) -> None:
+    import mcc
+
+    taken = cloud.proxy.fail("s3:CreateBucket", "BucketAlreadyExists", times=1, status=409,
+                             message="The requested bucket name is not available.")
+    with pytest.raises(mcc.MccError, match="'their-bucket' is taken by another AWS account"):
+        mcc.storage.create_s3_bucket(boto3.resource("s3"), name="their-bucket")
+    assert taken.hits == 1
+    with pytest.raises(mcc.MccError, match="not a valid S3 bucket name"):
+        mcc.storage.create_s3_bucket(boto3.resource("s3"), name="Bad_Name")
+
+
+def test_mcc_clean_is_both_the_api_function_and_the_module(folder: Path) -> None:
+    import mcc
+
+    assert callable(mcc.clean) and callable(mcc.clean.delete_s3_bucket)
+    assert mcc.clean(all=True)["survivors"] == []  # the API function: nothing to clean yet
+    name = mcc.storage.create_s3_bucket(boto3.resource("s3"))
+    mcc.storage.upload(name, "points.py")
+    with pytest.raises(mcc.MccError, match="is not empty; pass safe=False"):
+        mcc.clean.delete_s3_bucket(name)
+    report = mcc.clean.delete_s3_bucket(name, safe=False)
+    assert [d["physical_id"] for d in report["deleted"]] == [name] and report["survivors"] == []
+    assert name not in [b["Name"] for b in cloud_buckets()]
+
+
+def cloud_buckets() -> list[dict]:
+    return boto3.client("s3").list_buckets()["Buckets"]
