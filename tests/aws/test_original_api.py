@@ -23,21 +23,12 @@ import pytest
 from tests.aws.conftest import aws_toml
 from tests.aws.test_run_aws import tagged_counts
 from tests.conftest import EXAMPLE, SEED, combined_rows, latest_run_id, mcc_json
+from tests.e2e.test_readme import OLD_POINTS
 
 ORIGINAL = SEED / "ORIGINAL-README.md"
 IMPORT = "from mcc import get_aws_settings, launch_master_node"
 SECTIONS = ("Example of EC2 instance setup", "Example of S3 setup", "Example of running calculations")
-SMALL_POINTS = '''import numpy as np
-
-
-def get_points():
-    rho = np.arange(0.001, 0.5, 0.05)
-    theta = np.arange(0.5, 30, 10.0)
-    RHO, THETA = np.meshgrid(rho, theta)
-    kys = (RHO * np.sin(np.deg2rad(THETA))).flatten()
-    kxs = (RHO * np.cos(np.deg2rad(THETA))).flatten()
-    return [[kx, ky, 0.0] for kx, ky in zip(kxs, kys)]
-'''
+SMALL_POINTS = OLD_POINTS  # 30 points in the original's style
 
 pytestmark = pytest.mark.skipif(not ORIGINAL.exists(), reason="shared/seed is not beside the repository")
 
@@ -258,3 +249,88 @@ def test_mcc_clean_is_both_the_api_function_and_the_module(folder: Path) -> None
 
 def cloud_buckets() -> list[dict]:
     return boto3.client("s3").list_buckets()["Buckets"]
+
+
+# -- SIGKILL at every mutating call of the setup calls, then the same script again -----------------------
+
+def setup_script() -> str:
+    """README's block up to launch_master_node: the setup and S3 calls (the run they start is `mcc run`'s,
+    whose every boundary tests/aws/test_crash_boundaries.py kills)."""
+    body = readme_block()
+    return body[: body.index("manager = launch_master_node(")]
+
+
+def setup_counts(home: Path) -> dict[str, int]:
+    """{kind: n} of live resources tagged with the ledger of ``home`` and with no run."""
+    from mcc.providers.aws.clients import AwsContext
+    from mcc.providers.aws.sweep import sweep_tagged
+    from tests.aws.test_run_aws import _session
+    from tests.conftest import ledger_uuid
+
+    found = sweep_tagged(AwsContext(_session(), "us-east-1", ledger_uuid(home)), ledger_uuid(home))
+    counts = {kind: len([f for f in items if "mcc:run" not in f.tags]) for kind, items in found.items()}
+    return {kind: n for kind, n in sorted(counts.items()) if n}
+
+
+def setup_boundary(cloud, tmp_path: Path, baseline: dict[str, int], n: int, at) -> float:
+    import signal as _signal
+
+    from tests.aws.test_crash_boundaries import Killer
+
+    started, key, home = time.monotonic(), f"setup{n}", tmp_path / f"home-{n}"
+    project = make_original_project(tmp_path / f"iteration-{n}", full=False)
+    (project / "setup.py").write_text(setup_script())
+    env = {**os.environ, "MCC_HOME": str(home), "AWS_ACCESS_KEY_ID": key}
+    killer = Killer(at[0], at[1], key)
+    cloud.proxy.add_hook(killer)
+    proc = subprocess.Popen([sys.executable, "setup.py"], cwd=project, env=env, text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, start_new_session=True)
+    killer.pid = proc.pid
+    try:
+        _out, err = proc.communicate(timeout=600)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, _signal.SIGKILL)
+        raise
+    assert killer.fired.is_set(), (at, proc.returncode, err[-3000:])
+    again = subprocess.run([sys.executable, "setup.py"], cwd=project, env=env, capture_output=True, text=True,
+                           timeout=600, stdin=subprocess.DEVNULL)
+    assert again.returncode == 0, (at, again.stderr[-4000:])
+    assert setup_counts(home) == baseline, at
+    cleaned = mcc_json("clean", "--all", "--yes", home=home, timeout=600, env={"AWS_ACCESS_KEY_ID": key})
+    assert cleaned["survivors"] == [] and setup_counts(home) == {}, at
+    return time.monotonic() - started
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(7200)
+@pytest.mark.skipif(not os.environ.get("MCC_SLOW_TESTS"), reason=(
+    "one image bake per boundary, every mutating call of the setup calls before and after; "
+    "run with MCC_SLOW_TESTS=1 (MCC_CRASH_SAMPLE=N runs every N-th boundary)"))
+def test_setup_calls_killed_at_every_boundary_then_rerun(cloud, mcc_home: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.aws.test_crash_boundaries import LAPTOP_KEY, PHASES, distinct, laptop_mutations
+
+    if not cloud.elasticache.available():
+        pytest.skip("create_redis_server needs the ElastiCache stand-in (a TLS-capable redis-server 7)")
+    started = time.monotonic()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # one wheel for every iteration
+    project = make_original_project(tmp_path / "baseline", full=False)
+    (project / "setup.py").write_text(setup_script())
+    mark = len(cloud.proxy.requests)
+    env = {**os.environ, "MCC_HOME": str(mcc_home), "AWS_ACCESS_KEY_ID": LAPTOP_KEY}
+    subprocess.run([sys.executable, "setup.py"], cwd=project, env=env, check=True, timeout=600,
+                   capture_output=True, stdin=subprocess.DEVNULL)
+    calls = distinct(laptop_mutations(cloud, mark))
+    baseline = setup_counts(mcc_home)
+    assert {"security_group", "key_pair", "image", "launch_template", "cache", "bucket"} <= set(baseline), baseline
+    assert mcc_json("clean", "--all", "--yes", home=mcc_home, timeout=600)["survivors"] == []
+    targets = [(call, phase) for call in calls for phase in PHASES]
+    targets = targets[::int(os.environ.get("MCC_CRASH_SAMPLE") or 1)]
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        seconds = list(pool.map(lambda job: setup_boundary(cloud, tmp_path, baseline, *job), enumerate(targets)))
+    print(f"\nsetup-call crash boundaries exercised: {len(targets)} of {2 * len(calls)} "
+          f"({len(calls)} distinct mutating calls), {time.monotonic() - started:.0f} s (slowest {max(seconds):.0f} s)")
+    print("baseline:", baseline)
+    print("\n".join(" ".join((*call, phase)) for call, phase in targets))
