@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from mcc.providers.local import processes
 from bench import Context, Row, fmt_s
 from bench.harness import median, tempdir
 
@@ -149,14 +150,14 @@ def run(size: int | None, ctx: Context) -> list[Row]:
             filt_s, rows = timed(lambda: queries.resources(kind="instance", state="active"))
             filt_view_s, _ = timed(lambda: api.ledger_view(home=home, kind="instance", state="active"))
             t0 = time.perf_counter()
-            cli = subprocess.run([sys.executable, "-m", "mcc.cli", "ledger", "show", "--json"],
-                                 env={**os.environ, "MCC_HOME": str(home)}, capture_output=True, text=True,
-                                 stdin=subprocess.DEVNULL, timeout=600)
+            cli = processes.run_bounded([sys.executable, "-m", "mcc.cli", "ledger", "show", "--json"],
+                                           env={**os.environ, "MCC_HOME": str(home)}, capture_output=True,
+                                           text=True, stdin=subprocess.DEVNULL, timeout=600)
             cli_s = time.perf_counter() - t0
             if cli.returncode != 0:
                 raise RuntimeError(f"mcc ledger show failed: {cli.stderr[-2000:]}")
             t0 = time.perf_counter()
-            subprocess.run([sys.executable, "-c", "import mcc.cli"], capture_output=True, timeout=120)
+            processes.run_bounded([sys.executable, "-c", "import mcc.cli"], capture_output=True, timeout=120)
             import_s = time.perf_counter() - t0
             sync_s = journal_sync(SYNC_CHANGES)
         finally:

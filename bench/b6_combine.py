@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from mcc.providers.local import processes
 from bench import Context, Row, fmt_s
 from bench.harness import env_with_repo, tempdir
 
@@ -72,8 +72,8 @@ def _child(mode: str, src: str, out: str) -> None:
 
 
 def _run_child(mode: str, src: Path, out: Path) -> dict[str, Any]:
-    proc = subprocess.run([sys.executable, "-m", "bench.b6_combine", "child", mode, str(src), str(out)],
-                          env=env_with_repo(), capture_output=True, text=True, timeout=1800)
+    proc = processes.run_bounded([sys.executable, "-m", "bench.b6_combine", "child", mode, str(src), str(out)],
+                                 env=env_with_repo(), capture_output=True, text=True, timeout=1800)
     if proc.returncode != 0:
         raise RuntimeError(f"{mode} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -112,7 +112,7 @@ def test_sigkill_during_ensure_then_resume_exactly_one_each(tmp_path: Path, kill
         for _ in range(kill_after):
             child.stdout.readline()
         os.kill(child.pid, signal.SIGKILL)
-        child.wait()
+        child.wait(timeout=60)
         ledger = open_ledger(home)
         engine = Engine(ledger.uuid, "local", {"instance": ProcessProvider()})
         rows = [engine.ensure(None, "instance", f"n{i}", f"key-{i}", SLEEPER) for i in range(n)]

@@ -78,7 +78,7 @@ def test_concurrent_seed_exactly_once(client):
         barrier, results = threading.Barrier(4), []
 
         def go():
-            barrier.wait()
+            barrier.wait(timeout=60)
             results.append(Queue(client, run).seed([1] * 5000, 3))
 
         run_threads(go, 4)
@@ -148,7 +148,7 @@ def test_requeue_expired_concurrently_once(q):
     out, barrier = [], threading.Barrier(4)
 
     def go():
-        barrier.wait()
+        barrier.wait(timeout=60)
         out.extend(q.requeue_expired(limit=7))
         while batch := q.requeue_expired(limit=7):
             out.extend(batch)

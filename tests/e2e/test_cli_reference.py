@@ -51,8 +51,8 @@ def test_check_mode(tmp_path) -> None:
     stale = tmp_path / "README.md"
     stale.write_text("# x\n")
     cmd = [sys.executable, "-m", "mcc.report.cli_reference", "--readme", str(stale)]
-    assert subprocess.run([*cmd, "--check"], capture_output=True, cwd=REPO).returncode == 1
-    assert subprocess.run(cmd, capture_output=True, cwd=REPO).returncode == 0
+    assert subprocess.run([*cmd, "--check"], capture_output=True, cwd=REPO, timeout=120).returncode == 1
+    assert subprocess.run(cmd, capture_output=True, cwd=REPO, timeout=120).returncode == 0
     assert cli_reference.readme_section(stale.read_text()) == cli_reference.generate()
     assert stale.read_text().startswith("# x\n\n" + cli_reference.START)
-    assert subprocess.run([*cmd, "--check"], capture_output=True, cwd=REPO).returncode == 0
+    assert subprocess.run([*cmd, "--check"], capture_output=True, cwd=REPO, timeout=120).returncode == 0

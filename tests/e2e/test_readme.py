@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import h5py
+from mcc.providers.local.processes import run_bounded
 import pytest
 
 from tests.conftest import EXAMPLE, REPO, SEED, latest_run_id, run_state, tagged_processes
@@ -76,8 +77,8 @@ def shell(line: str, *, cwd: Path, home: Path, bin_dir: Path, run_id: str | None
         assert run_id, f"{line!r} needs a run, and none was made yet"
         line = re.sub(r"\bRUN\b", run_id, line)
     env = {**os.environ, "MCC_HOME": str(home), "COLUMNS": "200", "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
-    proc = subprocess.run(["bash", "-c", line], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL)
+    proc = run_bounded(["bash", "-c", line], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
+                       stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, (line, proc.stdout[-2000:], proc.stderr[-3000:])
     return proc
 
@@ -159,8 +160,8 @@ def test_python_api_as_written(mcc_home: Path, tmp_path: Path) -> None:
     shell("mcc init mysweep", cwd=tmp_path, home=mcc_home, bin_dir=bin_dir)
     (tmp_path / "example.py").write_text(code)
     env = {**os.environ, "MCC_HOME": str(mcc_home)}
-    proc = subprocess.run([sys.executable, "example.py"], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=600)
+    proc = run_bounded([sys.executable, "example.py"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                       timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     run_id = latest_run_id(mcc_home)
     assert f"{run_id} completed 51 / 51 ->" in proc.stdout
