@@ -20,6 +20,8 @@ import boto3
 import numpy as np
 import pytest
 
+from mcc.providers.local.processes import run_bounded
+
 from tests.aws.conftest import aws_toml
 from tests.aws.test_run_aws import tagged_counts
 from tests.conftest import EXAMPLE, SEED, combined_rows, latest_run_id, mcc_json
@@ -76,8 +78,8 @@ def make_original_project(root: Path, *, full: bool) -> Path:
 def run_block(project: Path, home: Path, timeout: float = 600) -> subprocess.CompletedProcess:
     started = time.monotonic()
     env = {**os.environ, "MCC_HOME": str(home)}
-    proc = subprocess.run([sys.executable, "block.py"], cwd=project, env=env, capture_output=True, text=True,
-                          timeout=timeout, stdin=subprocess.DEVNULL, start_new_session=True)
+    proc = run_bounded([sys.executable, "block.py"], cwd=project, env=env, capture_output=True, text=True,
+                       timeout=timeout, stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-5000:])
     print(f"the block ran in {time.monotonic() - started:.1f} s")
     return proc
@@ -292,8 +294,8 @@ def setup_boundary(cloud, tmp_path: Path, baseline: dict[str, int], n: int, at) 
         os.killpg(proc.pid, _signal.SIGKILL)
         raise
     assert killer.fired.is_set(), (at, proc.returncode, err[-3000:])
-    again = subprocess.run([sys.executable, "setup.py"], cwd=project, env=env, capture_output=True, text=True,
-                           timeout=600, stdin=subprocess.DEVNULL)
+    again = run_bounded([sys.executable, "setup.py"], cwd=project, env=env, capture_output=True, text=True,
+                        timeout=600, stdin=subprocess.DEVNULL)
     assert again.returncode == 0, (at, again.stderr[-4000:])
     assert setup_counts(home) == baseline, at
     cleaned = mcc_json("clean", "--all", "--yes", home=home, timeout=600, env={"AWS_ACCESS_KEY_ID": key})
@@ -320,8 +322,8 @@ def test_setup_calls_killed_at_every_boundary_then_rerun(cloud, mcc_home: Path, 
     (project / "setup.py").write_text(setup_script())
     mark = len(cloud.proxy.requests)
     env = {**os.environ, "MCC_HOME": str(mcc_home), "AWS_ACCESS_KEY_ID": LAPTOP_KEY}
-    subprocess.run([sys.executable, "setup.py"], cwd=project, env=env, check=True, timeout=600,
-                   capture_output=True, stdin=subprocess.DEVNULL)
+    run_bounded([sys.executable, "setup.py"], cwd=project, env=env, check=True, timeout=600,
+                capture_output=True, stdin=subprocess.DEVNULL)
     calls = distinct(laptop_mutations(cloud, mark))
     baseline = setup_counts(mcc_home)
     assert {"security_group", "key_pair", "image", "launch_template", "cache", "bucket"} <= set(baseline), baseline
