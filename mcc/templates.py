@@ -67,8 +67,11 @@ def create_security_group(ec2: Any, security_groups: dict[str, str] | None = Non
     opened from ``ips`` ({name: CIDR}) and ``security_groups`` ({name: group id}) only when given explicitly;
     SSH is never opened to 0.0.0.0/0. ``rules`` (raw IpPermissions) are taken as given.
     """
+    from mcc.providers.aws.security_group import ingress_rules
+
     setup = _ec2_setup(ec2)
     ingress = _ingress(ips, ports, security_groups) + list(rules or [])
+    ingress_rules("", 6379, None, ingress)  # a world-open SSH rule is refused before anything is recorded
     args = {"ingress": ingress, "copy": copy}
     key = setup.key("security_group", args)
     name = f"mcc-{setup.short}-{key.rsplit('/', 1)[-1]}"

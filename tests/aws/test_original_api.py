@@ -336,3 +336,29 @@ def test_setup_calls_killed_at_every_boundary_then_rerun(cloud, mcc_home: Path, 
           f"({len(calls)} distinct mutating calls), {time.monotonic() - started:.0f} s (slowest {max(seconds):.0f} s)")
     print("baseline:", baseline)
     print("\n".join(" ".join((*call, phase)) for call, phase in targets))
+
+
+def test_nothing_opened_by_default_key_file_0600_and_per_kind_clean(cloud, folder: Path) -> None:
+    import mcc
+
+    ec2 = boto3.resource("ec2")
+    group = mcc.templates.create_security_group(ec2)
+    perms = cloud.client("ec2").describe_security_groups(GroupIds=[group])["SecurityGroups"][0]["IpPermissions"]
+    assert [(p["FromPort"], p.get("IpRanges"), [g["GroupId"] for g in p["UserIdGroupPairs"]]) for p in perms] == \
+        [(6379, [], [group])]  # the queue port, from the group itself: nothing else without ips= and ports=
+    assert mcc.templates.create_security_group(ec2) == group  # the same call: the same group
+    with pytest.raises(mcc.MccError, match="SSH"):
+        mcc.templates.create_security_group(ec2, ips={"world": "0.0.0.0/0"}, ports={22: "tcp"})
+
+    name = mcc.templates.create_key_pair(ec2)
+    from mcc.api import ledger_view
+
+    [row] = [r for r in ledger_view()["resources"] if r["kind"] == "key_pair"]
+    path = Path(row["attrs"]["key_path"])
+    assert row["physical_id"] == name and (path.stat().st_mode & 0o777) == 0o600
+    assert mcc.templates.create_key_pair(ec2) == name
+    report = mcc.clean.delete_keypair(name)
+    assert report["survivors"] == [] and not path.exists()
+    assert mcc.clean.delete_security_group()["survivors"] == []  # every group of the setup group
+    assert not cloud.client("ec2").describe_security_groups(
+        Filters=[{"Name": "group-id", "Values": [group]}])["SecurityGroups"]

@@ -50,6 +50,7 @@ class SecurityGroupProvider:
 
     def create(self, spec: ResourceSpec) -> Found:
         p = spec.params
+        ingress_rules("", int(p.get("queue_port", 6379)), p.get("ssh_cidr"), p.get("ingress"))  # refused before it exists
         vpc_id = p.get("vpc_id") or default_vpc_id(self.ctx)
         group_id = call(self.ec2.create_security_group, GroupName=p["name"], VpcId=vpc_id,
                         Description=f"mcc {spec.name}"[:255],
