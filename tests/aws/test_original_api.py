@@ -154,21 +154,16 @@ def check_block(cloud, mcc_home: Path, tmp_path: Path, *, full: bool) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1500)
-@pytest.mark.skipif(not os.environ.get("MCC_SLOW_TESTS"), reason=(
-    "the block bakes an image, waits for an ElastiCache server and runs twice: ~4 min on 2 cores; "
-    "run with MCC_SLOW_TESTS=1"))
-def test_original_readme_block_on_the_ledger(cloud, mcc_home: Path, tmp_path: Path) -> None:
-    check_block(cloud, mcc_home, tmp_path, full=False)
-
-
-@pytest.mark.slow
 @pytest.mark.timeout(7200)
 @pytest.mark.skipif(not os.environ.get("MCC_SLOW_TESTS"), reason=(
-    "19,710 points through a script entry (one process per point) takes tens of CPU-minutes; "
+    "the block bakes an image, waits for an ElastiCache server and starts two runs: ~4 min on 2 cores; "
     "run with MCC_SLOW_TESTS=1"))
-def test_original_readme_block_all_seed_points(cloud, mcc_home: Path, tmp_path: Path) -> None:
-    check_block(cloud, mcc_home, tmp_path, full=True)
+@pytest.mark.parametrize("full", [False, pytest.param(True, marks=pytest.mark.skipif(
+    not os.environ.get("MCC_SEED_FULL"), reason=(
+        "19,710 points through a script entry (one process per point) take tens of CPU-minutes; "
+        "run with MCC_SLOW_TESTS=1 MCC_SEED_FULL=1")))], ids=["30-points", "all-seed-points"])
+def test_original_readme_block_on_the_ledger(cloud, mcc_home: Path, tmp_path: Path, full: bool) -> None:
+    check_block(cloud, mcc_home, tmp_path, full=full)
 
 
 # -- bad input: a clear mcc.MccError, never a botocore traceback ---------------------------------------

@@ -36,7 +36,7 @@ SH_BLOCKS = {
 }
 PYTHON_BLOCKS = {"Python API": "test_python_api_as_written",
                  "Migrating from the original materialsCloudCompute":
-                     "tests/aws/test_original_api.py::test_original_readme_block_on_the_ledger (the emulated cloud)"}
+                     "tests/aws/test_original_api.py::test_original_readme_block_on_the_ledger (the emulated cloud; MCC_SLOW_TESTS=1)"}
 JSON_BLOCKS = {"AWS setup": "test_iam_policy_covers_every_aws_call"}
 TEXT_BLOCKS = {"mcc — materialsCloudCompute", "Concepts", "Costs"}  # the diagram, the state machines, a sample
 
