@@ -27,6 +27,7 @@ BENCHMARKS: dict[str, str] = {
     "B6": "b6_combine",
     "B7": "b7_aws",
     "B8": "b8_original",
+    "B9": "b9_slurm",
 }
 
 

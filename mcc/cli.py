@@ -11,15 +11,18 @@ from typing import Any, Callable
 
 import click
 from rich.console import Console
+from rich.text import Text
 
 from mcc import api
 from mcc.report.display import (
-    ProgressView, events_table, redact, resources_table, runs_table, summary_view,
+    ProgressView, error_line, events_table, labelled, redact, resources_table, runs_table, summary_view,
 )
-from mcc.errors import CleanIncomplete, MccError
+from mcc.errors import EXIT_COMPLETED_WITH_FAILURES, CleanIncomplete, MccError
 
-out = Console()
-err = Console(stderr=True)
+# Markup and emoji codes off: every message is printed exactly as written (a `[aws]` or a quoted
+# `return [p for p in ...]` would otherwise vanish, `:100:` become an emoji); styles go through Text.
+out = Console(markup=False, emoji=False)
+err = Console(stderr=True, markup=False, emoji=False)
 
 
 def emit_json(value: Any) -> None:
@@ -35,7 +38,7 @@ class McGroup(click.Group):
         except MccError as exc:
             if ctx.params.get("debug") or os.environ.get("MCC_DEBUG"):
                 traceback.print_exc()
-            err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+            err.print(labelled("error:", "bold red", str(exc)), highlight=False, soft_wrap=True)
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
             err.print("interrupted. A run keeps going in the background: `mcc status` shows it, "
@@ -46,9 +49,9 @@ class McGroup(click.Group):
         except Exception as exc:  # a bug of ours: say so, briefly
             if ctx.params.get("debug") or os.environ.get("MCC_DEBUG"):
                 raise
-            err.print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc}\n"
-                      "Re-run with --debug for the traceback and report it. The ledger is intact.", markup=True,
-                      highlight=False)
+            err.print(labelled("internal error:", "bold red", f"{type(exc).__name__}: {exc}\n"
+                               "Re-run with --debug for the traceback and report it. The ledger is intact."),
+                      highlight=False, soft_wrap=True)
             ctx.exit(70)
 
 
@@ -106,25 +109,48 @@ def _follow(as_json: bool, call: Callable[..., dict[str, Any]], **kwargs: Any) -
     return result
 
 
+FIRST_ERRORS = 5  # errors a run with failures prints under its summary
+
+
 def _report(result: dict[str, Any], as_json: bool) -> None:
     if as_json:
         emit_json(result)
     else:
         out.print(summary_view(result))
+    if result["state"] == "completed_with_failures":
+        if not as_json:
+            err.print(failures_note(result), highlight=False, soft_wrap=True)
+        sys.exit(EXIT_COMPLETED_WITH_FAILURES)
     if result["state"] == "failed":
         sys.exit(1)
 
 
+def failures_note(result: dict[str, Any]) -> Text:
+    """The first few errors (point, message), where to see them all and how to recompute only them."""
+    run_id, failures = result["run_id"], result.get("failures") or []
+    note = labelled("warning:", "bold yellow", f"{result['dead']} of {result['points']} points have no result "
+                    f"({len(failures)} subproblem(s) failed every attempt); the combined file lists them in its "
+                    "`missing` dataset.")
+    for f in failures[:FIRST_ERRORS]:
+        note.append(f"\n  {error_line(f.get('error')) or '(no error recorded)'}")
+    if len(failures) > FIRST_ERRORS:
+        note.append(f"\n  … and {len(failures) - FIRST_ERRORS} more")
+    note.append(f"\nAll of them: `mcc status {run_id}`. After fixing the entry, recompute only them: "
+                f"`mcc resume {run_id} --retry-dead`.")
+    return note
+
+
 @main.command()
 @click.argument("directory", default=".", type=click.Path(path_type=Path))
-@click.option("--backend", type=click.Choice(["local", "aws"]), help="Where to run (default: local).")
+@click.option("--backend", type=click.Choice(["local", "aws", "slurm"]), help="Where to run (default: local).")
 @click.option("--workers", type=int, help="Number of workers.")
 @click.option("--chunk-size", type=int, help="Points per subproblem (default: ~2 s of work).")
 @click.option("--max-attempts", type=int, help="Attempts per subproblem before it is dead.")
 @click.option("--entry", help='"module:function" or "script.py".')
-@click.option("--point-timeout", type=float, help="Seconds allowed per point.")
+@click.option("--point-timeout", type=float, help="Seconds allowed per point (default: no limit).")
 @click.option("--detach", is_flag=True, help="Return once the run is launched; follow with `mcc resume`.")
-@click.option("--keep", is_flag=True, help="Keep the queue and processes after the run.")
+@click.option("--keep", is_flag=True,
+              help="Keep the queue, the processes and the bucket's copy of the result after the run.")
 @aws_options
 @click.option("--worker-type", help="EC2 instance type of the workers (aws).")
 @click.option("--spot/--on-demand", default=None, help="Workers on spot instances (aws).")
@@ -133,11 +159,21 @@ def run(directory: Path, as_json: bool, profile: str | None, region: str | None,
         spot: bool | None, **options: Any) -> None:
     """Run the sweep in DIRECTORY (default: the current one).
 
+    \b
+    Exit status: 0 every point has its result; 4 the run finished with dead points
+    (completed_with_failures: the combined file lists them; `mcc resume RUN --retry-dead`
+    recomputes only them); 1 the run failed; 2 bad input (nothing was created).
+
     Example: mcc run examples/kpoints --workers 4
     """
     def created(run_row: Any) -> None:
+        from mcc.driver.prepare import oversubscription
+
         if not as_json:
-            err.print(f"run [bold]{run_row.id}[/]: {run_row.points} points", highlight=False)
+            err.print(Text.assemble("run ", (run_row.id, "bold"), f": {run_row.points} points"), highlight=False)
+        warning = oversubscription(run_row.backend, run_row.settings["workers"])
+        if warning:
+            err.print(labelled("warning:", "bold yellow", warning), highlight=False, soft_wrap=True)
 
     aws = {"profile": profile, "region": region, "worker_type": worker_type, "spot": spot}
     result = _follow(as_json, api.run, project_dir=directory, on_created=created, aws=aws, **options)
@@ -148,13 +184,18 @@ def run(directory: Path, as_json: bool, profile: str | None, region: str | None,
 @click.argument("run_id")
 @click.option("--detach", is_flag=True, help="Relaunch what is needed, then return.")
 @click.option("--keep", is_flag=True, help="Keep the queue and processes after the run.")
+@click.option("--retry-dead", is_flag=True,
+              help="Recompute only the dead points of a run that finished with failures (after fixing the entry); "
+                   "the combined file is rebuilt with every point once.")
 @json_option
-def resume(run_id: str, detach: bool, keep: bool, as_json: bool) -> None:
+def resume(run_id: str, detach: bool, keep: bool, retry_dead: bool, as_json: bool) -> None:
     """Resume RUN_ID from its current state and drive it to the end.
 
-    Example: mcc resume r-20261126-1a2b3c
+    Exit status as for `mcc run` (0 complete, 4 finished with dead points, 1 failed).
+
+    Example: mcc resume r-20261126-1a2b3c --retry-dead
     """
-    result = _follow(as_json, api.resume, run_id=run_id, detach=detach, keep=keep)
+    result = _follow(as_json, api.resume, run_id=run_id, detach=detach, keep=keep, retry_dead=retry_dead)
     _report(result, as_json)
 
 
@@ -202,6 +243,27 @@ def ledger_show(run_id: str | None, kind: str | None, state: str | None, with_ev
     out.print(resources_table(doc["resources"]))
     if with_events:
         out.print(events_table(doc["events"]))
+
+
+@ledger.command("recover")
+@json_option
+def ledger_recover(as_json: bool) -> None:
+    """Replace a damaged ledger by its last good backup and adopt, by their tags, what was created since.
+
+    The damaged file is kept beside the ledger; `mcc clean` then removes everything, adopted or not.
+
+    Example: mcc ledger recover && mcc clean --all --yes
+    """
+    doc = api.ledger_recover()
+    if as_json:
+        emit_json(doc)
+        return
+    source = f"restored from {doc['backup']}" if doc["backup"] else "started afresh (there was no backup)"
+    out.print(f"ledger {doc['ledger']} {source}; the damaged file is kept as {doc['damaged_copy']}. "
+              f"{len(doc['adopted'])} resource(s) created since were found by their tags and adopted.",
+              highlight=False, soft_wrap=True)
+    if doc["adopted"]:
+        out.print(resources_table([{**r, "run": r.get("run_id")} for r in doc["adopted"]]))
 
 
 @main.command()
@@ -302,13 +364,14 @@ def analyze(run_ids: tuple[str, ...], tsv: bool, by_type: bool, plot_path: Path 
     """
     from mcc.report import analysis
     from mcc.report.display import analysis_table, analysis_view, by_type_table
-    from mcc.ledger import open_ledger, queries
+    from mcc.ledger import queries
+    from mcc.ledger.db import open_for_reading
 
     if as_json and tsv:
         raise click.UsageError("give at most one of --json and --tsv")
     if plot_path and len(run_ids) != 1:
         raise click.UsageError("--plot draws one run: give exactly one RUN")
-    open_ledger()
+    open_for_reading()
     ids = [queries.get_run(r).id for r in run_ids] or [r.id for r in queries.list_runs()]
     if by_type:
         rows = analysis.analyze_by_type(ids)

@@ -17,6 +17,7 @@ from mcc.providers.aws.instance import (
     LaunchRequest, launch_overrides, query_instances, run_instances, terminate_instances,
 )
 from mcc.providers.base import ownership_tags
+from mcc.remote.fleet import mark_terminated
 from mcc.remote.runtime import Runtime
 from mcc.work.runspec import INSTANCES, instance_key
 from mcc.work.stores import get_json, put_json
@@ -74,6 +75,7 @@ class Ec2Fleet:
                 "worker_id": iid, "physical_id": iid, "kind": "instance", "role": "worker", "backend": "aws",
                 "instance_type": self.aws["worker_type"], "spot": bool(self.aws.get("spot")),
                 "launched_at": launched_at, "tags": tags, **self._pricing(zone, spot_prices),
+                "entry_sha256": self.rt.spec.entry_sha256,
             })
         return list(zones)
 
@@ -90,10 +92,7 @@ class Ec2Fleet:
 
     def forget_worker(self, worker_id: str, reason: str) -> None:
         self.known.pop(worker_id, None)
-        record = get_json(self.rt.store, instance_key(worker_id)) or {"worker_id": worker_id}
-        if "terminated_at" not in record:
-            record.update(terminated_at=time.time(), reason=reason)
-            put_json(self.rt.store, instance_key(worker_id), record)
+        mark_terminated(self.rt.store, worker_id, reason)
 
     def adopt_workers(self) -> list[str]:
         for key in self.rt.store.list(INSTANCES):

@@ -12,8 +12,8 @@ from typing import Any
 from mcc.providers.base import ownership_tags
 from mcc.providers.local import processes
 from mcc.providers.local.instance import TAG_KIND
-from mcc.work.runspec import INSTANCES, LOGS, instance_key
-from mcc.work.stores import get_json, put_json
+from mcc.work.runspec import INSTANCES, LOGS, WORK, instance_key
+from mcc.work.stores import Store, get_json, put_json
 from mcc.remote.runtime import Runtime
 
 
@@ -23,7 +23,11 @@ class LocalFleet:
         self.workers: dict[str, processes.ProcessId] = {}
 
     def _new_id(self) -> str:
-        n = self.rt.redis.incr(f"mcc:{{{self.rt.spec.run_id}}}:worker_seq")
+        """``w-0001``, … unique within the run: a fresh queue (a later --retry-dead round, a lost queue)
+        continues after the workers already recorded in the bucket, so no two share a ledger row."""
+        key = f"mcc:{{{self.rt.spec.run_id}}}:worker_seq"
+        self.rt.redis.setnx(key, len(self.rt.store.list(INSTANCES)))
+        n = self.rt.redis.incr(key)
         return f"w-{int(n):04d}"
 
     def launch_workers(self, count: int) -> list[str]:
@@ -31,7 +35,7 @@ class LocalFleet:
         for _ in range(count):
             worker_id = self._new_id()
             tags = ownership_tags(self.rt.spec.ledger_uuid, self.rt.spec.run_id, f"{self.rt.spec.run_id}/{worker_id}", worker_id)
-            workdir = self.rt.store.local_path(f"work/{worker_id}")
+            workdir = self.rt.store.local_path(f"{WORK}{worker_id}")
             log = self.rt.store.local_path(f"{LOGS}{worker_id}.log")
             assert workdir is not None and log is not None
             log.parent.mkdir(parents=True, exist_ok=True)
@@ -46,6 +50,7 @@ class LocalFleet:
             put_json(self.rt.store, instance_key(worker_id), {
                 "worker_id": worker_id, "physical_id": str(proc), "kind": "instance", "role": "worker",
                 "backend": "local", "launched_at": time.time(), "tags": tags,
+                "entry_sha256": self.rt.spec.entry_sha256,  # the code this worker's rows come from
             })
             launched.append(worker_id)
         return launched
@@ -66,10 +71,7 @@ class LocalFleet:
         self._mark_terminated(worker_id, reason)
 
     def _mark_terminated(self, worker_id: str, reason: str) -> None:
-        record: dict[str, Any] = get_json(self.rt.store, instance_key(worker_id)) or {"worker_id": worker_id}
-        if "terminated_at" not in record:
-            record.update(terminated_at=time.time(), reason=reason)
-            put_json(self.rt.store, instance_key(worker_id), record)
+        mark_terminated(self.rt.store, worker_id, reason)
 
     def adopt_workers(self) -> list[str]:
         """After a manager restart: take over workers the previous manager started that still run."""
@@ -89,3 +91,11 @@ class LocalFleet:
     def terminate_all(self, reason: str) -> None:
         for worker_id in list(self.workers):
             self.terminate_worker(worker_id, reason)
+
+
+def mark_terminated(store: Store, worker_id: str, reason: str) -> None:
+    """Record a worker's end in its ``instances/`` record, once (every fleet's way of saying it ended)."""
+    record: dict[str, Any] = get_json(store, instance_key(worker_id)) or {"worker_id": worker_id}
+    if "terminated_at" not in record:
+        record.update(terminated_at=time.time(), reason=reason)
+        put_json(store, instance_key(worker_id), record)

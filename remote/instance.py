@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from mcc.providers.aws.clients import AwsContext
 from mcc.remote.imds import Imds
 from mcc.work.runspec import LOGS, SPEC, RunSpec
 from mcc.work.stores import Store, get_json, open_store, put_json
@@ -89,6 +88,8 @@ def _run_role(store: Store) -> int:
     os.environ["MCC_PROJECT_DIR"] = str(project)
     os.environ["MCC_WORKDIR"] = str(home / "work")
     queue = spec.extra["queue"]
+    from mcc.providers.aws.clients import AwsContext  # here, not at the top: a Slurm job imports this module without boto3
+
     ctx = AwsContext.create(spec.ledger_uuid, region=region)
     from mcc.providers.aws.parameter import read_secret
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sys
 import time
 import traceback
@@ -16,6 +17,7 @@ from typing import Any
 import redis
 
 from mcc.work.combine import combine_files
+from mcc.work.diskspace import is_no_space
 from mcc.project.folder import load_combiner
 from mcc.providers.local import processes
 from mcc.work.queue import Progress
@@ -88,6 +90,10 @@ class Manager:
     # -- the queue ---------------------------------------------------------------------------------
     def _ensure_seeded(self) -> None:
         """Seed the queue once (from the run spec and the results already in the bucket)."""
+        gen_key = self.key + "generation"
+        if self.q.is_seeded() and int(self.rt.redis.get(gen_key) or 0) < self.spec.generation:
+            self.log.info("round %d of --retry-dead: reseeding the queue from the bucket", self.spec.generation)
+            self.rt.redis.delete(self.q.keys["seeded"])
         if self.q.is_seeded():
             return
         store = self.rt.store
@@ -100,6 +106,7 @@ class Manager:
         sizes = [n for _, n in self.spec.chunks]
         if self.q.seed(sizes, self.spec.max_attempts, done=done, dead=dead, attempts=failures):
             self.log.info("seeded %d subproblems (%d already done, %d dead)", len(sizes), len(done), len(dead))
+        self.rt.redis.set(gen_key, self.spec.generation)
 
     def _flush_journal(self, cursor: str) -> str:
         """Copy new queue events into journal objects in the bucket; the laptop syncs them into its ledger."""
@@ -162,15 +169,16 @@ class Manager:
             return {"state": "failed", "reason": "every subproblem failed; see `mcc status RUN` for the errors"}
         from concurrent.futures import ThreadPoolExecutor
 
+        done = sorted(self.q.done_ids())
         with ThreadPoolExecutor(max_workers=16) as pool:  # remote buckets: fetch results side by side
-            files = list(pool.map(self._local_result, sorted(self.q.done_ids())))
+            files = list(pool.map(self._local_result, done))
         out = self.rt.workdir / "combined.h5"
         try:
             combiner = load_combiner(Path(self.spec.project_dir)) if self.spec.has_combiner else None
-            combine_files([str(f) for f in files], out, combiner)
-        except Exception:
+            combine_files([str(f) for f in files], out, combiner, chunks=[self.spec.chunks[s] for s in done])
+        except Exception as exc:
             self.log.error("combining failed:\n%s", traceback.format_exc())
-            return {"state": "combine_failed", "reason": "combine_data raised:\n" + traceback.format_exc(limit=-3)}
+            return {"state": "combine_failed", "reason": user_error(exc, Path(self.spec.project_dir), self.spec.run_id)}
         self.rt.store.put_file(COMBINED, out, move=True)
         return {"state": "completed" if prog.dead == 0 else "completed_with_failures", "result": COMBINED}
 
@@ -188,7 +196,7 @@ class Manager:
         final.update(
             progress=prog.to_dict(),
             dead={str(s): errors.get(s, "") for s in self.q.dead_ids()},
-            finished_at=time.time(),
+            finished_at=time.time(), generation=self.spec.generation,
         )
         put_json(self.rt.store, FINAL, final)
         self._publish("finished", prog)
@@ -203,18 +211,62 @@ class Manager:
         })
 
     # -- one manager at a time ---------------------------------------------------------------------
+    def _lock_value(self) -> str:
+        """Who holds the lock: this manager's id, host and process (``pid@start``), so a successor on the
+        same host can tell at once that the holder is gone."""
+        return json.dumps({"id": self.id, "host": socket.gethostname(), "process": str(processes.identify(os.getpid()))})
+
     def _acquire_lock(self) -> None:
         ttl = max(int(self.spec.lease_seconds), 5)
-        while not self.rt.redis.set(self.key + "manager_lock", self.id, nx=True, ex=ttl):
+        key, mine = self.key + "manager_lock", self._lock_value()
+        while not self.rt.redis.set(key, mine, nx=True, ex=ttl):
+            holder = self.rt.redis.get(key)
+            if holder is not None and _holder_gone(holder.decode()):
+                if self.rt.redis.eval(_DELETE_IF_EQUAL, 1, key, holder):
+                    self.log.info("took over the lock of a manager that is gone (%s)", holder.decode())
+                continue
             self.log.info("another manager holds the lock; waiting")
             time.sleep(1.0)
+        self.lock_value = mine
 
     def _renew_lock(self) -> None:
-        self.rt.redis.set(self.key + "manager_lock", self.id, ex=max(int(self.spec.lease_seconds), 5))
+        self.rt.redis.set(self.key + "manager_lock", self.lock_value, ex=max(int(self.spec.lease_seconds), 5))
+
+
+_DELETE_IF_EQUAL = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+
+
+def _holder_gone(value: str) -> bool:
+    """True when the lock's holder is a process on this host that no longer runs (an older manager's
+    plain-id value, or one on another host, is waited out by its expiry)."""
+    try:
+        holder = json.loads(value)
+        if holder["host"] != socket.gethostname():
+            return False
+        return not processes.is_alive(processes.ProcessId.parse(holder["process"]))
+    except (ValueError, KeyError, TypeError):
+        return False
+
+
+def user_error(exc: BaseException, project_dir: Path, run_id: str) -> str:
+    """A user's combine_data error as the user's own: their file, line and message (the last frame in the
+    project folder), and where the full traceback is (the manager's log, copied to results/RUN/logs/)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    root = str(project_dir.resolve())
+    own = [f for f in frames if os.path.abspath(f.filename).startswith(root + os.sep)] or frames[-1:]
+    where = f"{own[-1].filename}, line {own[-1].lineno}, in {own[-1].name}: " if own else ""
+    message = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+    return (f"your combine_data raised an error at {where}{message}. The full traceback is in the manager's log: "
+            f"`mcc logs {run_id} --worker manager`, and under results/{run_id}/logs/ once the run is collected or "
+            f"failed. Fix combine_data.py and run `mcc resume {run_id}` (the computed results are kept).")
 
 
 def make_fleet(rt: Runtime) -> Any:
-    """Worker processes next to the manager (local backend) or EC2 instances (aws backend)."""
+    """Worker processes next to the manager (local backend), EC2 instances (aws) or Slurm array tasks (slurm)."""
+    if rt.spec.extra.get("backend") == "slurm":
+        from mcc.remote.slurm_fleet import SlurmFleet
+
+        return SlurmFleet(rt, rt.spec.extra["slurm"])
     if rt.spec.extra.get("backend") != "aws":
         env = {k: os.environ[k] for k in ("MCC_STORE", "MCC_REDIS_URL", "MCC_RUN_ID") if k in os.environ}
         return LocalFleet(rt, env)
@@ -232,11 +284,20 @@ def make_fleet(rt: Runtime) -> Any:
 
 def main() -> int:
     rt = connect("manager")
+    manager = Manager(rt)
     try:
-        return Manager(rt).run()
+        return manager.run()
     except redis.ConnectionError as exc:
         print(f"manager: queue unreachable: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        if not is_no_space(exc):
+            raise
+        # the bucket's disk is full: the laptop names it (it probes the bucket before relaunching us)
+        print(f"manager: no space left on the device ({exc.filename or exc}); stopping the workers (their "
+              "leases go back without spending an attempt) and exiting", file=sys.stderr)
+        manager.fleet.terminate_all("no space left on the device")
+        return 28
 
 
 if __name__ == "__main__":

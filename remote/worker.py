@@ -22,9 +22,12 @@ import redis
 from h5py import h5f, h5p
 
 from mcc.project.folder import load_function, rows_from_result
+from mcc.remote.output_cap import OutputCap
+from mcc.work.pointerror import summarize
 from mcc.work.runspec import failure_key, result_key
 from mcc.remote.results import ResultWriter, fill_result
 from mcc.remote.runtime import Runtime, connect, setup_logging
+from mcc.work.diskspace import is_no_space
 
 WATCHDOG_GRACE = 15.0  # seconds past the point timeout before a hung worker kills itself
 STDERR_TAIL = 20_000
@@ -83,9 +86,10 @@ class Worker:
         queue, spec = self.rt.queue, self.rt.spec
         idle_since, delay = time.monotonic(), 0.01
         per_sub: float | None = None  # moving average of seconds per subproblem
+        most = claim_limit(len(spec.chunks), spec.workers)
         while not self.stop.is_set():
             try:
-                want = 1 if per_sub is None else max(1, min(MAX_BATCH, int(BATCH_SECONDS / max(per_sub, 1e-6))))
+                want = 1 if per_sub is None else max(1, min(most, int(BATCH_SECONDS / max(per_sub, 1e-6))))
                 _, ids = queue.ack_and_claim(self.id, self.acks, want, spec.lease_seconds)
                 self.acks = []
                 self.held = list(ids)
@@ -134,18 +138,37 @@ class Worker:
         self.current_sub = sub
         try:
             path = self._compute(sub)
+        except OSError as exc:
+            self._out_of_space(sub, exc)
+            raise
         except PointFailed as exc:
-            self._record_failure(sub, exc)
-            outcome = self.rt.queue.fail(self.id, sub, f"point {exc.index}: {exc.detail[-500:]}")
-            self.log.warning("subproblem %d failed at point %d (%s)", sub, exc.index, outcome)
+            key = self._record_failure(sub, exc)
+            line = summarize(exc.detail, self.rt.spec.project_dir)
+            outcome = self.rt.queue.fail(self.id, sub, f"point {exc.index}: {line}")
+            self.log.warning("subproblem %d failed at point %d (%s): %s; full text in %s", sub, exc.index, outcome,
+                             line, key)
             self.held.remove(sub)
         else:
-            self.rt.store.put_file(result_key(sub), path, move=True)
+            try:
+                self.rt.store.put_file(result_key(sub), path, move=True)
+            except OSError as exc:
+                path.unlink(missing_ok=True)
+                self._out_of_space(sub, exc)
+                raise
             if not self.acks:
                 self.acks_since = time.monotonic()
             self.acks.append(sub)  # acked with the next claim; held (heart-beaten) until then
         finally:
             self.current_sub = None
+
+    def _out_of_space(self, sub: int, exc: OSError) -> None:
+        """A full disk is nobody's point failing: hand every lease back (no attempt spent) and stop."""
+        if not is_no_space(exc):
+            return
+        self.log.error("no space left on the device (%s): handing back subproblem %d and my other leases "
+                       "without spending an attempt, and exiting", exc.filename or exc, sub)
+        self.stop.set()
+        raise Preempted from None
 
     def _hand_back(self) -> None:
         if self.held:
@@ -191,8 +214,9 @@ class Worker:
                 raise PointTimeout
             signal.setitimer(signal.ITIMER_REAL, left)
 
-        previous = signal.signal(signal.SIGALRM, on_alarm)
-        signal.setitimer(signal.ITIMER_REAL, timeout)
+        previous = signal.signal(signal.SIGALRM, on_alarm) if timeout else None
+        if timeout:
+            signal.setitimer(signal.ITIMER_REAL, timeout)
         try:
             for k, point in enumerate(points):
                 if stop.is_set():
@@ -215,8 +239,9 @@ class Worker:
                     except Exception as exc:
                         raise PointFailed(first + k, point, str(exc)) from None
         finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, previous)
+            if timeout:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                signal.signal(signal.SIGALRM, previous)
             self.point_started = None
         self.results.write(part, _stack_rows(rows, first, points, target), first, n)
 
@@ -248,20 +273,24 @@ class Worker:
         except (OSError, KeyError):
             raise PointFailed(first, self.points[first].tolist(), f"{spec.entry_target} wrote no `data` dataset to OUTFILE") from None
 
-    def _record_failure(self, sub: int, exc: PointFailed) -> None:
+    def _record_failure(self, sub: int, exc: PointFailed) -> str:
+        """Write the attempt's full text (traceback or stderr) to the bucket; returns its key."""
         attempt = self.rt.queue.attempts(sub) + 1
         text = f"worker: {self.id}\nsubproblem: {sub}\npoint index: {exc.index}\npoint: {exc.point}\n\n{exc.detail}"
-        self.rt.store.put_bytes(failure_key(sub, attempt), text.encode())
+        key = failure_key(sub, attempt)
+        self.rt.store.put_bytes(key, text.encode())
+        return key
 
     # -- liveness --------------------------------------------------------------------------------
     def _heartbeat_loop(self) -> None:
         """Extend held leases; kill this process if a point hangs past its timeout (C code ignores SIGALRM)."""
         period = max(self.rt.spec.lease_seconds / 3, 0.05)
-        limit = self.rt.spec.point_timeout + WATCHDOG_GRACE
+        limit = (self.rt.spec.point_timeout or 0) + WATCHDOG_GRACE
         while True:
             time.sleep(period)
             started, sub = self.point_started, self.current_sub
-            if started is not None and sub is not None and time.monotonic() - started > limit:
+            if (self.rt.spec.point_timeout and started is not None and sub is not None
+                    and time.monotonic() - started > limit):
                 self.log.error("point hung past %.0f s; failing subproblem %d and exiting", limit, sub)
                 try:
                     self.rt.queue.fail(self.id, sub, f"hung past the {self.rt.spec.point_timeout:g} s point timeout")
@@ -274,6 +303,12 @@ class Worker:
                 self.rt.queue.heartbeat(self.id, list(self.held), self.rt.spec.lease_seconds)
             except (redis.ConnectionError, redis.TimeoutError):
                 pass
+
+
+def claim_limit(n_subproblems: int, workers: int) -> int:
+    """Most subproblems one claim takes: MAX_BATCH, and never more than half a worker's share, so with
+    two or more subproblems per worker no single claim leaves the workers still starting with nothing."""
+    return max(1, min(MAX_BATCH, n_subproblems // (2 * max(1, workers))))
 
 
 def _stack_rows(rows: list[Any], first: int, points: list[list[float]], target: str) -> np.ndarray:
@@ -325,7 +360,9 @@ def _raise_timeout(signum: int, frame: object) -> None:
 
 def main(notice: Callable[[], bool] | None = None) -> int:
     rt = connect("worker")
-    return Worker(rt, os.environ["MCC_WORKER_ID"], notice).run()
+    worker = Worker(rt, os.environ["MCC_WORKER_ID"], notice)
+    OutputCap(lambda: (worker.current_sub, worker.point_started))  # a chatty entry cannot fill the disk
+    return worker.run()
 
 
 if __name__ == "__main__":

@@ -86,3 +86,17 @@ def test_different_widths_are_refused(tmp_path: Path) -> None:
     _write_result(tmp_path / "b.h5", np.zeros((2, 4)), 2, 2)
     with pytest.raises(ValueError, match="different row widths"):
         builtin_combine([str(tmp_path / "a.h5"), str(tmp_path / "b.h5")], str(tmp_path / "out.h5"))
+
+
+def test_point_index_numbers_every_row_and_small_results_are_stored_at_their_size(tmp_path: Path) -> None:
+    """One row per point, k rows per point and an odd row count; a result within one block is contiguous."""
+    shapes = [((3, 2), (0, 3)), ((4, 2), (10, 2)), ((5, 2), (20, 2))]  # rows, (first_point, n_points)
+    files = []
+    for k, ((rows, width), _) in enumerate(shapes):
+        _write_result(tmp_path / f"{k}.h5", np.full((rows, width), float(k)), 0, rows)
+        files.append(str(tmp_path / f"{k}.h5"))
+    combine_files(files, tmp_path / "out.h5", None, chunks=[c for _, c in shapes])
+    with h5py.File(tmp_path / "out.h5", "r") as fh:
+        assert fh["point_index"][...].tolist() == [0, 1, 2, 10, 10, 11, 11, -1, -1, -1, -1, -1]
+        assert fh["data"].shape == (12, 2) and fh["data"].chunks is None
+    assert (tmp_path / "out.h5").stat().st_size < 8 * 1024  # not a 4 MiB block-sized chunk

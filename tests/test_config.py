@@ -30,7 +30,7 @@ def test_defaults_without_file(tmp_path):
     assert settings == Settings()
     assert settings.backend == "local" and settings.workers == 2 and settings.chunk_size is None
     assert settings.max_attempts == 3 and settings.entry is None
-    assert settings.point_timeout == 600.0 and settings.lease_seconds == 30.0
+    assert settings.point_timeout is None and settings.lease_seconds == 30.0  # no per-point limit by default
     assert settings.results_dir == "results" and settings.aws == {}
     assert set(settings.to_dict()) == set(VALID_KEYS)
 
@@ -105,8 +105,8 @@ def test_unknown_key_without_close_match(tmp_path):
     ("workers = 2.5", "workers", "integer >= 1"),
     ("chunk_size = [1]", "chunk_size", "integer >= 1"),
     ('point_timeout = "10"', "point_timeout", "seconds > 0"),
-    ("backend = 1", "backend", '"local" or "aws"'),
-    ('backend = "gcp"', "backend", '"local" or "aws"'),
+    ("backend = 1", "backend", '"local", "aws" or "slurm"'),
+    ('backend = "gcp"', "backend", '"local", "aws" or "slurm"'),
     ("entry = 3", "entry", "module:function"),
     ('entry = "no_colon_here"', "entry", "module:function"),
     ("results_dir = \"\"", "results_dir", "non-empty string"),

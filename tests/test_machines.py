@@ -43,6 +43,7 @@ CONTRACT = {
         fail: provisioning launching running combining collecting -> failed
         cancel: draft provisioning launching running combining collecting -> cancelled
         retry: failed cancelled -> provisioning
+        retry_dead: completed_with_failures -> provisioning
         relaunch: running combining -> launching
         clean: draft provisioning launching running combining collecting completed
                completed_with_failures failed cancelled -> cleaning
@@ -64,6 +65,7 @@ CONTRACT = {
         retry: failed -> pending
         give_up: failed -> dead
         release: leased -> pending
+        revive: dead -> pending
     """,
 }
 

@@ -52,3 +52,13 @@ def test_import_mcc_does_not_import_matplotlib() -> None:
     code = "import sys, mcc, mcc.cli, mcc.report.analysis; print('matplotlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_time_axes_line_up_and_every_axis_is_labelled(mcc_home: Path, tmp_path: Path) -> None:
+    open_ledger(mcc_home)
+    build_aws_run()
+    fig = plots.plot_run("r-aws", tmp_path / "run.png")
+    timeline, util = _axis(fig, plots.TIMELINE), _axis(fig, plots.UTILISATION)
+    assert timeline.get_xlim() == util.get_xlim()
+    assert all(a.get_xlabel() and a.get_ylabel() for a in fig.axes)
+    assert "of worker-seconds busy" in util.get_title(loc="left")

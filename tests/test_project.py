@@ -466,11 +466,11 @@ def test_init_template_toml_documents_every_setting(tmp_path):
     init_project(tmp_path)
     text = (tmp_path / "mcc.toml").read_text()
     for key in VALID_KEYS:
-        if key != "aws":
+        if key not in ("aws", "slurm"):
             assert re.search(rf"^# {key} = ", text, re.M), key
-    assert "# [aws]" in text
+    assert "# [aws]" in text and "# [slurm]" in text
     # uncommenting every setting still gives a valid file
-    uncommented = re.sub(r"^# (\[aws\]|\w+ = .*)$", r"\1", text, flags=re.M)
+    uncommented = re.sub(r"^# (\[(?:aws|slurm)\]|\w+ = .*)$", r"\1", text, flags=re.M)
     (tmp_path / "mcc.toml").write_text(uncommented)
     settings = load_settings(tmp_path)
     assert settings.entry == "entry:compute" and settings.aws == {"region": "us-east-1"}

@@ -37,7 +37,7 @@ class Backend(Protocol):
 
 
 def get_backend(name: str, home: Path, ledger_uuid: str, aws: dict[str, Any] | None = None) -> Backend:
-    """The backend ``name``; ``aws`` is the [aws] settings table (validated here)."""
+    """The backend ``name``; ``aws`` is its settings table ([aws], or [slurm] for slurm; validated here)."""
     if name == "local":
         from mcc.backends.local import LocalBackend
 
@@ -46,4 +46,8 @@ def get_backend(name: str, home: Path, ledger_uuid: str, aws: dict[str, Any] | N
         from mcc.backends.aws import make_aws_backend
 
         return make_aws_backend(home, ledger_uuid, aws)
+    if name == "slurm":
+        from mcc.backends.slurm import make_slurm_backend
+
+        return make_slurm_backend(home, ledger_uuid, aws)
     raise ConfigError(f"backend {name!r} is not available in this mcc; use backend = \"local\" in mcc.toml or --backend local")

@@ -118,6 +118,9 @@ def _contexts(ledger: Ledger, runs: list[models.Run], rows: list[models.Resource
         aws_settings[""] = {}
     for region, table in aws_settings.items():  # with ledger_id: sweep for that (lost) ledger's tags
         contexts[f"aws:{region}"] = Context.open(ledger, "aws", table, ledger_uuid=ledger_id)
+    slurm = [dict((r.settings or {}).get("slurm") or {}) for r in runs if r.backend == "slurm"]
+    if slurm or any(row.backend == "slurm" for row in rows):  # one context: squeue lists every job
+        contexts["slurm"] = Context.open(ledger, "slurm", (slurm or [{}])[-1], ledger_uuid=ledger_id)
     return contexts
 
 

@@ -28,7 +28,7 @@ class Context:
 
     @classmethod
     def for_run(cls, ledger: Ledger, run: models.Run) -> "Context":
-        return cls.open(ledger, run.backend, (run.settings or {}).get("aws"))
+        return cls.open(ledger, run.backend, (run.settings or {}).get("slurm" if run.backend == "slurm" else "aws"))
 
 
 def inputs_path(ledger: Ledger, run_id: str) -> Path:

@@ -17,7 +17,7 @@ from mcc.providers.base import Found, Provider, ResourceSpec, ownership_tags
 
 # Resource kinds in the order clean deletes them (DESIGN.md "Guaranteed cleanup").
 DELETE_ORDER = [
-    "instance", "cache", "parameter", "launch_template", "image", "snapshot", "security_group", "key_pair",
+    "job", "instance", "cache", "parameter", "launch_template", "image", "snapshot", "security_group", "key_pair",
     "instance_profile", "role_policy", "role", "bucket", "directory", "setup_group",
 ]
 

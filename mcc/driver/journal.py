@@ -118,7 +118,8 @@ def sync_run(store: Store, run: models.Run, engine: Engine | None = None) -> mod
 
 # what an instance record in the bucket (remote/fleet.py, remote/ec2_fleet.py) says that `mcc analyze`
 # prices an instance by: its type, spot or on-demand, its price if the launcher knew it, and its times
-RECORD_ATTRS = ("instance_type", "spot", "price_per_hour", "vcpus", "region", "zone", "launched_at", "terminated_at")
+RECORD_ATTRS = ("instance_type", "spot", "price_per_hour", "vcpus", "region", "zone", "launched_at", "terminated_at",
+                "entry_sha256")
 
 
 def record_attrs(record: dict[str, Any]) -> dict[str, Any]:
@@ -139,9 +140,9 @@ def sync_workers(store: Store, run: models.Run, engine: Engine) -> None:
         row = queries.resource_by_key(worker_key)
         if row is None:
             row = create_row(
-                models.Resource, actor="manager", reason="launched by the manager", run=run.id, kind="instance",
+                models.Resource, actor="manager", reason="launched by the manager", run=run.id, kind=record.get("kind", "instance"),
                 name=record.get("worker_id"), backend=record.get("backend", "local"), idempotency_key=worker_key,
-                region=record.get("region"), spec={"role": "worker"}, tags=record.get("tags", {}),
+                region=record.get("region"), spec={"role": record.get("role", "worker")}, tags=record.get("tags", {}),
                 physical_id=record.get("physical_id"), attrs=attrs, state="adopted",
             )
         elif any((row.attrs or {}).get(k) != v for k, v in attrs.items()):  # e.g. terminated since

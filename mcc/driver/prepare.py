@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import signal
 import subprocess
 import sys
@@ -52,13 +53,29 @@ def prepare(project_dir: str | Path, overrides: Mapping[str, Any] | None = None,
         from mcc.backends.aws_settings import aws_settings
 
         aws_settings(settings.aws, f"{Path(project_dir) / 'mcc.toml'} [aws] (or its flags)")
+    if settings.backend == "slurm":
+        from mcc.backends.slurm_settings import slurm_settings
+
+        array_width = slurm_settings(settings.slurm, f"{Path(project_dir) / 'mcc.toml'} [slurm]").workers
+        if array_width:  # [slurm] workers = the array's %N
+            settings = dataclasses.replace(settings, workers=array_width)
     project = load_project(Path(project_dir), settings)
     seconds = None
     chunk = settings.chunk_size
     if chunk is None:
-        seconds = probe_entry(project, min(settings.point_timeout, PROBE_BUDGET))
+        seconds = probe_entry(project, min(settings.point_timeout or PROBE_BUDGET, PROBE_BUDGET))
         chunk = auto_chunk_size(seconds, len(project.points), settings.workers)
     return Prepared(settings, project, chunk, seconds)
+
+
+def oversubscription(backend: str, workers: int, cores: int | None = None) -> str | None:
+    """A warning when local workers outnumber this machine's cores (they share them: each point takes
+    longer and nothing is gained), else None. Not refused: the user may know better."""
+    cores = cores or os.cpu_count() or 1
+    if backend != "local" or workers <= cores:
+        return None
+    return (f"{workers} local workers on {cores} cores: they share the cores, so each point takes longer and the "
+            f"sweep is not faster; `--workers {cores}` fits this machine.")
 
 
 def probe_entry(project: Project, budget: float) -> float:

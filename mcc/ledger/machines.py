@@ -46,6 +46,7 @@ TRANSITIONS: dict[str, list[dict[str, Any]]] = {
         _t("fail", _ALIVE_RUN, "failed"),
         _t("cancel", ["draft", *_ALIVE_RUN], "cancelled"),
         _t("retry", ["failed", "cancelled"], "provisioning"),
+        _t("retry_dead", "completed_with_failures", "provisioning"),  # `mcc resume RUN --retry-dead`
         _t("relaunch", ["running", "combining"], "launching"),  # the manager died; start it again
         _t("clean", [s for s in _RUN_STATES if s not in ("cleaning", "cleaned")], "cleaning"),
         _t("cleaned", "cleaning", "cleaned"),
@@ -66,6 +67,7 @@ TRANSITIONS: dict[str, list[dict[str, Any]]] = {
         _t("retry", "failed", "pending"),
         _t("give_up", "failed", "dead"),
         _t("release", "leased", "pending"),  # preemption: no attempt spent
+        _t("revive", "dead", "pending"),  # `mcc resume RUN --retry-dead`: attempts start again
     ],
 }
 

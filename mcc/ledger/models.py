@@ -10,7 +10,9 @@ import json
 import secrets
 import sqlite3
 import time
+import urllib.parse
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 import peewee
@@ -26,7 +28,7 @@ from peewee import (
     TextField,
 )
 
-from mcc.errors import LedgerBusy
+from mcc.errors import LedgerBusy, MccError
 
 SQLITE_BUSY = 5  # primary result code; extended codes (BUSY_SNAPSHOT, BUSY_TIMEOUT...) share its low byte
 
@@ -51,6 +53,33 @@ def is_busy(exc: BaseException) -> bool:
     return code is not None and code & 0xFF == SQLITE_BUSY
 
 
+SQLITE_READONLY, SQLITE_FULL = 8, 13
+
+
+def ledger_error(exc: BaseException, path: Path, busy_timeout_ms: int) -> MccError | None:
+    """The MccError for a SQLite failure that is the world's doing (None for anything else: a bug)."""
+    err = _sqlite_error(exc)
+    code = getattr(err, "sqlite_errorcode", None)
+    if code is None:
+        return None
+    primary = code & 0xFF
+    if primary == SQLITE_BUSY:
+        return busy_error(path, busy_timeout_ms)
+    if primary == SQLITE_FULL:
+        from mcc.work.diskspace import disk_full
+
+        return disk_full(path)
+    if primary == SQLITE_READONLY:
+        from mcc.ledger.db import read_only_error
+
+        return read_only_error(path, str(err))
+    from mcc.ledger.backup import damaged_error, is_damage
+
+    if is_damage(err):
+        return damaged_error(path, str(err))
+    return None
+
+
 def busy_error(path: Any, busy_timeout_ms: int) -> LedgerBusy:
     """The message for a lock held by another process past the busy timeout."""
     return LedgerBusy(
@@ -70,14 +99,24 @@ class LedgerDatabase(SqliteDatabase):
 
     @contextmanager
     def _busy_guard(self) -> Iterator[None]:
+        """SQLite's refusals, classified once by result code: busy, read-only, full disk, damaged file."""
         try:
             yield
-        except LedgerBusy:
+        except MccError:
             raise
         except Exception as exc:
-            if not is_busy(exc):
+            known = ledger_error(exc, self.ledger_path, self.busy_timeout_ms)
+            if known is None:
                 raise
-            raise busy_error(self.database, self.busy_timeout_ms) from exc
+            raise known from exc
+
+    @property
+    def ledger_path(self) -> Path:
+        """The ledger file (the database name without a read-only URI's ``file:`` and query)."""
+        name = str(self.database)
+        if name.startswith("file:"):
+            name = urllib.parse.unquote(name[len("file:"):].split("?", 1)[0])
+        return Path(name)
 
     def connect(self, reuse_if_open: bool = False) -> bool:
         with self._busy_guard():
@@ -99,6 +138,14 @@ class LedgerDatabase(SqliteDatabase):
     def commit(self) -> None:
         with self._busy_guard():
             super().commit()
+
+    def rollback(self) -> None:
+        """Roll back, unless SQLite already did (it rolls a transaction back itself on a full disk): the
+        caller then sees the error that ended the transaction, not "no transaction is active"."""
+        if not self.is_closed() and not self.connection().in_transaction:
+            return
+        with self._busy_guard():
+            super().rollback()
 
 
 db = LedgerDatabase(None, lock_type="IMMEDIATE")

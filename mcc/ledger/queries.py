@@ -122,6 +122,25 @@ def dead_subproblems(run_id: str) -> list[dict[str, Any]]:
     return [dict(zip(names, row)) for row in sorted(rows)]
 
 
+def missing_points(run_id: str) -> dict[int, str]:
+    """Point index → last error, for every point of the run that has no result.
+
+    THE one place that says which points are missing (the combined file's ``missing`` dataset, the
+    final message). Today the unit of failure is the subproblem, so every point of a dead subproblem is
+    missing: the point its error names (``point 17: …``) gets that error, its siblings "not computed"
+    with it. When points fail alone (issue 12 §1), this function's body becomes the per-point record.
+    """
+    missing: dict[int, str] = {}
+    for sub in dead_subproblems(run_id):
+        error = (sub["error"] or "").strip()
+        head, _, rest = error.partition(":")
+        failed = int(head.split()[-1]) if head.startswith("point ") and head.split()[-1].isdigit() else None
+        for index in range(sub["first_point"], sub["first_point"] + sub["n_points"]):
+            missing[index] = (rest.strip() or error if index == failed else
+                              f"not computed: subproblem {sub['index']} failed every attempt ({error or 'no error recorded'})")
+    return missing
+
+
 def row_to_dict(row: BaseModel) -> dict[str, Any]:
     """A JSON-friendly dict of the row's columns (foreign keys as their id, e.g. ``run_id``)."""
     return {field.column_name: row.__data__.get(field.name) for field in row._meta.sorted_fields}

@@ -172,11 +172,7 @@ def _project_dir(project_dir: Path) -> Path:
 def load_points(project_dir: Path) -> np.ndarray:
     """Run ``<dir>/points.py``'s ``get_points()``; return a float64 array (n_points, n_dims)."""
     project_dir = _project_dir(project_dir)
-    path = project_dir / POINTS_NAME
-    if not path.is_file():
-        raise ProjectError(f"No {POINTS_NAME} in {project_dir}. Create {path} defining "
-                           f"get_points() that returns a list of points (lists of numbers), "
-                           f"e.g.:\n{POINTS_EXAMPLE}")
+    path = _points_file(project_dir)
     fix = (f"Fix the line shown; check with `python -c \"import points; points.get_points()\"` "
            f"in {project_dir}.")
     module = _exec_file(path, project_dir, fix)
@@ -190,6 +186,16 @@ def load_points(project_dir: Path) -> np.ndarray:
     except (Exception, SystemExit) as exc:
         raise failure(exc, project_dir, f"get_points() in {path}", fix) from exc
     return _as_points(raw, path)
+
+
+def _points_file(project_dir: Path) -> Path:
+    """``<dir>/points.py``, or the ProjectError saying to create it (the first thing a project needs)."""
+    path = project_dir / POINTS_NAME
+    if not path.is_file():
+        raise ProjectError(f"No {POINTS_NAME} in {project_dir}. Create {path} defining "
+                           f"get_points() that returns a list of points (lists of numbers), "
+                           f"e.g.:\n{POINTS_EXAMPLE}")
+    return path
 
 
 def _bad_points(path: Path, detail: str) -> ProjectError:
@@ -361,6 +367,33 @@ def load_combiner(project_dir: Path) -> Callable[[list[str], str], None] | None:
     return combine
 
 
+def result_columns(project: Project) -> list[str] | None:
+    """The names of the result's columns, when the project gives them (the convention, README "Your own
+    sweep"): a ``columns`` attribute on the entry function (``compute.columns = ["kx", "E1"]``), else a
+    module-level ``columns`` list in combine_data.py. Anything else than a list of strings is ignored."""
+    sources: list[Any] = []
+    if project.entry.kind == "function":
+        sources.append(load_function(project.dir, project.entry.target))
+    combine = load_combiner(project.dir)
+    if combine is not None:
+        sources.append(types.SimpleNamespace(columns=getattr(combine, "__globals__", {}).get("columns")))
+    for source in sources:
+        names = getattr(source, "columns", None)
+        if isinstance(names, (list, tuple)) and names and all(isinstance(n, str) for n in names):
+            return list(names)
+    return None
+
+
+def entry_sha256(project_dir: Path, entry: Entry) -> str:
+    """The SHA-256 of the entry's source file (the script, or the function's module): which code ran."""
+    project_dir = _project_dir(project_dir)
+    if entry.kind == "script":
+        path: Path | None = project_dir / entry.target
+    else:
+        path = _module_file(project_dir, entry.target.split(":", 1)[0])
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path is not None and path.is_file() else ""
+
+
 def rows_from_result(result: Any, point_index: int, target: str) -> np.ndarray:
     """Turn what a function entry returned (a row or rows) into a 2-D float64 array."""
     def bad(what: str) -> ProjectError:
@@ -410,6 +443,7 @@ def auto_chunk_size(seconds_per_point: float, n_points: int, workers: int) -> in
 def load_project(project_dir: Path, settings: Settings) -> Project:
     """Validate the whole project up front (entry, points, combiner); creates nothing."""
     project_dir = _project_dir(project_dir)
+    _points_file(project_dir)  # an empty folder hears about points.py first, then about the entry
     entry = resolve_entry(project_dir, settings.entry)
     points = load_points(project_dir)
     combine = project_dir / COMBINE_NAME

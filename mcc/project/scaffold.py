@@ -4,7 +4,7 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-from mcc.errors import ProjectError
+from mcc.errors import INSTALL_REINSTALL, ProjectError
 
 #: Files written by :func:`init_project`, in order.
 TEMPLATE_FILES: tuple[str, ...] = ("points.py", "entry.py", "combine_data.py", "mcc.toml")
@@ -21,7 +21,7 @@ def _template_text(name: str) -> str:
         except OSError as exc:
             raise ProjectError(f"The mcc installation is missing its template {name} "
                                f"(mcc/project/starter/{name}); reinstall mcc, e.g. "
-                               f"`pip install --force-reinstall materialsCloudCompute`.") from exc
+                               f"`{INSTALL_REINSTALL}` in the mcc checkout.") from exc
 
 
 def init_project(target: Path) -> list[Path]:

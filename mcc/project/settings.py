@@ -21,7 +21,7 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
 from mcc.errors import ConfigError
 
 CONFIG_NAME = "mcc.toml"
-BACKENDS = ("local", "aws")
+BACKENDS = ("local", "aws", "slurm")
 #: ``module:function`` (dotted module names allowed; the function may be ``Class.method``).
 ENTRY_FUNCTION_RE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 
@@ -30,15 +30,22 @@ ENTRY_FUNCTION_RE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[
 class Settings:
     """Validated settings of one project (defaults apply when mcc.toml or a flag is silent)."""
 
-    backend: str = "local"            # "local" | "aws"
+    backend: str = "local"            # "local" | "aws" | "slurm"
     workers: int = 2                  # >= 1
     chunk_size: int | None = None     # >= 1; None = automatic (see project.auto_chunk_size)
     max_attempts: int = 3             # >= 1
     entry: str | None = None          # "module:function" or "path/to/script.py"; None = auto-detect
-    point_timeout: float = 600.0      # seconds per point, > 0
+    point_timeout: float | None = None  # seconds per point, > 0; None = no limit (a DFT point may take hours;
+                                        # the lease and heartbeat catch a dead worker without it)
     lease_seconds: float = 30.0       # > 0
     results_dir: str = "results"      # relative to the project dir
     aws: dict = field(default_factory=dict)  # the [aws] table, passed through as is
+    slurm: dict = field(default_factory=dict)  # the [slurm] table (validated by mcc.backends.slurm_settings)
+
+    @property
+    def backend_table(self) -> dict:
+        """The settings table of the chosen backend ([slurm] for slurm, else [aws])."""
+        return self.slurm if self.backend == "slurm" else self.aws
 
     def to_dict(self) -> dict:
         """Plain dict of every setting (the ``aws`` table deep-copied), e.g. for a run spec."""
@@ -53,7 +60,7 @@ class _Spec:
 
 
 _SPECS: dict[str, _Spec] = {
-    "backend": _Spec("choice", 'one of "local" or "aws"', '"local"'),
+    "backend": _Spec("choice", 'one of "local", "aws" or "slurm"', '"local"'),
     "workers": _Spec("int", "an integer >= 1", "4"),
     "chunk_size": _Spec("int", "an integer >= 1 (leave it out for automatic sizing)", "100"),
     "max_attempts": _Spec("int", "an integer >= 1", "3"),
@@ -63,6 +70,7 @@ _SPECS: dict[str, _Spec] = {
     "results_dir": _Spec("str", "a non-empty string (a folder, relative to the project directory)",
                          '"results"'),
     "aws": _Spec("table", "a table ([aws] section)", '{ region = "us-east-1" }'),
+    "slurm": _Spec("table", "a table ([slurm] section)", '{ partition = "debug" }'),
 }
 VALID_KEYS: tuple[str, ...] = tuple(_SPECS)
 
@@ -119,7 +127,7 @@ def _check(key: str, value: Any, where: str, flag: str | None) -> Any:
     else:
         head = f"{where}: setting `{key}` must be {spec.expected}, got {_describe(value)}."
         fix = f"Fix: write e.g. `{key} = {spec.example}`"
-        fix += " or delete the line to use the default." if key != "aws" else "."
+        fix += " or delete the line to use the default." if key not in ("aws", "slurm") else "."
     if isinstance(value, bool) and spec.kind in ("int", "float"):
         head += " A boolean (true/false) is not a number."
     elif isinstance(value, str) and spec.kind in ("int", "float"):
@@ -162,7 +170,7 @@ def _unknown(key: str, where: str, flag: bool) -> ConfigError:
         return ConfigError(f"Unknown setting override `{key}` (from the command line).{hint} "
                            f"Valid settings are: {listing}.")
     return ConfigError(f"{where}: unknown setting `{key}`.{hint} Valid settings are: {listing} "
-                       f"(AWS options go inside the [aws] table). Rename or delete the line.")
+                       f"(AWS options go inside the [aws] table, Slurm ones inside [slurm]). Rename or delete the line.")
 
 
 def flag_name(key: str) -> str:
@@ -191,6 +199,7 @@ def load_settings(project_dir: Path, overrides: Mapping[str, Any] | None = None)
         if key not in _SPECS:
             raise _unknown(key, "", flag=True)
         values[key] = _check(key, value, "", flag_name(key))
-    if "aws" in values:
-        values["aws"] = dict(values["aws"])
+    for table in ("aws", "slurm"):
+        if table in values:
+            values[table] = dict(values[table])
     return Settings(**values)

@@ -16,6 +16,7 @@ from typing import Any, Iterable
 
 from peewee import fn
 
+from mcc.backends.slurm_cost import core_hour_usd, job_rows
 from mcc.report import pricing
 from mcc.ledger import current_ledger, models, open_ledger, queries
 
@@ -181,6 +182,9 @@ def analyze_run(run_id: str, *, home: str | Path | None = None, now: float | Non
         breakdown[f"ec2 {i['instance_type']}" if i["instance_type"] != LOCAL else "local"] += i["cost_usd"]
     for kind, usd in _other_costs(run, now).items():
         breakdown[kind] += usd
+    jobs = job_rows(run, now) if run.backend == "slurm" else []
+    if jobs:
+        breakdown["slurm core-hours"] += sum(j["cost_usd"] for j in jobs)
     cost = sum(breakdown.values())
     instance_seconds = sum(i["seconds"] for i in instances)
     vcpu_seconds = sum(i["seconds"] * (i["vcpus"] or 0) for i in instances)
@@ -211,6 +215,7 @@ def analyze_run(run_id: str, *, home: str | Path | None = None, now: float | Non
         "retries": counts.get("fail", 0), "preemptions": counts.get("release", 0), "stalls": _stalls(run),
         "data_kb": result.stat().st_size / 1024 if result is not None and result.exists() else None,
         "instance_runs": instances,
+        "core_hours": sum(j["core_hours"] for j in jobs), "jobs": jobs,
     }
 
 
@@ -338,6 +343,10 @@ def cost_figures(run: models.Run, *, done: int | None = None, dead: int | None =
     instances = instance_rows(run, table=table, now=now)
     so_far = sum(i["cost_usd"] for i in instances) + sum(_other_costs(run, now).values())
     burn = 0.0 if finished else _burn_per_hour(run, instances, table)
+    jobs = job_rows(run, now) if run.backend == "slurm" else []
+    if jobs:  # core-hours at core_hour_usd; the burn is what runs now
+        so_far += sum(j["cost_usd"] for j in jobs)
+        burn += core_hour_usd(run) * sum(j["cpus"] for j in jobs if j["running"])
     prepaid = [] if finished else _prepaid(instances)
     if points_per_s is None and not finished:
         start, _, _ = _run_times(run, now)
@@ -348,6 +357,8 @@ def cost_figures(run: models.Run, *, done: int | None = None, dead: int | None =
         "projected_usd": so_far if finished else projected_cost(so_far, burn, remaining, points_per_s, prepaid),
         "prepaid": prepaid, "points_per_s": points_per_s, "remaining_points": 0 if finished else remaining,
         "complete": all(i["priced"] for i in instances), "finished": finished,
+        **({"core_hours": sum(j["core_hours"] for j in jobs), "slurm_jobs": [j["job_id"] for j in jobs]}
+           if run.backend == "slurm" else {}),
     }
 
 

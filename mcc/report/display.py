@@ -4,14 +4,16 @@ from __future__ import annotations
 import functools
 import re
 import time
+from pathlib import Path
 from typing import Any, Iterable
 
 from rich.console import Console, Group
 from rich.live import Live
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
 
+FINISHED = ("completed", "completed_with_failures", "failed", "cancelled", "cleaning", "cleaned")
 SECRET_KEYS = re.compile(r"password|secret|token|redis_url", re.I)
 STATE_STYLES = {
     "completed": "green", "active": "green", "done": "green", "cleaned": "dim", "deleted": "dim",
@@ -39,6 +41,23 @@ def redact(value: Any) -> Any:
     if isinstance(value, str):  # the substring test first: `mcc ledger show --json` redacts ~10^5 strings
         return REDIS_CREDENTIALS.sub(r"\1***@", value) if "redis" in value else value
     return value
+
+
+def labelled(label: str, style: str, text: str) -> Text:
+    """``label`` in ``style`` followed by ``text`` verbatim (never parsed as markup)."""
+    return Text.assemble((label, style), " ", text)
+
+
+def points_line(done: int, dead: int, total: int) -> str:
+    """``300/400 · 100 dead``: points with a result out of all, and the lost ones when there are any."""
+    return f"{done}/{total}" + (f" · {dead} dead" if dead else "")
+
+
+def error_line(error: str | None) -> str:
+    """The one line of a subproblem's last error (``point 17: ValueError: … (entry.py:5 in compute)``);
+    older ledgers hold a traceback tail, whose last line is the exception."""
+    lines = (error or "").strip().splitlines()
+    return "" if not lines else lines[0] if len(lines) == 1 else f"{lines[0].split(':')[0]}: {lines[-1].strip()}"
 
 
 def styled(state: str) -> Text:
@@ -102,7 +121,8 @@ def events_table(rows: Iterable[dict[str, Any]]) -> Table:
 
 def summary_view(s: dict[str, Any]) -> Group:
     lines = [Text.assemble(("run ", "bold"), s["run_id"], "  ", styled(s["state"]))]
-    lines.append(Text(f"points {s['points']}  done {s['done']}  dead {s['dead']}  entry {s['entry']}  "
+    lead = "finished" if s["state"] in FINISHED else "done"
+    lines.append(Text(f"{lead} {points_line(s['done'], s['dead'], s['points'])}  entry {s['entry']}  "
                       f"chunk {s['chunk_size']}"))
     t = s.get("timings") or {}
     if "compute_s" in t:
@@ -114,6 +134,9 @@ def summary_view(s: dict[str, Any]) -> Group:
         lines.append(Text.assemble(("result ", "bold"), s["result"]))
     if s.get("reason"):
         lines.append(Text.assemble(("reason ", "bold"), s["reason"]))
+    if s.get("running"):
+        lines.append(Text.assemble(("running ", "bold"), ", ".join(
+            f"{r['name']} ({r['kind']} {r['physical_id'] or r['state']})" for r in s["running"])))
     parts: list[Any] = list(lines)
     if s.get("failures"):
         table = Table(title="Failed subproblems", title_justify="left")
@@ -122,8 +145,11 @@ def summary_view(s: dict[str, Any]) -> Group:
         for f in s["failures"][:50]:
             first = f["first_point"]
             table.add_row(str(f["subproblem"]), f"{first}–{first + f['n_points'] - 1}", str(f["attempts"]),
-                          (f.get("error") or "").strip().splitlines()[-1][:100] if f.get("error") else "")
+                          error_line(f.get("error")))
         parts.append(table)
+        if s.get("result"):
+            logs = Path(s["result"]).parent / "logs" / "failures"
+            parts.append(Text(f"full tracebacks: {logs}/SUBPROBLEM/ATTEMPT.txt", style="dim"))
     return Group(*parts)
 
 
@@ -133,7 +159,8 @@ class ProgressView:
     def __init__(self, console: Console) -> None:
         self.console = console
         self.bar = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.description}", markup=False, style="bold"), BarColumn(),
+            TextColumn("{task.fields[points]}", markup=False),
             TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
             console=console,
         )
@@ -153,7 +180,7 @@ class ProgressView:
 
     def update(self, run: Any, progress: dict[str, Any] | None, cost: dict[str, Any] | None = None) -> None:
         if self.task is None:
-            self.task = self.bar.add_task(run.id, total=run.points, rate="")
+            self.task = self.bar.add_task(run.id, total=run.points, rate="", points=points_line(0, 0, run.points))
         if cost is not None:
             self.cost.plain = cost_text(cost)
         if not progress:
@@ -166,8 +193,10 @@ class ProgressView:
             self.first = (now, done)
         elapsed = now - self.first[0]
         rate = (done - self.first[1]) / elapsed if elapsed > 0.5 else 0.0
-        self.bar.update(self.task, completed=done + p["dead_points"], description=f"{run.id} {progress['phase']}",
-                        rate=f"{rate:,.0f} pts/s" if rate else "")
+        phase = "finished" if progress["phase"] == "finished" else progress["phase"]
+        self.bar.update(self.task, completed=done + p["dead_points"], description=f"{run.id} {phase}",
+                        rate=f"{rate:,.0f} pts/s" if rate else "",
+                        points=points_line(done, p["dead_points"], run.points))
         self.counts.plain = (f"done {done}  failed {p['dead_points']} (dead subproblems {p['dead']})  "
                              f"in flight {p['leased']} subproblems  pending {p['pending']}  "
                              f"retries {p['failures']}  workers {progress.get('workers', 0)}")
@@ -183,6 +212,8 @@ def cost_text(c: dict[str, Any]) -> str:
         projected = _usd(c["projected_usd"]) if c.get("projected_usd") is not None else "? (no rate yet)"
         text = (f"cost so far {_usd(c['so_far_usd'])}  projected total {projected}  "
                 f"burning ${c['burn_usd_per_hour']:,.4f}/h")
+    if "core_hours" in c:
+        text += f"  core-hours {c['core_hours']:,.3f}  slurm jobs {', '.join(c['slurm_jobs']) or 'none yet'}"
     return text if c.get("complete", True) else text + "  (some instance types unpriced: `mcc analyze` says which)"
 
 

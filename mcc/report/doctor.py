@@ -16,8 +16,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from mcc.errors import INSTALL_PLOT
+
 PACKAGES = ["materialsCloudCompute", "boto3", "redis", "peewee", "transitions", "h5py", "numpy", "click", "rich"]
-OPTIONAL_PACKAGES = {"matplotlib": "pip install 'materialsCloudCompute[plot]' (needed only by `mcc analyze --plot`)"}
+OPTIONAL_PACKAGES = {"matplotlib": f"{INSTALL_PLOT} in the mcc checkout, or pip install matplotlib "
+                                   "(needed only by `mcc analyze --plot`)"}
 VCPU_QUOTA = {"ServiceCode": "ec2", "QuotaCode": "L-1216C47A"}  # Running On-Demand Standard (A, C, D, H, I, M, R, T, Z)
 AWS_TIMEOUTS = {"connect_timeout": 3, "read_timeout": 10, "retries": {"max_attempts": 1, "mode": "standard"}}
 
@@ -102,7 +105,8 @@ def check_ledger(home: str | Path | None = None) -> Check:
     detail = (f"{ledger.path} (uuid {ledger.uuid}), schema {version}/{LATEST}, integrity "
               f"{'ok' if ok else '; '.join(integrity[:3])}, "
               + ", ".join(f"{k} {n}" for k, n in counts.items()) + f" ({live} resources not deleted)")
-    fix = "" if ok else f"the SQLite file is damaged: back it up, then `sqlite3 {path} .recover`"
+    fix = "" if ok else ("the SQLite file is damaged: `mcc ledger recover` restores its last backup and adopts, "
+                         "by their tags, the resources created since")
     return Check("ledger", ok, detail, fix, essential=True)
 
 

@@ -16,8 +16,9 @@ from typing import Iterator
 
 from mcc.driver.context import Context, store_of
 from mcc.errors import MccError
-from mcc.ledger import TERMINAL_RUN_STATES, current_ledger, models, open_ledger, queries
-from mcc.work.runspec import FINAL, LOGS
+from mcc.ledger import TERMINAL_RUN_STATES, current_ledger, models, queries
+from mcc.ledger.db import open_for_reading
+from mcc.work.runspec import FAILURES, FINAL, LOGS
 from mcc.work.stores import Store
 
 log = logging.getLogger(__name__)
@@ -107,6 +108,19 @@ def collect_logs(store: Store, dest: Path) -> Path | None:
     return merged
 
 
+def collect_failures(store: Store, dest: Path) -> int:
+    """Copy the full text of every failed point attempt (``failures/SUB/ATTEMPT.txt``: the traceback or
+    the script's stderr) to ``dest/failures/``; returns how many. The ledger and `mcc status` keep one line."""
+    keys = store.list(FAILURES)
+    for key in keys:
+        data = store.get_bytes(key)
+        if data is not None:
+            path = dest / key
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+    return len(keys)
+
+
 def results_logs_dir(run: models.Run) -> Path:
     """``<project>/<results_dir>/<run-id>/logs``."""
     return Path(run.project_dir) / (run.settings or {}).get("results_dir", "results") / run.id / "logs"
@@ -117,7 +131,7 @@ _contexts: dict[str, Context] = {}
 
 def _store(run: models.Run) -> Store | None:
     """The run's bucket (None before provisioning recorded it)."""
-    ledger = current_ledger() or open_ledger()
+    ledger = current_ledger() or open_for_reading()
     ctx = _contexts.get(run.id)
     if ctx is None or ctx.ledger is not ledger:
         ctx = _contexts[run.id] = Context.for_run(ledger, run)
@@ -136,7 +150,7 @@ def _select(texts: dict[str, str], worker: str | None) -> dict[str, str]:
 def run_logs(run_id: str, worker: str | None = None, *, home: str | Path | None = None) -> dict[str, str]:
     """source → text of the run's logs: from results/ once the run is finished, else from the bucket."""
     if home is not None or current_ledger() is None:
-        open_ledger(home)
+        open_for_reading(home)
     run = queries.get_run(run_id)
     folder = results_logs_dir(run)
     store = None if run.state in FINISHED_STATES and folder.is_dir() else _store(run)
@@ -162,7 +176,7 @@ def follow(run_id: str, worker: str | None = None, *, poll: float = 0.5, quiet_p
     and ``quiet_polls`` polls in a row brought no new line (a detached run nobody is driving).
     """
     if home is not None or current_ledger() is None:
-        open_ledger(home)
+        open_for_reading(home)
     seen: dict[str, int] = {}
     quiet = 0
     while True:

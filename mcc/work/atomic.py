@@ -29,8 +29,10 @@ def replacing(dest: str | Path) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, dest)
-    except BaseException:
+    except BaseException as exc:
         unlink_quietly(tmp)
+        if isinstance(exc, OSError) and exc.filename is None:
+            exc.filename = str(dest)  # copyfile's ENOSPC names no file: name the one we were writing
         raise
 
 

@@ -14,8 +14,14 @@ SMALL_FILE_BYTES = 2**20  # files up to this size are read whole in one read (HD
 FIRST_READ = 64 * 1024
 
 
-def builtin_combine(files: Sequence[str], fileout: str) -> None:
+def builtin_combine(files: Sequence[str], fileout: str, chunks: Sequence[tuple[int, int]] | None = None) -> None:
     """Concatenate the ``data`` datasets of ``files`` (in the given order) into ``fileout``.
+
+    With ``chunks`` (the ``(first_point, n_points)`` of each file's subproblem) a ``point_index``
+    dataset gives each row its point number, so the gaps left by dead points are explicit: a file
+    with one row per point numbers them ``first_point …``, one with ``k`` rows per point repeats
+    each number ``k`` times, any other row count is numbered -1 (unknown).
+    A result that fits in one block is stored contiguously at its exact size (no chunk padding).
 
     One pass, each file read once, its rows (converted to float64) gathered in a fixed-size block
     buffer, and a full block appended to the output dataset in one write. The memory used is one
@@ -33,7 +39,9 @@ def builtin_combine(files: Sequence[str], fileout: str) -> None:
         small, large = _read_fapls()
         layouts = _Layouts()
         writer: _BlockWriter | None = None
+        rows_per_file: list[int] = []
         for name in files:
+            before = writer.rows if writer is not None else 0
             fd = os.open(name, os.O_RDONLY)  # _read_small, inlined: this loop runs once per result file
             try:
                 raw: bytes | None = os.read(fd, FIRST_READ)  # most result files are a few KB: one read
@@ -46,6 +54,7 @@ def builtin_combine(files: Sequence[str], fileout: str) -> None:
                 if writer is None:
                     writer = _BlockWriter(out, _width(name, layout.shape))
                 writer.add_bytes(name, raw, layout)
+                rows_per_file.append(writer.rows - before)
                 continue
             fid = h5f.open(os.fsencode(name), h5f.ACC_RDONLY, fapl=small if raw is not None else large)
             try:
@@ -60,8 +69,36 @@ def builtin_combine(files: Sequence[str], fileout: str) -> None:
                     dset.close()
             finally:
                 fid.close()
+            rows_per_file.append(writer.rows - before)
         assert writer is not None
-        writer.flush()
+        writer.finish()
+        if chunks is not None:
+            _write_point_index(out, list(chunks), rows_per_file)
+
+
+def _write_point_index(out: h5py.File, chunks: list[tuple[int, int]], rows_per_file: list[int]) -> None:
+    """``point_index``: the point number of every row of ``data`` (see :func:`builtin_combine`)."""
+    if len(chunks) != len(rows_per_file):
+        raise ValueError(f"{len(rows_per_file)} result files but {len(chunks)} subproblems given")
+    total = sum(rows_per_file)
+    last = max((first + n for first, n in chunks), default=0)
+    dtype = np.int32 if last < 2**31 else np.int64  # 4 bytes a row for any sweep below 2 billion points
+    dset = out.create_dataset("point_index", (total,), dtype=dtype)
+    dset.attrs["description"] = "the point number (index into get_points()) of each row of data; -1: unknown"
+    at, parts, held = 0, [], 0
+    for (first, n), rows in zip(chunks, rows_per_file):
+        if rows == n:
+            parts.append(np.arange(first, first + n, dtype=dtype))
+        elif n and rows % n == 0:
+            parts.append(np.repeat(np.arange(first, first + n, dtype=dtype), rows // n))
+        else:
+            parts.append(np.full(rows, -1, dtype=dtype))
+        held += rows
+        if held * 8 >= BLOCK_BYTES:
+            dset[at : at + held] = np.concatenate(parts)
+            at, parts, held = at + held, [], 0
+    if held:
+        dset[at : at + held] = np.concatenate(parts)
 
 
 def _read_rest(fd: int, first: bytes) -> bytes | None:
@@ -177,10 +214,23 @@ class _BlockWriter:
         self.checked: _Layout | None = None  # the last layout whose shape passed _check
         self.capacity = len(self.block)
         self.used = 0
-        chunk_rows = rows  # one chunk per block: a full block is one chunk write, past the chunk cache
-        self.dset = out.create_dataset("data", (0, width), maxshape=(None, width), dtype="float64",
-                                       chunks=(chunk_rows, width))
+        self.out = out
+        self.dset: h5py.Dataset | None = None  # created by the first full block, or by finish()
         self.total = 0
+
+    @property
+    def rows(self) -> int:
+        """Rows added so far (written or still in the block)."""
+        return self.total + self.used
+
+    def finish(self) -> None:
+        """Write what the block holds. A result that never filled a block becomes one contiguous
+        dataset of exactly its size (a chunked one would allocate a whole block-sized chunk)."""
+        if self.dset is None:
+            self.dset = self.out.create_dataset("data", data=self.block[: self.used])
+            self.total, self.used = self.used, 0
+            return
+        self.flush()
 
     def read_from(self, name: str, dset: h5d.DatasetID) -> None:
         """Append the rows of an open HDF5 dataset (HDF5 converts them to float64)."""
@@ -240,6 +290,9 @@ class _BlockWriter:
             self.used = 0
 
     def _append(self, rows: np.ndarray) -> None:
+        if self.dset is None:  # one chunk per block: a full block is one chunk write, past the chunk cache
+            self.dset = self.out.create_dataset("data", (0, self.width), maxshape=(None, self.width),
+                                                dtype="float64", chunks=(len(self.block), self.width))
         start = self.total
         self.total += len(rows)
         self.dset.resize(self.total, axis=0)
@@ -260,11 +313,17 @@ def _read_fapls() -> tuple[h5p.PropFAID, h5p.PropFAID]:
     return small, large
 
 
-def combine_files(files: Sequence[str], fileout: Path, combiner: Callable[[list[str], str], None] | None) -> None:
-    """Run the combiner into a temporary file, then move it into place (never a half-written output)."""
+def combine_files(files: Sequence[str], fileout: Path, combiner: Callable[[list[str], str], None] | None,
+                  chunks: Sequence[tuple[int, int]] | None = None) -> None:
+    """Run the combiner into a temporary file, then move it into place (never a half-written output).
+
+    ``chunks`` (``(first_point, n_points)`` per file) gives the built-in combiner's ``point_index``."""
     tmp = fileout.with_name(fileout.name + ".part")
     tmp.unlink(missing_ok=True)
-    (combiner or builtin_combine)(list(files), str(tmp))
+    if combiner is None:
+        builtin_combine(list(files), str(tmp), chunks)
+    else:
+        combiner(list(files), str(tmp))
     if not tmp.exists():
         raise RuntimeError("combine_data(files, fileout) returned without writing fileout")
     tmp.replace(fileout)

@@ -16,8 +16,10 @@ COMBINED = "combined.h5"
 RESULTS = "results/"
 FAILURES = "failures/"
 JOURNAL = "journal/"
+RETRIED = "retried/"  # retried/<generation>/failures/...: the failures of points revived by --retry-dead
 INSTANCES = "instances/"
 LOGS = "logs/"
+WORK = "work/"  # the local workers' scratch folders (local backend)
 
 
 def result_key(sub: int) -> str:
@@ -54,13 +56,15 @@ class RunSpec:
     project_dir: str
     workers: int
     max_attempts: int
-    point_timeout: float
+    point_timeout: float | None  # None: no per-point limit
     lease_seconds: float
     has_combiner: bool
     stall_seconds: float = 0.0  # 0 = 3 × lease
     idle_exit_seconds: float = 120.0  # a worker with nothing to do and no manager exits after this
     tick_seconds: float = 0.1
     extra: dict[str, Any] = field(default_factory=dict)
+    generation: int = 0  # rounds of `mcc resume --retry-dead` so far: a new one makes the manager reseed
+    entry_sha256: str = ""  # of the entry's source when this round started (recorded per worker)
 
     @property
     def stall_after(self) -> float:

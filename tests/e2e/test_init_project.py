@@ -20,6 +20,10 @@ def test_init_then_run_uses_the_scaffolded_combiner(mcc_home: Path, tmp_path: Pa
     with h5py.File(out["result"], "r") as fh:
         rows = fh["data"][...]
         columns = [c.decode() if isinstance(c, bytes) else str(c) for c in fh["data"].attrs["columns"]]
+        # mcc's attributes are added to the user's combine_data output too (entry.compute.columns)
+        assert [c.decode() if isinstance(c, bytes) else str(c) for c in fh.attrs["columns"]] == columns
+        assert (fh.attrs["run_id"], int(fh.attrs["missing_points"])) == (out["run_id"], 0)
+        assert fh["missing"].shape == (0,)
     # only the scaffolded combine_data.py labels the columns; the built-in combiner does not
     assert columns == ["strain", "energy_eV_per_atom", "pressure_GPa"]
     assert rows.shape == (51, 3)

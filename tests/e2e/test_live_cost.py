@@ -16,7 +16,7 @@ def test_local_run_reports_cost_live_and_in_json(mcc_home: Path, make_project) -
     assert seen and all(cost["local"] and cost["so_far_usd"] == 0.0 == cost["projected_usd"] for _, _, cost in seen)
     assert {run_id for run_id, _, _ in seen} == {result["run_id"]}
     assert result["cost"] == {"local": True, "so_far_usd": 0.0, "burn_usd_per_hour": 0.0, "projected_usd": 0.0,
-                              "prepaid": [], "points_per_s": None, "remaining_points": 0, "complete": True, "finished": True}
+                              "prepaid": [], "points_per_s": result["timings"]["points_per_second"], "remaining_points": 0, "complete": True, "finished": True}
 
     one = mcc_json("status", result["run_id"], home=mcc_home)
     assert one["cost"]["local"] and one["cost"]["projected_usd"] == 0.0

@@ -29,6 +29,7 @@ SH_BLOCKS = {
     "Install and run the example": "test_install_and_quickstart_as_written",
     "Your own sweep": "test_own_sweep_as_written",
     "On AWS": "tests/aws/test_run_aws.py::test_readme_aws_commands_as_written (the emulated cloud)",
+    "On a Slurm cluster": "tests/e2e/test_readme_slurm.py::test_readme_slurm_as_written (the local Slurm)",
     "Costs": "test_costs_as_written",
     "Migrating from the original materialsCloudCompute": "test_migration_as_written",
     "Performance": "test_performance_as_written (the full suite only with MCC_SLOW_TESTS=1)",
@@ -38,7 +39,7 @@ PYTHON_BLOCKS = {"Python API": "test_python_api_as_written",
                  "Migrating from the original materialsCloudCompute":
                      "tests/aws/test_original_api.py::test_original_readme_block_on_the_ledger (the emulated cloud; MCC_SLOW_TESTS=1)"}
 JSON_BLOCKS = {"AWS setup": "test_iam_policy_covers_every_aws_call"}
-TEXT_BLOCKS = {"mcc — materialsCloudCompute", "Concepts", "Costs"}  # the diagram, the state machines, a sample
+TEXT_BLOCKS = {"mcc — materialsCloudCompute", "Concepts", "Costs", "On a Slurm cluster"}  # the diagram, the state machines, a sample
 
 
 def blocks(lang: str) -> list[tuple[str, str]]:
@@ -204,7 +205,7 @@ def test_performance_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         out = shell(line, cwd=tmp_path, home=tmp_path / "home", bin_dir=python_bin, timeout=1400).stdout
         print(out)
         ids = set(re.findall(r"^[│|] (B\d)\S* ", out, re.M))
-        expected = {"B5"} if "B5 --size" in line else {f"B{i}" for i in range(1, 9)}
+        expected = {"B5"} if "B5 --size" in line else {f"B{i}" for i in range(1, 10)}
         assert ids == expected, (line, ids)
         assert "│ error" not in out and "| error |" not in out, line
     assert len(full) == 1
@@ -269,7 +270,8 @@ IMPLIED = {
 def aws_calls() -> dict[str, str]:
     """IAM action → the file that makes the call, for every boto3 call the `mcc` command can make."""
     files = [*sorted((REPO / "mcc" / "providers" / "aws").glob("*.py")), *sorted((REPO / "mcc" / "backends").glob("aws*.py")),
-             *(REPO / "mcc" / name for name in ("cleaner.py", "doctor.py", "pricing.py", "storage.py", "cli.py"))]
+             *(REPO / "mcc" / name for name in ("driver/cleaner.py", "report/doctor.py", "report/pricing.py", "work/stores.py",
+                                                 "cli.py"))]
 
     def action(service: str, op: str) -> str:
         service = PREFIX.get(service, service)

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mcc.errors import EXIT_COMPLETED_WITH_FAILURES
 from tests.conftest import (
     EXAMPLE, SEED, combined_rows, mcc, mcc_json, tagged_processes,
 )
@@ -101,7 +102,7 @@ def test_failing_points_retry_then_dead(mcc_home: Path, make_project) -> None:
         """, toml="max_attempts = 2\nchunk_size = 5\n")
     proc = mcc("run", str(project), "--json", home=mcc_home)
     out = json.loads(proc.stdout)
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == EXIT_COMPLETED_WITH_FAILURES, proc.stderr  # a pipeline notices the lost points
     assert out["state"] == "completed_with_failures"
     assert out["dead"] == 10 and out["done"] == 50  # the two chunks holding points 17 and 42
     assert sorted(f["subproblem"] for f in out["failures"]) == [3, 8]
@@ -118,7 +119,9 @@ def test_hanging_point_times_out(mcc_home: Path, make_project) -> None:
         if i == 5:
             time.sleep(3600)
         """, toml="max_attempts = 1\nchunk_size = 4\npoint_timeout = 1.0\n")
-    out = mcc_json("run", str(project), home=mcc_home)
+    proc = mcc("run", str(project), "--json", home=mcc_home)
+    assert proc.returncode == EXIT_COMPLETED_WITH_FAILURES, proc.stderr
+    out = json.loads(proc.stdout)
     assert out["state"] == "completed_with_failures"
     assert [f["subproblem"] for f in out["failures"]] == [1]
     assert "timed out after 1 s" in out["failures"][0]["error"]

@@ -8,7 +8,9 @@ The original materialsCloudCompute's combine_data.py works here unchanged.
 import h5py
 import numpy as np
 
-COLUMNS = ["strain", "energy_eV_per_atom", "pressure_GPa"]   # what entry.compute returns, in order
+# What entry.compute returns, in order. mcc reads a module-level `columns` list here (or a `columns`
+# attribute on the entry function) and writes it as the `columns` attribute of the combined file.
+columns = ["strain", "energy_eV_per_atom", "pressure_GPa"]
 
 
 def combine_data(files, fileout):
@@ -16,8 +18,8 @@ def combine_data(files, fileout):
     for name in files:
         with h5py.File(name, "r") as f:
             parts.append(f["data"][...])
-    rows = np.concatenate(parts) if parts else np.empty((0, len(COLUMNS)))
+    rows = np.concatenate(parts) if parts else np.empty((0, len(columns)))
     rows = rows[np.argsort(rows[:, 0], kind="stable")]       # sorted by strain
     with h5py.File(fileout, "w") as f:
         dset = f.create_dataset("data", data=rows)
-        dset.attrs["columns"] = COLUMNS                       # label the columns for whoever reads it
+        dset.attrs["columns"] = columns                       # label the columns for whoever reads it

@@ -21,5 +21,9 @@ def compute(point):
     return [strain, energy, pressure]
 
 
+# The names of the row's columns: mcc writes them as the `columns` attribute of combined.h5.
+compute.columns = ["strain", "energy_eV_per_atom", "pressure_GPa"]
+
+
 if __name__ == "__main__":
     print(compute([0.01]))

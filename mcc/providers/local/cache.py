@@ -60,16 +60,32 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def config_quote(value: str) -> str:
+    """``value`` as one redis.conf argument: double-quoted, with ``\\``, ``"`` and every byte outside
+    printable ASCII escaped as ``\\xHH`` (redis-server's own config parser, sdssplitargs, reads them
+    back), so a path with spaces, quotes or non-ASCII letters stays one argument."""
+    out = []
+    for byte in os.fsencode(value):
+        ch = chr(byte)
+        if ch in '\\"':
+            out.append("\\" + ch)
+        elif 0x20 <= byte < 0x7F:
+            out.append(ch)
+        else:
+            out.append(f"\\x{byte:02x}")
+    return '"' + "".join(out) + '"'
+
+
 def server_config(port: int, password: str, workdir: Path, host: str = "127.0.0.1") -> str:
     return "\n".join(
         [
             f"bind {host}",
             f"port {port}",
-            f"requirepass {password}",
+            f"requirepass {config_quote(password)}",
             'save ""',
             "appendonly no",
             "protected-mode yes",
-            f"dir {workdir}",
+            f"dir {config_quote(str(workdir))}",
             "maxclients 4000",
             "set-proc-title no",  # keeps /proc/<pid>/environ (our tags) readable
             "",
@@ -102,7 +118,7 @@ def start_redis(
             stdin_data=server_config(chosen, password, workdir, host).encode(),
         )
         try:
-            wait_ready("127.0.0.1", chosen, password, proc, timeout)
+            wait_ready("127.0.0.1" if host == "0.0.0.0" else host, chosen, password, proc, timeout)
             return proc, chosen
         except ProviderError as exc:
             last_error = exc
