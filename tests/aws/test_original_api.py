@@ -351,11 +351,11 @@ def test_nothing_opened_by_default_key_file_0600_and_per_kind_clean(cloud, folde
         mcc.templates.create_security_group(ec2, ips={"world": "0.0.0.0/0"}, ports={22: "tcp"})
 
     name = mcc.templates.create_key_pair(ec2)
-    from mcc.api import ledger_view
+    from mcc.ledger import resources as ledger_rows
 
-    [row] = [r for r in ledger_view()["resources"] if r["kind"] == "key_pair"]
-    path = Path(row["attrs"]["key_path"])
-    assert row["physical_id"] == name and (path.stat().st_mode & 0o777) == 0o600
+    [row] = ledger_rows(kind="key_pair")  # the ledger this process has open
+    path = Path(row.attrs["key_path"])
+    assert row.physical_id == name and (path.stat().st_mode & 0o777) == 0o600
     assert mcc.templates.create_key_pair(ec2) == name
     report = mcc.clean.delete_keypair(name)
     assert report["survivors"] == [] and not path.exists()
