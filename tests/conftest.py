@@ -14,7 +14,7 @@ from mcc.providers.local.processes import run_bounded
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SEED = REPO.parent / "shared" / "seed"
+SEED = Path(os.environ.get("MCC_SEED_DIR") or REPO.parent / "shared" / "seed")  # a worktree elsewhere: set it
 EXAMPLE = REPO / "examples" / "kpoints"
 
 

@@ -99,36 +99,50 @@ class AwsBackend:
 
         s, r = self.settings, self.region
         account = self.identity()["Account"]
-        shared = self.provision_shared(engine)
-        bucket = shared["bucket"].attrs.get("name") or shared["bucket"].physical_id
+        own = {kind: ledger_part(kind, pid) for kind, pid in (("bucket", s.bucket), ("security_group", s.security_group_id),
+                                                             ("cache", s.cache_id)) if pid}
+        shared = self.provision_shared(engine) if not ("bucket" in own and "security_group" in own) else {}
+        bucket_row = own.get("bucket") or shared["bucket"]
+        bucket = bucket_row.attrs.get("name") or bucket_row.physical_id
+        group_id = (own.get("security_group") or shared["security_group"]).physical_id
         prefix = f"runs/{run.id}/"
         param_path = f"/mcc/{self.ledger_uuid}/{run.id}/"
+        cache = own.get("cache")
+        # a cache made beforehand brings its AUTH token parameter: the run's role reads that one, nothing else
+        secret_path = cache.spec["auth_token_parameter"].rsplit("/", 1)[0] + "/" if cache else param_path
         name = f"mcc-{run.id}"
         role = engine.ensure(run.id, "role", name, f"{run.id}/role", {"name": name})
         engine.ensure(run.id, "role_policy", f"{name}/run-access", f"{run.id}/role_policy", {
             "role_name": name, "policy_name": "run-access",
-            "policy": worker_policy(bucket, prefix, self.ledger_uuid, r, account, role.attrs.get("arn", ""), param_path)})
+            "policy": worker_policy(bucket, prefix, self.ledger_uuid, r, account, role.attrs.get("arn", ""), secret_path)})
         profile = engine.ensure(run.id, "instance_profile", name, f"{run.id}/instance_profile",
                                 {"name": name, "role_name": name})
         # the secret and the cache go with the run's compute at its end (teardown): a resumed run (a retry,
         # a larger budget) gets new ones under new keys (engine.current), as a relaunched manager does
-        password = engine.current(run, "parameter", f"{run.id}/parameter",
-                                  {"name": f"{param_path}queue-password", "value_bytes": 32},
-                                  name=f"{param_path}queue-password")
-        image_id = shared["image"].physical_id if "image" in shared else base_image_id(self.ctx)
+        if cache is None:
+            password = engine.current(run, "parameter", f"{run.id}/parameter",
+                                      {"name": f"{param_path}queue-password", "value_bytes": 32},
+                                      name=f"{param_path}queue-password").physical_id
+        else:
+            password = cache.spec["auth_token_parameter"]
+        image_id = s.image_id or (shared["image"].physical_id if "image" in shared else base_image_id(self.ctx))
+        key_name = s.key_name or (shared["key_pair"].physical_id if "key_pair" in shared else None)
         template = engine.ensure(run.id, "launch_template", name, f"{run.id}/launch_template", {
             "name": name, "image_id": image_id, "instance_type": s.candidate_types[0],
-            "security_group_id": shared["security_group"].physical_id,
+            "security_group_id": group_id,
             "instance_profile_arn": profile.attrs.get("arn"),
-            "key_name": shared["key_pair"].physical_id if "key_pair" in shared else None,
+            "key_name": key_name,
             "max_lifetime_hours": s.max_lifetime_hours})
-        queue: dict[str, Any] = {"mode": s.queue, "password_parameter": password.physical_id, "tls": False}
-        if s.queue == "elasticache":
+        queue: dict[str, Any] = {"mode": s.queue, "password_parameter": password, "tls": False}
+        if cache is not None:
+            cache = self.wait_cache(engine, cache)
+            queue.update(mode="elasticache", host=cache.attrs["host"], port=cache.attrs["port"], tls=True)
+        elif s.queue == "elasticache":
             cache = engine.current(run, "cache", f"{run.id}/cache", name=name, params={
                 "cluster_id": name[:40], "node_type": s.cache_node_type,
-                "security_group_id": shared["security_group"].physical_id,
-                "auth_token_parameter": password.physical_id})
-            cache = self._wait_cache(engine, cache)
+                "security_group_id": group_id,
+                "auth_token_parameter": password})
+            cache = self.wait_cache(engine, cache)
             queue.update(host=cache.attrs["host"], port=cache.attrs["port"], tls=True)
         store_url = f"s3://{bucket}/{prefix}"
         wheel = self._upload_inputs(self.store(store_url), run)
@@ -153,7 +167,8 @@ class AwsBackend:
         return {"worker_types": types, "subnets": [n for n in s.candidate_subnets if n],
                 "max_spot_price": s.max_spot_price, "on_demand_prices": prices}
 
-    def _wait_cache(self, engine: Engine, row: models.Resource, timeout: float = 1800.0) -> models.Resource:
+    def wait_cache(self, engine: Engine, row: models.Resource, timeout: float = 1800.0) -> models.Resource:
+        """The cache row once its cluster has an endpoint (attrs ``host``, ``port`` recorded)."""
         import time
 
         deadline = time.monotonic() + timeout
@@ -197,6 +212,17 @@ class AwsBackend:
         for row in engine.sweep(run.id):
             if row.kind in ("instance", "cache"):
                 engine.destroy(row, "run finished")
+
+
+def ledger_part(kind: str, physical_id: str) -> models.Resource:
+    """The live ledger row of ``kind`` with this physical id (a part named in [aws]); a clear error otherwise."""
+    row = (models.Resource.select().where((models.Resource.kind == kind) & (models.Resource.physical_id == physical_id)
+                                          & models.Resource.state.in_(["active", "adopted"]))
+           .order_by(models.Resource.id.desc()).first())
+    if row is None:
+        raise MccError(f"{kind} {physical_id} is not a live resource of this mcc ledger: only parts mcc made "
+                       f"(mcc.templates, mcc.storage) can be named; create it with them, or leave it out.")
+    return row
 
 
 def make_aws_backend(home: Path, ledger_uuid: str, settings_table: dict[str, Any] | None) -> AwsBackend:

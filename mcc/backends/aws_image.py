@@ -45,6 +45,15 @@ def image_digest(wheel: Path, requirements: list[str]) -> str:
     return h.hexdigest()[:16]
 
 
+def builder_script(bucket: str, wheel: Path, requirements: list[str], region: str) -> tuple[str, str, str]:
+    """(digest, wheel key, user data) of the builder that bakes this wheel and these requirements: the user
+    data installs mcc from ``s3://bucket/<wheel key>`` with the builder's instance profile (no credentials)."""
+    digest = image_digest(wheel, requirements)
+    wheel_key = f"{IMAGES}{digest}/{wheel.name}"
+    return digest, wheel_key, render_builder_user_data(bucket=bucket, wheel_key=wheel_key, requirements=requirements,
+                                                        region=region, ready_tag=TAG_READY)
+
+
 def baked_image(region: str, digest: str) -> models.Resource | None:
     """The live image row holding ``digest`` in ``region``, if one was baked already."""
     return (models.Resource.select()
@@ -60,19 +69,17 @@ def ensure_image(engine: Engine, *, store: S3Store, wheel: Path, requirements: l
 
     ``store`` is the ledger's bucket in ``region`` (its root): the wheel goes under ``images/<digest>/``.
     """
-    digest = image_digest(wheel, requirements)
+    digest, wheel_key, user_data = builder_script(store.bucket, wheel, requirements, region)
     image = baked_image(region, digest)
     builder_base = f"aws:{region}:image-builder:{digest}"
     if image is None:
-        wheel_key = f"{IMAGES}{digest}/{wheel.name}"
         if not store.exists(wheel_key):
             store.put_file(wheel_key, wheel)
         profile = _builder_identity(engine, store.bucket, region, short, account)
         builder = engine.current(None, "instance", builder_base, {
             "image_id": base_image_id, "security_group_id": security_group_id, "instance_type": instance_type,
             "instance_profile_arn": profile.attrs.get("arn"), "shutdown_behavior": "stop", "count": 1,
-            "user_data": render_builder_user_data(bucket=store.bucket, wheel_key=wheel_key,
-                                                  requirements=requirements, region=region, ready_tag=TAG_READY),
+            "user_data": user_data,
         }, name="image-builder")
         suffix = builder.idempotency_key[len(builder_base):]  # "" or "-2", "-3"…: one image row per builder
         try:

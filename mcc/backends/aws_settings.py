@@ -43,6 +43,13 @@ class AwsSettings:
     def candidate_subnets(self) -> list[str | None]:
         """The subnets the manager tries for each type, in order (None: the default subnet)."""
         return list(self.subnets) if self.subnets else [self.subnet_id]
+    # Parts made beforehand by the original mCC's setup calls (mcc.templates, mcc.storage; mcc.launch sets
+    # them): ids of resources of this ledger that the run uses instead of the ledger's shared ones.
+    bucket: str | None = None            # the run's prefix goes into this bucket
+    image_id: str | None = None
+    security_group_id: str | None = None
+    key_name: str | None = None
+    cache_id: str | None = None          # an ElastiCache replication group of this ledger as the queue
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -10,6 +10,7 @@ from mcc.ledger import models
 from mcc.providers.local.bucket import DirectoryProvider
 from mcc.providers.local.cache import RedisServerProvider, new_password
 from mcc.providers.local.instance import ProcessProvider
+from mcc.providers.local.setup_group import SetupGroupProvider
 from mcc.work.stores import LocalStore
 
 
@@ -23,7 +24,8 @@ class LocalBackend:
 
     def __init__(self, home: Path, ledger_uuid: str) -> None:
         self.home, self.ledger_uuid = home, ledger_uuid
-        self.providers = {"directory": DirectoryProvider(home), "cache": RedisServerProvider(), "instance": ProcessProvider()}
+        self.providers = {"directory": DirectoryProvider(home), "cache": RedisServerProvider(), "instance": ProcessProvider(),
+                          "setup_group": SetupGroupProvider()}
 
     def provision(self, engine: Engine, run: models.Run) -> dict[str, str]:
         bucket = engine.ensure(run.id, "directory", run.id, f"{run.id}/bucket", {})

@@ -18,7 +18,7 @@ from mcc.providers.base import Found, Provider, ResourceSpec, ownership_tags
 # Resource kinds in the order clean deletes them (DESIGN.md "Guaranteed cleanup").
 DELETE_ORDER = [
     "job", "instance", "cache", "parameter", "launch_template", "image", "snapshot", "security_group", "key_pair",
-    "instance_profile", "role_policy", "role", "bucket", "directory",
+    "instance_profile", "role_policy", "role", "bucket", "directory", "setup_group",
 ]
 
 

@@ -35,7 +35,9 @@ SH_BLOCKS = {
     "Performance": "test_performance_as_written (the full suite only with MCC_SLOW_TESTS=1)",
     "Tests": ".ci/run (the whole suite cannot run inside one of its own tests)",
 }
-PYTHON_BLOCKS = {"Python API": "test_python_api_as_written"}
+PYTHON_BLOCKS = {"Python API": "test_python_api_as_written",
+                 "Migrating from the original materialsCloudCompute":
+                     "tests/aws/test_original_api.py::test_original_readme_block_on_the_ledger (the emulated cloud; MCC_SLOW_TESTS=1)"}
 JSON_BLOCKS = {"AWS setup": "test_iam_policy_covers_every_aws_call"}
 TEXT_BLOCKS = {"mcc — materialsCloudCompute", "Concepts", "Costs", "On a Slurm cluster"}  # the diagram, the state machines, a sample
 
@@ -93,6 +95,9 @@ def test_every_block_is_run() -> None:
     # the AWS block is run against the emulated cloud by the AWS suite, with this exact extraction
     aws_test = (REPO / "tests" / "aws" / "test_run_aws.py").read_text()
     assert "def test_readme_aws_commands_as_written" in aws_test
+    # the original mCC's blocks (migration section) run as a script there, from README as written
+    original_test = (REPO / "tests" / "aws" / "test_original_api.py").read_text()
+    assert "def test_original_readme_block_on_the_ledger" in original_test and "readme_block()" in original_test
     assert [c.split()[1] for c in commands("On AWS")] == ["provision", "run", "ledger", "clean"]
     # README's test command is the one CI runs
     assert commands("Tests") == ['pip install -e ".[test]" && python -m pytest']
