@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import zipfile
 from pathlib import Path
+from typing import Any
 
 from mcc.engine import Engine
 from mcc.errors import MccError
@@ -55,10 +56,13 @@ def baked_image(region: str, digest: str) -> models.Resource | None:
 
 
 def ensure_image(engine: Engine, *, store: S3Store, wheel: Path, requirements: list[str], region: str, short: str,
-                 account: str, security_group_id: str, instance_type: str, base_image_id: str) -> models.Resource:
+                 account: str, security_group_id: str, instance_type: str, base_image_id: str,
+                 root: dict[str, Any], kms_key_id: str | None = None) -> models.Resource:
     """The baked image for this wheel and these requirements (baked now if needed); idempotent, resumable.
 
-    ``store`` is the ledger's bucket in ``region`` (its root): the wheel goes under ``images/<digest>/``.
+    ``store`` is the ledger's bucket in ``region`` (its root): the wheel goes under ``images/<digest>/``. The
+    builder's root volume (``root``: images.root_volume of the base image) is encrypted (``kms_key_id``, else aws/ebs), so
+    the image's snapshots are too.
     """
     digest = image_digest(wheel, requirements)
     image = baked_image(region, digest)
@@ -71,6 +75,7 @@ def ensure_image(engine: Engine, *, store: S3Store, wheel: Path, requirements: l
         builder = engine.current(None, "instance", builder_base, {
             "image_id": base_image_id, "security_group_id": security_group_id, "instance_type": instance_type,
             "instance_profile_arn": profile.attrs.get("arn"), "shutdown_behavior": "stop", "count": 1,
+            **root, "kms_key_id": kms_key_id,
             "user_data": render_builder_user_data(bucket=store.bucket, wheel_key=wheel_key,
                                                   requirements=requirements, region=region, ready_tag=TAG_READY),
         }, name="image-builder")

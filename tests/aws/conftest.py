@@ -11,6 +11,7 @@ import pytest
 
 from tests.aws.harness import Cloud, HarnessErrors
 from tests.aws.harness.elasticache import ElastiCacheStandIn
+from tests.aws.harness import gaps
 from tests.aws.harness.moto_server import MotoServer, ensure_al2023_parameter
 from tests.aws.harness.proxy import FaultProxy
 from tests.aws.harness.runner import InstanceRunner
@@ -74,6 +75,7 @@ def cloud(moto: MotoServer, tls_files: TlsFiles, tmp_path: Path,
     monkeypatch.setenv("SSL_CERT_FILE", str(tls_files.bundle))
     c = Cloud(url=proxy.url, moto_url=moto.url, proxy=proxy, runner=runner, elasticache=elasticache,
               secret_key=secret, region=REGION, ca_file=str(tls_files.ca_cert), errors=errors)
+    c.bucket_policies = gaps.attach_all(proxy, c.client("ec2")).policies
     try:
         ensure_al2023_parameter(c.client("ssm"), c.client("ec2"), proxy)
         runner.start()

@@ -128,6 +128,7 @@ class FaultProxy:
         self._observers: list[Observer] = []
         self._hooks: list[Callable[[Call, str], bool]] = []
         self._rewriters: list[Rewriter] = []
+        self._request_filters: list[Callable[[_Request], None]] = []
         self._tokens: dict[tuple[str, str], tuple[dict, int, list, bytes]] = {}
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
@@ -216,6 +217,11 @@ class FaultProxy:
         reaches moto, with "after" it succeeded but the client never hears. For crash tests."""
         self._hooks.append(fn)
 
+    def add_request_filter(self, fn: Callable[["_Request"], None]) -> None:
+        """``fn(request)`` before forwarding: it may rewrite ``request.body`` (moto gaps, tests/aws/harness/gaps.py).
+        ``request.params`` stay what the client sent: hooks, observers and counts see the original call."""
+        self._request_filters.append(fn)
+
     def add_rewriter(self, fn: Rewriter) -> None:
         """``fn(service, action, params, status, body)`` → new body, ``(status, body)``, or None (keep)."""
         self._rewriters.append(fn)
@@ -275,6 +281,8 @@ class FaultProxy:
         if replay is not None:
             status, headers, body = replay
         else:
+            for request_filter in list(self._request_filters):
+                request_filter(req)
             try:
                 status, _reason, headers, body = self._forward(req)
             except OSError as exc:
