@@ -20,7 +20,7 @@ from mcc.providers.aws.key_pair import KeyPairProvider
 from mcc.providers.aws.launch_template import LaunchTemplateProvider
 from mcc.providers.aws.parameter import ParameterProvider, read_secret
 from mcc.providers.aws.security_group import SecurityGroupProvider
-from mcc.providers.aws.sweep import sweep_tagged
+from tests.aws.harness.tagging import sweep_tagged
 from mcc.providers.base import Found, ResourceSpec
 from tests.aws._moto import aws_ctx, aws_env, make_spec, moto_endpoint, new_ctx  # noqa: F401 - fixtures
 from tests.conftest import wait_for

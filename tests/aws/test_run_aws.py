@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from mcc.providers.aws.clients import AwsContext
-from mcc.providers.aws.sweep import sweep_tagged
+from tests.aws.harness.tagging import sweep_tagged
 from tests.aws.conftest import aws_toml
 from tests.conftest import combined_rows, ledger_uuid, mcc, mcc_json
 

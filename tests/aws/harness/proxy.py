@@ -60,6 +60,8 @@ class Call:
     access_key: str | None
     method: str
     path: str
+    body: bytes = b""  # as the client sent it (the policy evaluator reads S3 DeleteObjects and policies)
+    host: str = ""
 
 
 @dataclass
@@ -266,7 +268,8 @@ class FaultProxy:
     def handle(self, req: _Request) -> tuple[int, list[tuple[str, str]], bytes] | None:
         """The response to send, or None to close the connection without one."""
         identify(req)
-        call = Call(req.service, req.action, req.params, req.access_key, req.method, req.path)
+        call = Call(req.service, req.action, req.params, req.access_key, req.method, req.path, req.body,
+                    req.header("Host") or "")
         with self._lock:
             self.calls.append((req.service, req.action))
             self.requests.append(call)
