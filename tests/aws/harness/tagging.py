@@ -69,7 +69,7 @@ def sweep_tagged(ctx: AwsContext, ledger_uuid: str, run_id: str | None = None,
     result: dict[str, list[Found]] = {kind: list(p.sweep(ledger_uuid, run_id)) for kind, p in providers.items()}
     for arn, tags in sorted(tagged_arns(ctx, ledger_uuid, run_id).items()):
         mapped = kind_of_arn(arn)
-        if _member_of_group(arn, result.get("cache", [])):
+        if _member_of_group(arn, result.get("cache", [])) or _gone_with_its_instance(ctx, arn):
             continue
         if mapped is None or mapped[0] not in providers:
             result.setdefault("unknown", []).append(Found(arn, {"arn": arn}, tags))
@@ -90,3 +90,21 @@ def _member_of_group(arn: str, caches: list[Found]) -> bool:
         return False
     node = arn.rsplit(":", 1)[-1]
     return any(node.startswith(f"{c.physical_id}-") for c in caches)
+
+
+def _gone_with_its_instance(ctx: AwsContext, arn: str) -> bool:
+    """A network interface whose instance is terminated: AWS deletes an instance's primary interface with it;
+    moto keeps it (and its tags) attached to the terminated instance. A detached tagged one is a leak."""
+    if ":network-interface/" not in arn:
+        return False
+    ec2 = harness_client(ctx, "ec2")
+    found = ec2.describe_network_interfaces(Filters=[{"Name": "network-interface-id",
+                                                      "Values": [arn.rsplit("/", 1)[-1]]}])["NetworkInterfaces"]
+    instance = ((found[0].get("Attachment") or {}).get("InstanceId")) if found else None
+    if not found:
+        return True
+    if instance is None:
+        return False
+    reservations = ec2.describe_instances(InstanceIds=[instance])["Reservations"]
+    states = [i["State"]["Name"] for r in reservations for i in r["Instances"]]
+    return bool(states) and all(s in ("shutting-down", "terminated") for s in states)
