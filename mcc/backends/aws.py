@@ -182,7 +182,8 @@ class AwsBackend:
         return engine.current(run, "instance", f"{run.id}/manager", {
             "launch_template_id": aws["launch_template_id"], "instance_type": self.settings.manager_type,
             "user_data": user_data, "count": 1, "spot": False, "subnet_id": self.settings.subnet_id,
-            "instance_profile_arn": aws["manager_profile_arn"],
+            # a run provisioned before the manager had its own role: its one profile
+            "instance_profile_arn": aws.get("manager_profile_arn", aws["instance_profile_arn"]),
         }, name="manager")
 
     def teardown(self, engine: Engine, run: models.Run) -> None:

@@ -123,13 +123,14 @@ class PolicyEvaluator:
         self.allowed: Counter[tuple[str, str]] = Counter()  # (who, action) → authorisations that passed
         self.unattributed: Counter[str] = Counter()  # calls with a key of no known identity (not judged)
         self._lock = threading.Lock()
+        self.enabled = True  # off only for the harness's self-tests, whose calls are not mcc's
 
     def attach(self, proxy: Any) -> "PolicyEvaluator":
         proxy.add_hook(self._hook)
         return self
 
     def who(self, access_key: str | None) -> tuple[str, list[dict[str, Any]]] | None:
-        if access_key == LAPTOP_KEY:
+        if access_key == LAPTOP_KEY or (access_key or "").startswith("laptop"):  # crash sweeps: laptop1, laptop2…
             return "laptop (README's user policy)", [self.user_policy]
         role = self.runner.credentials.get(access_key or "")
         if role is None:
@@ -137,7 +138,7 @@ class PolicyEvaluator:
         return f"role {role}", self.look.role_policies(role)
 
     def _hook(self, call: Any, phase: str) -> bool:
-        if phase != "before" or call.service in ("unknown", "moto-api"):
+        if not self.enabled or phase != "before" or call.service in ("unknown", "moto-api"):
             return False
         if f"{call.service}:{call.action}" in UNAUTHORISED_OK:
             return False

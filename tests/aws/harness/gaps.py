@@ -15,8 +15,9 @@
   policy as sent (``Cloud.bucket_policies``) for tests and for the policy evaluator
   (tests/aws/harness/authz.py), which evaluates the full policy with ``aws:SecureTransport`` true.
 * Not closed (no API could): moto makes CreateImage's snapshots unencrypted whatever the volume (AWS:
-  a snapshot of an encrypted volume is encrypted with its key), and a launch from a template with
-  BlockDeviceMappings gets an extra, unmapped default root volume. Tests check the mapped root volume.
+  a snapshot of an encrypted volume is encrypted with its key), and every instance gets moto's default
+  /dev/sda1 volume besides the BlockDeviceMappings it was launched with (untagged, unencrypted; AWS maps
+  the image's root device once). Tests check the volume at the device the launch template names.
 """
 from __future__ import annotations
 
