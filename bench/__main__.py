@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import signal
 import sys
 import time
@@ -31,8 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet", action="store_true", help="no progress lines, only the table")
     parser.add_argument("--markdown", action="store_true", help="print the table as Markdown (for bench/README.md)")
     args = parser.parse_args(argv)
-    # SIGTERM ends the suite like Ctrl-C: finally blocks and the exit hook stop every process it started
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    exit_on_sigterm()
     ids = [i.upper() for i in args.ids] or list(BENCHMARKS)
     unknown = [i for i in ids if i not in BENCHMARKS]
     if unknown:
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         timings[bid] = time.monotonic() - t0
     total = time.monotonic() - started
     info["suite_seconds"] = round(total, 1)
-    info["load_avg_at_end"] = " ".join(f"{x:.2f}" for x in __import__("os").getloadavg())
+    info["load_avg_at_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     command = " ".join(["python -m bench", *(sys.argv[1:] if argv is None else argv)])
     if args.markdown:
         print(markdown_table(rows, info, command))
@@ -68,6 +68,15 @@ def main(argv: list[str] | None = None) -> int:
             json.dump(doc, fh, indent=2, default=str)
         print(f"wrote {args.json_out}")
     return 2 if any(r.mcc == "error" for r in rows) else 0  # a missed target is a result, not an error
+
+
+def exit_on_sigterm() -> None:
+    """SIGTERM ends the suite like Ctrl-C (finally blocks and the exit hook stop every process it started),
+    in this process only: a forked child (``multiprocessing.Pool``'s workers) gets the default action back.
+    Inherited, the handler turned ``Pool.terminate()``'s SIGTERM into ``sys.exit`` inside a worker that could
+    be holding the pool's queue lock, and the pool then waited for that worker forever."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    os.register_at_fork(after_in_child=lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL))
 
 
 def markdown_table(rows: list[Row], info: dict[str, Any], command: str) -> str:

@@ -4,12 +4,15 @@ mcc: the real ``python -m mcc.remote.worker`` processes against a real redis-ser
 are started and polling an unseeded queue first (start-up excluded), then the queue is seeded, and
 the figure is N / (first claim → last ack), both taken from the queue's own event stream (Redis
 server time). Measured at the default automatic chunk size (what ``mcc run`` would pick: the
-entry's probe time through ``mcc.project.auto_chunk_size``) — the user-visible rate — and at
+entry's probe time through ``mcc.project.folder.auto_chunk_size``) — the user-visible rate — and at
 chunk size 1 (one subproblem per point: the rate of dispatch itself).
 
 Baselines in the same run: ``multiprocessing.Pool(2).map`` over the same points (warm pool; the
-limit), and RQ with 2 ``SimpleWorker`` processes on a redis-server started the same way, one job
-per point, first job start → last job end from the jobs' own timestamps.
+limit), RQ with 2 ``SimpleWorker`` processes on a redis-server started the same way, one job
+per point, first job start → last job end from the jobs' own timestamps, and dask.distributed's
+``LocalCluster`` (2 worker processes, 1 thread each, warm): at B1 the points chunked as a dask user
+would (one task per chunk of mcc's automatic size), at B1/c1 one task per point; submit → every
+result gathered in the client.
 """
 from __future__ import annotations
 
@@ -28,8 +31,8 @@ from bench.harness import (
     NOOP_ENTRY, LocalRun, env_with_repo, file_create_us, median, redis_server, tags, tempdir, wait_until, window,
     write_project,
 )
-from mcc.project import Entry, Project, auto_chunk_size
-from mcc.prepare import probe_entry
+from mcc.project.folder import Entry, Project, auto_chunk_size
+from mcc.driver.prepare import probe_entry
 from mcc.providers.local import processes
 
 ID = "B1"
@@ -158,6 +161,34 @@ def rq_dispatch(ctx: Context, n: int, workers: int = WORKERS) -> dict[str, Any]:
     return out
 
 
+def dask_dispatch(ctx: Context, n: int, chunk: int, workers: int = WORKERS) -> dict[str, Any]:
+    """dask.distributed LocalCluster (``workers`` processes × 1 thread, warm), one task per ``chunk`` points;
+    submit → all results gathered."""
+    key = ("dask", n, chunk, workers)
+    if key in ctx.cache:
+        return ctx.cache[key]
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        return {"error": "dask.distributed is not installed (pip install distributed, or the bench extra)"}
+    pts = workloads.points(n).tolist()
+    batches = [pts[i:i + chunk] for i in range(0, n, chunk)]
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                      host="127.0.0.1") as cluster, Client(cluster) as client:
+        client.gather(client.map(workloads.noop_batch, batches[: 2 * workers], pure=False))  # warm
+        t0 = time.perf_counter()
+        results = client.gather(client.map(workloads.noop_batch, batches, pure=False))
+        seconds = time.perf_counter() - t0
+    assert sum(len(r) for r in results) == n
+    import distributed
+
+    out = {"points": n, "chunk": chunk, "tasks": len(batches), "seconds": seconds, "rate": n / seconds,
+           "dask": distributed.__version__}
+    ctx.log(f"dask LocalCluster: {n:,} points in {len(batches):,} tasks → {out['rate']:,.0f} pts/s")
+    ctx.cache[key] = out
+    return out
+
+
 def _rq_time(raw: bytes) -> float:
     text = raw.decode()
     for fmt in ("%Y-%m-%dT%H:%M:%S.%fZ", "%Y-%m-%dT%H:%M:%SZ"):
@@ -211,6 +242,16 @@ def run(size: int | None, ctx: Context) -> list[Row]:
             fmt_rate(m["rate"]), f"Pool.map: {fmt_rate(pool['rate'])}",
             fmt_ratio(vs_pool) + (f" (1/{1 / vs_pool:.1f})" if vs_pool < 1 else ""),
             "≥ 1/6 of Pool.map", vs_pool >= 1 / 6, data={"mcc": m, "pool": pool}))
+        dask = dask_dispatch(ctx, n, m["chunk"])
+        if "rate" in dask:
+            rows.append(Row(
+                f"B1{label}·dask", f"same run vs dask.distributed LocalCluster (2 processes × 1 thread, warm), "
+                                   f"{dask['tasks']:,} tasks of {dask['chunk']} point(s); submit → all gathered",
+                fmt_rate(m["rate"]), f"dask: {fmt_rate(dask['rate'])}", fmt_ratio(m["rate"] / dask["rate"]),
+                "report the ratio", None, data={"mcc": m, "dask": dask}))
+        else:
+            rows.append(Row(f"B1{label}·dask", "same run vs dask.distributed", fmt_rate(m["rate"]), dask["error"],
+                            "—", "report the ratio", None, data={"mcc": m}))
     return rows
 
 

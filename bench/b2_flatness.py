@@ -5,7 +5,7 @@ N/10 = 10k, both measured in this invocation (B1's figure is reused when B1 ran 
 
 B2/queue isolates the queue's own data structures, which only grow with the number of
 *subproblems* (with automatic chunks 100k points are ~10 subproblems): two processes drive the
-real ``mcc.queue.Queue.ack_and_claim`` exactly as a worker does (batches of up to 64, each ack
+real ``mcc.work.queue.Queue.ack_and_claim`` exactly as a worker does (batches of up to 64, each ack
 sent with the next claim) over N/10 and N one-point subproblems, with no compute and no result
 files, first claim → last ack from the queue's events.
 """
@@ -20,7 +20,7 @@ from bench import Context, Row, fmt_rate
 from bench.b1_dispatch import mcc_dispatch
 from bench.harness import env_with_repo, redis_server, tags, tempdir, wait_until
 from mcc.providers.local import processes
-from mcc.queue import Queue
+from mcc.work.queue import Queue
 
 ID = "B2"
 TITLE = "flatness: B1 at 100k points vs B1 at 10k"

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -122,10 +123,16 @@ def mcc_run(ctx: Context, n: int) -> dict[str, Any]:
         ctx.log(f"mcc run: {n:,} points × {SECONDS_PER_POINT * 1000:.0f} ms CPU, 2 workers")
         t0 = time.time()
         proc = subprocess.Popen([sys.executable, "-m", "mcc.cli", "run", str(project), "--json"], env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
         sampler = CpuSampler(proc.pid)
         sampler.start()
-        stdout, stderr = proc.communicate(timeout=max(600, n * SECONDS_PER_POINT * 5))
+        try:
+            stdout, stderr = proc.communicate(timeout=max(600, n * SECONDS_PER_POINT * 5))
+        except BaseException:  # a timeout or Ctrl-C: end the command's whole group, then re-raise
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=60)
+            raise
         t1 = time.time()
         sampler.stop()
         if proc.returncode != 0:

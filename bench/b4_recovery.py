@@ -24,7 +24,7 @@ from bench.harness import (
     LocalRun, percentile, redis_server, tags, tempdir, wait_until, write_project,
 )
 from mcc.providers.local import processes
-from mcc.runspec import instance_key
+from mcc.work.runspec import instance_key
 
 ID = "B4"
 TITLE = "recovery: SIGKILL a worker holding leases → its subproblems leased again"

@@ -11,7 +11,7 @@ Timed, each in this process on the open ledger (median of 3):
   whole ``mcc ledger show --json`` command as a subprocess, once (interpreter start-up included);
 * a filtered query: ``queries.resources(kind="instance", state="active")`` and
   ``ledger_view(kind="instance", state="active")``;
-* journal sync: ``mcc.journal.apply_events`` of 100k synthetic queue events (50k subproblems of a
+* journal sync: ``mcc.driver.journal.apply_events`` of 100k synthetic queue events (50k subproblems of a
   new run, each ``claimed`` then ``acked``: 100k state changes).
 
 Size: the number of subproblems (resources = size / 100, events = size).
@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from mcc.providers.local import processes
 from bench import Context, Row, fmt_s
 from bench.harness import median, tempdir
 
@@ -116,7 +117,7 @@ def timed(fn: Callable[[], Any], repeats: int = 3) -> tuple[float, Any]:
 
 def journal_sync(changes: int) -> float:
     """apply_events of ``changes`` synthetic events (claimed + acked per subproblem) on a new run."""
-    from mcc.journal import apply_events
+    from mcc.driver.journal import apply_events
     from mcc.ledger import create_row, create_subproblems, models
 
     n = changes // 2
@@ -149,14 +150,14 @@ def run(size: int | None, ctx: Context) -> list[Row]:
             filt_s, rows = timed(lambda: queries.resources(kind="instance", state="active"))
             filt_view_s, _ = timed(lambda: api.ledger_view(home=home, kind="instance", state="active"))
             t0 = time.perf_counter()
-            cli = subprocess.run([sys.executable, "-m", "mcc.cli", "ledger", "show", "--json"],
-                                 env={**os.environ, "MCC_HOME": str(home)}, capture_output=True, text=True,
-                                 stdin=subprocess.DEVNULL, timeout=600)
+            cli = processes.run_bounded([sys.executable, "-m", "mcc.cli", "ledger", "show", "--json"],
+                                           env={**os.environ, "MCC_HOME": str(home)}, capture_output=True,
+                                           text=True, stdin=subprocess.DEVNULL, timeout=600)
             cli_s = time.perf_counter() - t0
             if cli.returncode != 0:
                 raise RuntimeError(f"mcc ledger show failed: {cli.stderr[-2000:]}")
             t0 = time.perf_counter()
-            subprocess.run([sys.executable, "-c", "import mcc.cli"], capture_output=True, timeout=120)
+            processes.run_bounded([sys.executable, "-c", "import mcc.cli"], capture_output=True, timeout=120)
             import_s = time.perf_counter() - t0
             sync_s = journal_sync(SYNC_CHANGES)
         finally:
@@ -176,7 +177,7 @@ def run(size: int | None, ctx: Context) -> list[Row]:
             fmt_s(filt_s), "—", "—", "< 1 s", filt_s < 1.0,
             notes=f"{len(rows):,} rows; `ledger show --kind instance --state active` (api): {fmt_s(filt_view_s)}",
             data=data),
-        Row("B5/sync", f"journal sync: mcc.journal.apply_events of {SYNC_CHANGES:,} state changes "
+        Row("B5/sync", f"journal sync: mcc.driver.journal.apply_events of {SYNC_CHANGES:,} state changes "
                        f"({SYNC_CHANGES // 2:,} subproblems claimed + acked) into that ledger",
             fmt_s(sync_s), "—", "—", "< 2 s", sync_s < 2.0, data=data),
     ]

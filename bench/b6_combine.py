@@ -2,7 +2,7 @@
 
 The partial files are written as a worker writes them (``mcc.remote.worker._write_result``: byte for
 byte what h5py writes). Timed in a fresh subprocess each (so ``ru_maxrss`` is the combine's own
-peak): ``mcc.combine.combine_files(files, out, None)`` — the manager's call, built-in combiner —
+peak): ``mcc.work.combine.combine_files(files, out, None)`` — the manager's call, built-in combiner —
 against the baseline, a raw h5py copy of the same bytes stored as one dataset (read the whole
 (N·100, 5) dataset, write it as one dataset into a new file). Rates are data bytes per second.
 Peak memory is reported as the peak RSS (VmHWM) over the RSS before the call (the interpreter,
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from mcc.providers.local import processes
 from bench import Context, Row, fmt_s
 from bench.harness import env_with_repo, tempdir
 
@@ -52,7 +52,7 @@ def _child(mode: str, src: str, out: str) -> None:
     """In a fresh process: time one combine (or raw copy); print JSON with its peak memory."""
     import h5py
 
-    from mcc.combine import combine_files
+    from mcc.work.combine import combine_files
 
     before = _rss_mb()
     t0 = time.perf_counter()
@@ -72,8 +72,8 @@ def _child(mode: str, src: str, out: str) -> None:
 
 
 def _run_child(mode: str, src: Path, out: Path) -> dict[str, Any]:
-    proc = subprocess.run([sys.executable, "-m", "bench.b6_combine", "child", mode, str(src), str(out)],
-                          env=env_with_repo(), capture_output=True, text=True, timeout=1800)
+    proc = processes.run_bounded([sys.executable, "-m", "bench.b6_combine", "child", mode, str(src), str(out)],
+                                 env=env_with_repo(), capture_output=True, text=True, timeout=1800)
     if proc.returncode != 0:
         raise RuntimeError(f"{mode} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -5,7 +5,7 @@ against ``moto_server`` behind the test harness's fault proxy (tests/aws/harness
 redis-server as its queue. For each fleet size N the manager seeds the queue, launches N worker
 instances (one RunInstances, N instance records in the bucket: start-up, not counted), and then
 ``Manager.tick()`` runs TICKS times. Before every tick each of the N workers heartbeats and acks
-one subproblem while claiming the next (as real workers do, through ``mcc.queue``), so every tick
+one subproblem while claiming the next (as real workers do, through ``mcc.work.queue``), so every tick
 has fresh queue events to journal, N live instances to check and progress to publish.
 
 Counted per tick: every botocore API call of the manager's clients (the S3 client of its store and
@@ -77,11 +77,11 @@ def measure(n_workers: int, proxy: Any, server: Any, root: Path) -> dict[str, An
     """Start a manager with ``n_workers`` EC2 workers; count the API calls of TICKS ticks."""
     import boto3
 
-    from mcc.queue import Queue
+    from mcc.work.queue import Queue
     from mcc.remote.manager import Manager
     from mcc.remote.runtime import Runtime
-    from mcc.runspec import SPEC, RunSpec, make_chunks
-    from mcc.storage import open_store
+    from mcc.work.runspec import SPEC, RunSpec, make_chunks
+    from mcc.work.stores import open_store
     from tests.aws.harness.moto_server import ensure_al2023_parameter
 
     run_id = f"b7-{n_workers}-{uuid.uuid4().hex[:6]}"

@@ -26,9 +26,9 @@ import redis
 from mcc.providers.base import TAG_LEDGER, TAG_NAME
 from mcc.providers.local import processes
 from mcc.providers.local.cache import new_password, start_redis
-from mcc.queue import Queue
-from mcc.runspec import POINTS, SPEC, RunSpec, make_chunks
-from mcc.storage import LocalStore
+from mcc.work.queue import Queue
+from mcc.work.runspec import POINTS, SPEC, RunSpec, make_chunks
+from mcc.work.stores import LocalStore
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH_UUID = f"bench-{uuid.uuid4().hex[:12]}"

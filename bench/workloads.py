@@ -11,6 +11,11 @@ def noop(point: list[float]) -> list[float]:
     return point
 
 
+def noop_batch(points: list[list[float]]) -> list[list[float]]:
+    """``noop`` over a chunk of points: one task per chunk, as a dask or Pool user chunks by hand."""
+    return [noop(p) for p in points]
+
+
 def spin(point: list[float], seconds: float = 0.02) -> list[float]:
     """``seconds`` of CPU time in this thread (busy loop), then the point back."""
     end = time.thread_time() + seconds

@@ -2,7 +2,7 @@
 
 One row per (region, instance type): the On-Demand Linux $/hour, the vCPUs the Price List API gave
 (NULL when it gave none), where the price came from and when it was fetched (UNIX seconds).
-``mcc.pricing.load_table`` lays these rows over the table shipped with mcc. A ``prices.json`` left
+``mcc.report.pricing.load_table`` lays these rows over the table shipped with mcc. A ``prices.json`` left
 by an older mcc is not imported: ``mcc prices --refresh`` fetches current prices again.
 """
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """mcc — run a sweep of independent subproblems on many machines; get one HDF5 file back.
 
 The public API: ``run``, ``resume``, ``status``, ``clean``, ``open_ledger``. Imported lazily so
-that worker processes importing ``mcc.queue`` pay only for what they use.
+that worker processes importing ``mcc.work.queue`` pay only for what they use.
 """
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ import click
 from rich.console import Console
 
 from mcc import api
-from mcc.display import (
+from mcc.report.display import (
     ProgressView, events_table, redact, resources_table, runs_table, summary_view,
 )
 from mcc.errors import CleanIncomplete, MccError
@@ -89,7 +89,7 @@ def init(directory: Path) -> None:
 
     Example: mcc init mysweep && mcc run mysweep
     """
-    from mcc.scaffold import init_project
+    from mcc.project.scaffold import init_project
 
     for path in init_project(directory):
         out.print(f"created {path}")
@@ -300,8 +300,8 @@ def analyze(run_ids: tuple[str, ...], tsv: bool, by_type: bool, plot_path: Path 
 
     Example: mcc analyze r-20261126-1a2b3c --plot run.png
     """
-    from mcc import analysis
-    from mcc.display import analysis_table, analysis_view, by_type_table
+    from mcc.report import analysis
+    from mcc.report.display import analysis_table, analysis_view, by_type_table
     from mcc.ledger import open_ledger, queries
 
     if as_json and tsv:
@@ -331,7 +331,7 @@ def analyze(run_ids: tuple[str, ...], tsv: bool, by_type: bool, plot_path: Path 
             out.print()
             out.print(by_type_table(analysis.analyze_by_type(ids)))
     if plot_path:
-        from mcc.plots import plot_run
+        from mcc.report.plots import plot_run
 
         plot_run(ids[0], plot_path)
         err.print(f"wrote {plot_path}", highlight=False)
@@ -350,8 +350,8 @@ def prices(refresh: bool, region: str | None, as_json: bool) -> None:
 
     Example: mcc prices --region eu-west-1
     """
-    from mcc import pricing
-    from mcc.display import prices_table
+    from mcc.report import pricing
+    from mcc.report.display import prices_table
     from mcc.ledger import open_ledger
 
     if refresh:  # a plain read opens no ledger: on a fresh machine it creates nothing
@@ -386,7 +386,7 @@ def logs(run_id: str, worker: str | None, follow: bool) -> None:
 
     Example: mcc logs r-20261126-1a2b3c --worker w-0001
     """
-    from mcc import logs as run_logs
+    from mcc.report import logs as run_logs
 
     lines = run_logs.follow(run_id, worker) if follow else run_logs.merged_lines(run_id, worker)
     try:
@@ -407,8 +407,8 @@ def doctor(no_aws: bool, as_json: bool) -> None:
 
     Example: mcc doctor --json
     """
-    from mcc.display import doctor_view
-    from mcc.doctor import run_checks
+    from mcc.report.display import doctor_view
+    from mcc.report.doctor import run_checks
 
     report = run_checks(aws=not no_aws)
     if as_json:

@@ -18,8 +18,8 @@ from mcc.providers.aws.instance import (
 )
 from mcc.providers.base import ownership_tags
 from mcc.remote.runtime import Runtime
-from mcc.runspec import INSTANCES, instance_key
-from mcc.storage import get_json, put_json
+from mcc.work.runspec import INSTANCES, instance_key
+from mcc.work.stores import get_json, put_json
 
 ALIVE = {"pending", "running"}
 log = logging.getLogger("manager")

@@ -12,8 +12,8 @@ from typing import Any
 from mcc.providers.base import ownership_tags
 from mcc.providers.local import processes
 from mcc.providers.local.instance import TAG_KIND
-from mcc.runspec import INSTANCES, LOGS, instance_key
-from mcc.storage import get_json, put_json
+from mcc.work.runspec import INSTANCES, LOGS, instance_key
+from mcc.work.stores import get_json, put_json
 from mcc.remote.runtime import Runtime
 
 

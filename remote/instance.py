@@ -17,8 +17,8 @@ from urllib.parse import quote
 
 from mcc.providers.aws.clients import AwsContext
 from mcc.remote.imds import Imds
-from mcc.runspec import LOGS, SPEC, RunSpec
-from mcc.storage import Store, get_json, open_store, put_json
+from mcc.work.runspec import LOGS, SPEC, RunSpec
+from mcc.work.stores import Store, get_json, open_store, put_json
 
 QUEUE_INFO = "queue.json"
 PROJECT = "project/"

@@ -15,16 +15,16 @@ from typing import Any
 
 import redis
 
-from mcc.combine import combine_files
-from mcc.project import load_combiner
+from mcc.work.combine import combine_files
+from mcc.project.folder import load_combiner
 from mcc.providers.local import processes
-from mcc.queue import Progress
+from mcc.work.queue import Progress
 from mcc.remote.fleet import LocalFleet
 from mcc.remote.runtime import Runtime, connect, setup_logging
-from mcc.runspec import (
+from mcc.work.runspec import (
     COMBINED, FAILURES, FINAL, INSTANCES, LOGS, PROGRESS, RESULTS, journal_key, result_key, sub_of_result_key,
 )
-from mcc.storage import put_json
+from mcc.work.stores import put_json
 
 JOURNAL_BATCH = 10_000
 STARTUP_CRASH_LIMIT = 5  # workers that die before their first heartbeat, in a row, before we give up

@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import redis
 
-from mcc.queue import Queue
-from mcc.runspec import POINTS, SPEC, RunSpec
-from mcc.storage import Store, open_store
+from mcc.work.queue import Queue
+from mcc.work.runspec import POINTS, SPEC, RunSpec
+from mcc.work.stores import Store, open_store
 
 
 @dataclass

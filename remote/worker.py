@@ -21,8 +21,8 @@ import numpy as np
 import redis
 from h5py import h5f, h5p
 
-from mcc.project import load_function, rows_from_result
-from mcc.runspec import failure_key, result_key
+from mcc.project.folder import load_function, rows_from_result
+from mcc.work.runspec import failure_key, result_key
 from mcc.remote.results import ResultWriter, fill_result
 from mcc.remote.runtime import Runtime, connect, setup_logging
 

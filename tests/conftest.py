@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from mcc.providers.local.processes import run_bounded
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -97,8 +98,8 @@ def mcc(*args: str, home: Path, timeout: float = 300, check: bool = False, cwd: 
         env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run the installed `mcc` command; returns the completed process (text output)."""
     env = {**os.environ, "MCC_HOME": str(home), "COLUMNS": "200", **(env or {})}
-    proc = subprocess.run([sys.executable, "-m", "mcc.cli", *args], env=env, capture_output=True, text=True,
-                          timeout=timeout, cwd=cwd, stdin=subprocess.DEVNULL)
+    proc = run_bounded([sys.executable, "-m", "mcc.cli", *args], env=env, capture_output=True, text=True,
+                       timeout=timeout, cwd=cwd, stdin=subprocess.DEVNULL)
     if check and proc.returncode != 0:
         raise AssertionError(f"mcc {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
     return proc

@@ -1,4 +1,4 @@
-"""mcc.analysis on a ledger with known launch/terminate times (exact instance-seconds and cost), the
+"""mcc.report.analysis on a ledger with known launch/terminate times (exact instance-seconds and cost), the
 journal's real event times in Event.at, and one real local run through `mcc analyze`, `--plot` and `mcc logs`."""
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from mcc import analysis
-from mcc.journal import apply_events
+from mcc.report import analysis
+from mcc.driver.journal import apply_events
 from mcc.ledger import Event, Resource, Run, create_row, create_subproblems, fire, models, open_ledger
 from tests.conftest import mcc, mcc_json
 
@@ -199,7 +199,7 @@ def test_local_run_analyze_plot_and_logs(mcc_home: Path, make_project, tmp_path:
     proc = mcc("analyze", run_id, "--plot", str(png), home=mcc_home, check=True)
     assert run_id in proc.stdout
     assert png_size(png)[0] > 0
-    from mcc import plots
+    from mcc.report import plots
 
     fig = plots.plot_run(run_id, tmp_path / "again.png", home=mcc_home)
     assert len(plots.timeline_rows(fig)) == a["worker_instances"]

@@ -7,8 +7,8 @@ import h5py
 import numpy as np
 import pytest
 
-from mcc import combine
-from mcc.combine import builtin_combine, combine_files
+from mcc.work import combine
+from mcc.work.combine import builtin_combine, combine_files
 from mcc.remote.worker import _write_result
 
 

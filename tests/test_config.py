@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from mcc.config import VALID_KEYS, Settings, flag_name, load_settings
+from mcc.project.settings import VALID_KEYS, Settings, flag_name, load_settings
 from mcc.errors import ConfigError
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from mcc.display import ProgressView, cost_text, summary_view
+from mcc.report.display import ProgressView, cost_text, summary_view
 from mcc.ledger import Run, create_row, open_ledger
 
 AWS_LIVE = {"local": False, "so_far_usd": 0.0123, "burn_usd_per_hour": 0.2, "projected_usd": 0.0456,
@@ -40,7 +40,7 @@ def test_live_view_and_summary_show_the_cost(mcc_home: Path) -> None:
 
 
 def test_runs_table_has_a_cost_column_only_when_costed() -> None:
-    from mcc.display import runs_table
+    from mcc.report.display import runs_table
 
     row = {"run_id": "r-1", "state": "running", "backend": "aws", "points": 10, "done": 3, "dead": 0}
     console = Console(file=io.StringIO(), width=200, record=True)
@@ -53,8 +53,8 @@ def test_runs_table_has_a_cost_column_only_when_costed() -> None:
 
 
 def test_analysis_view_says_local_runs_cost_nothing(mcc_home: Path) -> None:
-    from mcc import analysis
-    from mcc.display import analysis_view
+    from mcc.report import analysis
+    from mcc.report.display import analysis_view
     from tests.test_analysis import build_aws_run, build_local_run
 
     with open_ledger(mcc_home):

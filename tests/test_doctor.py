@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mcc import doctor
+from mcc.report import doctor
 from mcc.ledger import open_ledger
 from tests.conftest import mcc
 

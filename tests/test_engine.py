@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mcc.engine import Engine
+from mcc.driver.engine import Engine
 from mcc.ledger import create_row, fire, models, open_ledger, queries
 from mcc.providers.base import ownership_tags
 from mcc.providers.local import processes
@@ -91,7 +91,7 @@ def test_sweep_adopts_only_this_ledgers_resources(engine: Engine) -> None:
 
 CHILD = textwrap.dedent("""
     import sys
-    from mcc.engine import Engine
+    from mcc.driver.engine import Engine
     from mcc.ledger import open_ledger
     from mcc.providers.local.instance import ProcessProvider
     ledger = open_ledger(sys.argv[1])
@@ -112,7 +112,7 @@ def test_sigkill_during_ensure_then_resume_exactly_one_each(tmp_path: Path, kill
         for _ in range(kill_after):
             child.stdout.readline()
         os.kill(child.pid, signal.SIGKILL)
-        child.wait()
+        child.wait(timeout=60)
         ledger = open_ledger(home)
         engine = Engine(ledger.uuid, "local", {"instance": ProcessProvider()})
         rows = [engine.ensure(None, "instance", f"n{i}", f"key-{i}", SLEEPER) for i in range(n)]

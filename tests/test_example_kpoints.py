@@ -10,8 +10,8 @@ import h5py
 import numpy as np
 import pytest
 
-from mcc.config import load_settings
-from mcc.project import Entry, load_function, load_project, resolve_entry, rows_from_result
+from mcc.project.settings import load_settings
+from mcc.project.folder import Entry, load_function, load_project, resolve_entry, rows_from_result
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "kpoints"
 T = 2.7

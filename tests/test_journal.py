@@ -6,13 +6,13 @@ from typing import Iterator
 
 import pytest
 
-from mcc.analysis import instance_rows
-from mcc.engine import Engine
-from mcc.journal import apply_events, sync_run
+from mcc.report.analysis import instance_rows
+from mcc.driver.engine import Engine
+from mcc.driver.journal import apply_events, sync_run
 from mcc.ledger import Ledger, Resource, Run, Subproblem, create_row, create_subproblems, open_ledger, subproblem_counts
 from mcc.providers.local.instance import ProcessProvider
-from mcc.runspec import instance_key
-from mcc.storage import LocalStore, put_json
+from mcc.work.runspec import instance_key
+from mcc.work.stores import LocalStore, put_json
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""mcc.logs: timestamps, merge order, the copy into results/, and where `mcc logs` reads from."""
+"""mcc.report.logs: timestamps, merge order, the copy into results/, and where `mcc logs` reads from."""
 from __future__ import annotations
 
 import time
@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from mcc import logs
+from mcc.report import logs
 from mcc.errors import MccError
 from mcc.ledger import Run, create_row, fire, open_ledger
-from mcc.storage import LocalStore
+from mcc.work.stores import LocalStore
 
 
 def local(s: str) -> float:

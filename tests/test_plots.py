@@ -1,11 +1,11 @@
-"""mcc.plots: a valid PNG whose timeline has one row per worker, read back from the figure (not pixels)."""
+"""mcc.report.plots: a valid PNG whose timeline has one row per worker, read back from the figure (not pixels)."""
 from __future__ import annotations
 
 import subprocess
 import sys
 from pathlib import Path
 
-from mcc import plots
+from mcc.report import plots
 from mcc.ledger import open_ledger
 from tests.conftest import REPO
 from tests.test_analysis import build_aws_run, build_local_run, png_size
@@ -49,6 +49,6 @@ def test_local_run_plot_shows_instance_seconds(mcc_home: Path, tmp_path: Path) -
 
 
 def test_import_mcc_does_not_import_matplotlib() -> None:
-    code = "import sys, mcc, mcc.cli, mcc.analysis; print('matplotlib' in sys.modules)"
+    code = "import sys, mcc, mcc.cli, mcc.report.analysis; print('matplotlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     assert out.stdout.strip() == "False"

@@ -1,4 +1,4 @@
-"""mcc.pricing: per-second billing with the 60 s minimum, the shipped table, the Price List parser on a
+"""mcc.report.pricing: per-second billing with the 60 s minimum, the shipped table, the Price List parser on a
 response of the recorded shape, and the refresh cached in the ledger's prices table."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 import peewee
 import pytest
 
-from mcc import pricing
+from mcc.report import pricing
 from mcc.ledger import current_ledger, open_ledger
 from mcc.ledger.models import Price
 from mcc.ledger_schema import current_version, migrate

@@ -11,11 +11,11 @@ import h5py
 import numpy as np
 import pytest
 
-from mcc.config import VALID_KEYS, Settings, load_settings
+from mcc.project.settings import VALID_KEYS, Settings, load_settings
 from mcc.errors import ProjectError
-from mcc.project import (Entry, auto_chunk_size, load_combiner, load_function, load_points,
+from mcc.project.folder import (Entry, auto_chunk_size, load_combiner, load_function, load_points,
                          load_project, resolve_entry, rows_from_result)
-from mcc.scaffold import TEMPLATE_FILES, init_project
+from mcc.project.scaffold import TEMPLATE_FILES, init_project
 
 SEED = Path(__file__).resolve().parents[2] / "shared" / "seed"
 needs_seed = pytest.mark.skipif(not (SEED / "points.py").is_file(),

@@ -1,4 +1,4 @@
-"""Tests of mcc.queue against a real redis-server (no mocks)."""
+"""Tests of mcc.work.queue against a real redis-server (no mocks)."""
 from __future__ import annotations
 
 import threading
@@ -14,7 +14,7 @@ from mcc.errors import ProviderError
 from mcc.providers.base import TAG_LEDGER
 from mcc.providers.local import processes
 from mcc.providers.local.cache import find_redis_server, new_password, start_redis
-from mcc.queue import Progress, Queue
+from mcc.work.queue import Progress, Queue
 from tests.conftest import wait_for
 
 
@@ -78,7 +78,7 @@ def test_concurrent_seed_exactly_once(client):
         barrier, results = threading.Barrier(4), []
 
         def go():
-            barrier.wait()
+            barrier.wait(timeout=60)
             results.append(Queue(client, run).seed([1] * 5000, 3))
 
         run_threads(go, 4)
@@ -148,7 +148,7 @@ def test_requeue_expired_concurrently_once(q):
     out, barrier = [], threading.Barrier(4)
 
     def go():
-        barrier.wait()
+        barrier.wait(timeout=60)
         out.extend(q.requeue_expired(limit=7))
         while batch := q.requeue_expired(limit=7):
             out.extend(batch)

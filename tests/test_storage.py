@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from mcc.storage import LocalStore, get_json, open_store, put_json
+from mcc.work.stores import LocalStore, get_json, open_store, put_json
 
 
 def test_put_get_list_delete(tmp_path: Path) -> None:
@@ -41,8 +41,8 @@ def test_keys_cannot_escape(tmp_path: Path) -> None:
 
 
 def test_atomic_writes_leave_the_old_file_or_the_new_one(tmp_path: Path) -> None:
-    """mcc.atomic serves the bucket and the price cache: a failed write leaves the old file and no temp."""
-    from mcc import atomic
+    """mcc.work.atomic serves the bucket and the price cache: a failed write leaves the old file and no temp."""
+    from mcc.work import atomic
 
     dest = tmp_path / "sub" / "prices.json"
     atomic.write_bytes(dest, b"old")

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from mcc import wheel
+from mcc.driver import wheel
 from tests.conftest import REPO
 
 

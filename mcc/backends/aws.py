@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from mcc.backends.aws_settings import AwsSettings, aws_settings
-from mcc.engine import Engine
+from mcc.driver.engine import Engine
 from mcc.errors import MccError
 from mcc.ledger import models
 from mcc.providers.aws.clients import AwsContext
 from mcc.providers.aws.errors import call
 from mcc.remote.bootstrap import render_user_data
-from mcc.storage import Store, open_store
+from mcc.work.stores import Store, open_store
 
 SKIP_UPLOAD = {"results", ".git", "__pycache__", ".venv", "venv", ".mcc"}
 MAX_PROJECT_FILE = 50 * 1024 * 1024
@@ -60,7 +60,7 @@ class AwsBackend:
 
     def wheel(self) -> Path:
         """The mcc wheel instances install (built once per backend)."""
-        from mcc.wheel import build_wheel, cache_dir
+        from mcc.driver.wheel import build_wheel, cache_dir
 
         if self._wheel is None:
             self._wheel = build_wheel(cache_dir())
@@ -83,7 +83,7 @@ class AwsBackend:
         if s.custom_image:
             from mcc.backends.aws_image import ensure_image
             from mcc.providers.aws.images import base_image_id, root_volume
-            from mcc.storage import S3Store
+            from mcc.work.stores import S3Store
 
             bucket = rows["bucket"].attrs.get("name") or rows["bucket"].physical_id
             base = base_image_id(self.ctx)

@@ -17,13 +17,13 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from mcc.engine import Engine
+from mcc.driver.engine import Engine
 from mcc.errors import MccError
 from mcc.ledger import models
 from mcc.providers.aws.image import TAG_READY
 from mcc.providers.aws.policy import builder_policy
 from mcc.remote.bootstrap import render_builder_user_data
-from mcc.storage import S3Store
+from mcc.work.stores import S3Store
 
 IMAGES = "images/"         # bucket prefix of the wheels builders install (all the builder role may read)
 BAKE_TIMEOUT = 3600.0      # seconds a builder may take to install before the bake counts as failed

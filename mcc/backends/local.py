@@ -5,12 +5,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mcc.engine import Engine
+from mcc.driver.engine import Engine
 from mcc.ledger import models
 from mcc.providers.local.bucket import DirectoryProvider
 from mcc.providers.local.cache import RedisServerProvider, new_password
 from mcc.providers.local.instance import ProcessProvider
-from mcc.storage import LocalStore
+from mcc.work.stores import LocalStore
 
 
 class LocalBackend:

@@ -373,4 +373,4 @@ def test_runner_kills_only_its_own_instances(cloud: Cloud, tmp_path) -> None:
         assert cloud.runner.marked_pids() == {} and foreign.poll() is None
     finally:
         foreign.kill()
-        foreign.wait()
+        foreign.wait(timeout=60)

@@ -7,7 +7,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from mcc.storage import S3Store, get_json, open_store, put_json
+from mcc.work.stores import S3Store, get_json, open_store, put_json
 from tests.aws._moto import aws_env, moto_endpoint  # noqa: F401 - fixtures
 
 

@@ -1,6 +1,6 @@
 """README's CLI reference is generated from the CLI itself and must be current.
 
-When this fails after a change to a command, run `python -m mcc.cli_reference` and commit README.md.
+When this fails after a change to a command, run `python -m mcc.report.cli_reference` and commit README.md.
 """
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 
 import click
 
-from mcc import cli_reference
+from mcc.report import cli_reference
 from mcc.cli import main
 from tests.conftest import REPO
 
@@ -33,7 +33,7 @@ def test_readme_cli_reference_is_current() -> None:
     section = cli_reference.readme_section(readme)
     generated = cli_reference.generate()
     assert section == generated, (
-        "README.md's CLI reference is out of date: run `python -m mcc.cli_reference` and commit README.md")
+        "README.md's CLI reference is out of date: run `python -m mcc.report.cli_reference` and commit README.md")
 
 
 def test_reference_documents_every_command_with_its_help() -> None:
@@ -50,9 +50,9 @@ def test_reference_documents_every_command_with_its_help() -> None:
 def test_check_mode(tmp_path) -> None:
     stale = tmp_path / "README.md"
     stale.write_text("# x\n")
-    cmd = [sys.executable, "-m", "mcc.cli_reference", "--readme", str(stale)]
-    assert subprocess.run([*cmd, "--check"], capture_output=True, cwd=REPO).returncode == 1
-    assert subprocess.run(cmd, capture_output=True, cwd=REPO).returncode == 0
+    cmd = [sys.executable, "-m", "mcc.report.cli_reference", "--readme", str(stale)]
+    assert subprocess.run([*cmd, "--check"], capture_output=True, cwd=REPO, timeout=120).returncode == 1
+    assert subprocess.run(cmd, capture_output=True, cwd=REPO, timeout=120).returncode == 0
     assert cli_reference.readme_section(stale.read_text()) == cli_reference.generate()
     assert stale.read_text().startswith("# x\n\n" + cli_reference.START)
-    assert subprocess.run([*cmd, "--check"], capture_output=True, cwd=REPO).returncode == 0
+    assert subprocess.run([*cmd, "--check"], capture_output=True, cwd=REPO, timeout=120).returncode == 0

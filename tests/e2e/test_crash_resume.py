@@ -61,7 +61,7 @@ def test_sigkill_mcc_run_then_resume(mcc_home: Path, make_project, moment: str) 
         target = 40 if moment == "running-early" else 300
         wait_for(lambda: done_points(mcc_home, run_id) >= target, timeout=120, what=f"{target} points")
     proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    proc.wait(timeout=60)
     out = mcc_json("resume", run_id, home=mcc_home)
     assert out["state"] == "completed" and out["done"] == N
     assert_exactly_once(out["result"])

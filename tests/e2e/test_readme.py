@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import h5py
+from mcc.providers.local.processes import run_bounded
 import pytest
 
 from tests.conftest import EXAMPLE, REPO, SEED, latest_run_id, run_state, tagged_processes
@@ -74,8 +75,8 @@ def shell(line: str, *, cwd: Path, home: Path, bin_dir: Path, run_id: str | None
         assert run_id, f"{line!r} needs a run, and none was made yet"
         line = re.sub(r"\bRUN\b", run_id, line)
     env = {**os.environ, "MCC_HOME": str(home), "COLUMNS": "200", "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
-    proc = subprocess.run(["bash", "-c", line], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL)
+    proc = run_bounded(["bash", "-c", line], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
+                       stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, (line, proc.stdout[-2000:], proc.stderr[-3000:])
     return proc
 
@@ -154,8 +155,8 @@ def test_python_api_as_written(mcc_home: Path, tmp_path: Path) -> None:
     shell("mcc init mysweep", cwd=tmp_path, home=mcc_home, bin_dir=bin_dir)
     (tmp_path / "example.py").write_text(code)
     env = {**os.environ, "MCC_HOME": str(mcc_home)}
-    proc = subprocess.run([sys.executable, "example.py"], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=600)
+    proc = run_bounded([sys.executable, "example.py"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                       timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     run_id = latest_run_id(mcc_home)
     assert f"{run_id} completed 51 / 51 ->" in proc.stdout
@@ -265,7 +266,8 @@ IMPLIED = {
 def aws_calls() -> dict[str, str]:
     """IAM action → the file that makes the call, for every boto3 call the `mcc` command can make."""
     files = [*sorted((REPO / "mcc" / "providers" / "aws").glob("*.py")), *sorted((REPO / "mcc" / "backends").glob("aws*.py")),
-             *(REPO / "mcc" / name for name in ("cleaner.py", "doctor.py", "pricing.py", "storage.py", "cli.py"))]
+             *(REPO / "mcc" / name for name in ("driver/cleaner.py", "report/doctor.py", "report/pricing.py", "work/stores.py",
+                                                 "cli.py"))]
 
     def action(service: str, op: str) -> str:
         service = PREFIX.get(service, service)
@@ -322,6 +324,6 @@ def test_billing_rule_is_stated_and_cited() -> None:
     costs = text[text.index("## Costs"): text.index("## Performance")]
     assert "per second, with a\n60-second minimum" in costs and "Per Second Billing" in costs
     assert "https://aws.amazon.com/ec2/pricing/on-demand/" in costs and "whole hour" in costs
-    from mcc import pricing
+    from mcc.report import pricing
 
     assert pricing.instance_cost(30, 3600.0) == 60.0 and pricing.instance_cost(3600.4, 3600.0) == 3601.0  # as stated

@@ -152,7 +152,7 @@ def test_clean_all_leaves_nothing(mcc_home: Path, make_project, tmp_path: Path) 
         assert len(password) > 20 and password not in json.dumps(doc)  # secrets are redacted
     finally:
         foreign.kill()
-        foreign.wait()
+        foreign.wait(timeout=60)
 
 
 def _queue_password(home: Path) -> str:

@@ -9,6 +9,7 @@ import sysconfig
 import zipfile
 from pathlib import Path
 
+from mcc.providers.local.processes import run_bounded
 from tests.conftest import REPO, combined_rows
 
 
@@ -19,7 +20,7 @@ def test_wheel_installs_into_a_fresh_venv_and_runs_a_sweep(tmp_path: Path, make_
     wheel = next(dist.glob("*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     for module in ("mcc/remote/worker.py", "mcc/remote/manager.py", "mcc/ledger_schema/v0001_initial.py",
-                   "mcc/templates/points.py", "mcc/cli.py"):
+                   "mcc/project/starter/points.py", "mcc/cli.py"):
         assert module in names, module
 
     venv = tmp_path / "venv"
@@ -30,19 +31,19 @@ def test_wheel_installs_into_a_fresh_venv_and_runs_a_sweep(tmp_path: Path, make_
     # Third-party dependencies come from this interpreter's site-packages through a plain path entry
     # (which, unlike a site dir, does not run the editable-install hook of the repository's mcc).
     site = Path(subprocess.check_output([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                                        text=True).strip())
+                                        text=True, timeout=120).strip())
     deps = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
     (site / "zz_deps.pth").write_text("\n".join(sorted(deps)) + "\n")
 
     where = subprocess.check_output([str(python), "-c", "import mcc.remote.worker as w; print(w.__file__)"], text=True,
-                                    cwd=tmp_path)
+                                    cwd=tmp_path, timeout=120)
     assert where.startswith(str(venv)), where
 
     project = make_project(30, toml="chunk_size = 7\n")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(MCC_HOME=str(tmp_path / "home"), PATH=f"{venv / 'bin'}:{env['PATH']}")
-    proc = subprocess.run([str(venv / "bin" / "mcc"), "run", str(project), "--json"], env=env, capture_output=True,
-                          text=True, timeout=300, cwd=tmp_path)
+    proc = run_bounded([str(venv / "bin" / "mcc"), "run", str(project), "--json"], env=env, capture_output=True,
+                       text=True, timeout=300, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert out["state"] == "completed" and out["done"] == 30

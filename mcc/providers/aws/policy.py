@@ -25,7 +25,7 @@ READ_ONLY_ON_ANY = ["ec2:DescribeInstances", "ec2:DescribeInstanceStatus", "ec2:
                     "ec2:DescribeSpotPriceHistory"]
 # RunInstances creates these (the last only for a spot launch); each must carry the ledger tag in the request.
 LAUNCH_CREATES = ["volume", "network-interface", "spot-instances-request"]
-WORKER_WRITES = ["results/", "failures/", "logs/"]  # the run-prefix folders a worker writes (mcc/runspec.py)
+WORKER_WRITES = ["results/", "failures/", "logs/"]  # the run-prefix folders a worker writes (mcc/work/runspec.py)
 
 
 def _ledger_tag(ledger_uuid: str, key: str = "aws:RequestTag") -> dict[str, Any]:

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 PROC = Path("/proc")
 TAG_ENV_PREFIX = "MCC_TAG_"
@@ -192,3 +194,41 @@ def spawn(
     if start is None:
         raise OSError(f"{argv[0]} exited immediately; see {log_path}")
     return ProcessId(child.pid, start)
+
+
+def run_bounded(argv: list[str], *, timeout: float, input: bytes | str | None = None, capture_output: bool = False,
+                check: bool = False, **popen_kwargs: Any) -> subprocess.CompletedProcess:
+    """``subprocess.run`` that cannot outlast ``timeout``: the child leads its own process group, and on a
+    timeout (or any exception, Ctrl-C included) the whole group is killed before the pipes are drained.
+
+    ``subprocess.run(..., timeout=)`` kills only the child and then waits, without a limit, for its pipes
+    to close: a grandchild that inherited stdout (a worker pool, a shell's background job) makes that
+    wait last forever. Raises ``subprocess.TimeoutExpired`` (with what was read) after killing the group.
+    """
+    if capture_output:
+        popen_kwargs.setdefault("stdout", subprocess.PIPE)
+        popen_kwargs.setdefault("stderr", subprocess.PIPE)
+    if input is not None:
+        popen_kwargs["stdin"] = subprocess.PIPE
+    proc = subprocess.Popen(argv, start_new_session=True, **popen_kwargs)
+    try:
+        out, err = proc.communicate(input, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc.pid)
+        out, err = proc.communicate()  # the group is gone: every pipe closes
+        raise subprocess.TimeoutExpired(argv, timeout, out, err) from None
+    except BaseException:
+        _kill_group(proc.pid)
+        proc.wait()
+        raise
+    result = subprocess.CompletedProcess(argv, proc.returncode, out, err)
+    if check:
+        result.check_returncode()
+    return result
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass

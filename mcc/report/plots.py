@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mcc.analysis import analyze_run, utilisation, worker_timeline
+from mcc.report.analysis import analyze_run, utilisation, worker_timeline
 from mcc.errors import MccError
 
 COLORS = {"done": "tab:green", "failed": "tab:red", "preempted": "tab:orange", "leased": "tab:blue"}

@@ -67,7 +67,7 @@ def storage_cost(gb: float, seconds: float, price_per_gb_month: float | None) ->
 
 @lru_cache(maxsize=1)
 def packaged_table() -> dict[str, Any]:
-    """The table shipped with mcc (``mcc/prices/ec2-ondemand-linux.json``)."""
+    """The table shipped with mcc (``mcc/report/prices/ec2-ondemand-linux.json``)."""
     return json.loads(TABLE_FILE.read_text())
 
 

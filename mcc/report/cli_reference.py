@@ -1,7 +1,7 @@
 """The CLI reference in README.md, generated from the CLI itself (click's help for every command).
 
-    python -m mcc.cli_reference           # rewrite README's section between the markers
-    python -m mcc.cli_reference --check   # exit 1 if README's section is out of date
+    python -m mcc.report.cli_reference           # rewrite README's section between the markers
+    python -m mcc.report.cli_reference --check   # exit 1 if README's section is out of date
 
 ``tests/e2e/test_cli_reference.py`` runs the check, so the README cannot drift from the CLI.
 """
@@ -16,8 +16,8 @@ import click
 START = "<!-- cli-reference:start -->"
 END = "<!-- cli-reference:end -->"
 WIDTH = 100
-README = Path(__file__).resolve().parents[1] / "README.md"
-INTRO = ("Generated from the CLI itself by `python -m mcc.cli_reference` (click's `--help` of every command); "
+README = Path(__file__).resolve().parents[2] / "README.md"
+INTRO = ("Generated from the CLI itself by `python -m mcc.report.cli_reference` (click's `--help` of every command); "
          "`tests/e2e/test_cli_reference.py` fails when this section and the CLI disagree.")
 
 
@@ -72,7 +72,7 @@ def cli(check: bool, readme: Path) -> None:
     """Generate README's CLI reference from the CLI."""
     if check:
         if readme_section(readme.read_text()) != generate():
-            click.echo(f"{readme}: the CLI reference is out of date; run `python -m mcc.cli_reference`", err=True)
+            click.echo(f"{readme}: the CLI reference is out of date; run `python -m mcc.report.cli_reference`", err=True)
             sys.exit(1)
         click.echo("up to date")
         return

@@ -2,7 +2,7 @@
 
 Instance-seconds come from each instance resource's launch and terminate times (``attrs.launched_at`` /
 ``attrs.terminated_at`` where the launcher recorded them, else the resource's ``active_at`` / ``deleted_at``).
-Cost follows AWS billing (see :mod:`mcc.pricing`): per second with a 60-second minimum per instance-run,
+Cost follows AWS billing (see :mod:`mcc.report.pricing`): per second with a 60-second minimum per instance-run,
 ElastiCache by node-hour, EBS and S3 by GB-month where a resource records its size. Local processes cost
 0 but still count instance-seconds. Retries, preemptions and dead points come from the subproblems'
 Events, stalls from the instances' deletion reasons.
@@ -16,7 +16,7 @@ from typing import Any, Iterable
 
 from peewee import fn
 
-from mcc import pricing
+from mcc.report import pricing
 from mcc.ledger import current_ledger, models, open_ledger, queries
 
 RUN_END_TRIGGERS = ("complete", "complete_with_failures", "fail", "cancel")

@@ -17,10 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from mcc.config import Settings, load_settings
+from mcc.project.settings import Settings, load_settings
 from mcc.errors import ProjectError
-from mcc.project import Project, auto_chunk_size, failure, load_function, load_project, rows_from_result
-from mcc.runspec import make_chunks
+from mcc.project.folder import Project, auto_chunk_size, failure, load_function, load_project, rows_from_result
+from mcc.providers.local.processes import run_bounded
+from mcc.work.runspec import make_chunks
 
 PROBE_BUDGET = 30.0  # seconds; a slower first point means chunks of one point
 
@@ -93,7 +94,7 @@ def _probe_script(project: Project, point: list[float], budget: float) -> float:
         argv = [sys.executable, str(project.dir / project.entry.target), str(out), *map(repr, point)]
         started = time.perf_counter()
         try:
-            proc = subprocess.run(argv, cwd=project.dir, capture_output=True, timeout=budget)
+            proc = run_bounded(argv, cwd=project.dir, capture_output=True, timeout=budget)
         except subprocess.TimeoutExpired:
             return math.inf
         elapsed = time.perf_counter() - started

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
-from mcc import atomic
+from mcc.work import atomic
 
 
 class Store(Protocol):

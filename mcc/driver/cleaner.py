@@ -8,7 +8,7 @@ from typing import Any
 from mcc.errors import CleanIncomplete
 from mcc.ledger import Ledger, fire, models, queries
 from mcc.providers.base import Found
-from mcc.supervisor import Context, inputs_path
+from mcc.driver.context import Context, inputs_path
 
 
 @dataclass

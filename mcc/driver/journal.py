@@ -10,11 +10,11 @@ import json
 import time
 from typing import Any
 
-from mcc.engine import Engine
+from mcc.driver.engine import Engine
 from mcc.ledger import create_row, models, queries
 from mcc.ledger.steps import fire_steps
-from mcc.runspec import INSTANCES, JOURNAL
-from mcc.storage import Store, get_json
+from mcc.work.runspec import INSTANCES, JOURNAL
+from mcc.work.stores import Store, get_json
 
 # queue event → subproblem triggers (outcome-dependent for failures and expiries)
 TRIGGERS = {

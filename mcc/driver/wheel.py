@@ -18,10 +18,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from mcc import atomic
+from mcc.work import atomic
 from mcc.errors import MccError
+from mcc.providers.local.processes import run_bounded
 
 DIST = "materialsCloudCompute"
+PIP_TIMEOUT = 600.0  # seconds for `pip wheel` of mcc itself (a few seconds when pip is healthy)
 
 
 def cache_dir() -> Path:
@@ -90,8 +92,12 @@ def _lock(handle: Any) -> None:
 
 def _pip_build(source: Path, dest: Path) -> Path:
     with tempfile.TemporaryDirectory(prefix="mcc-wheel-") as tmp:
-        proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", tmp, str(source)],
-                              capture_output=True, text=True)
+        argv = [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", tmp, str(source)]
+        try:
+            proc = run_bounded(argv, capture_output=True, text=True, timeout=PIP_TIMEOUT)
+        except subprocess.TimeoutExpired as exc:
+            raise MccError(f"building the mcc wheel for the instances from {source} took more than "
+                           f"{PIP_TIMEOUT:.0f} s (`{' '.join(argv)}`); check that pip can reach its index") from exc
         if proc.returncode != 0:
             raise MccError(f"could not build the mcc wheel for the instances from {source}:\n{proc.stderr[-2000:]}")
         built = next(Path(tmp).glob("*.whl"))

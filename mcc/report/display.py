@@ -174,7 +174,7 @@ class ProgressView:
 
 
 def cost_text(c: dict[str, Any]) -> str:
-    """One line for mcc.analysis.cost_figures: "cost $0.00 (local)", or so far / projected / burn rate."""
+    """One line for mcc.report.analysis.cost_figures: "cost $0.00 (local)", or so far / projected / burn rate."""
     if c.get("local"):
         return "cost $0.00 (local)"
     if c.get("finished"):
@@ -222,7 +222,7 @@ def analysis_view(a: dict[str, Any]) -> Group:
 
 
 def analysis_table(rows: Iterable[dict[str, Any]]) -> Table:
-    """Runs, one line each (every column of mcc.analysis.SUMMARY_COLUMNS is in `--tsv` / `--json`)."""
+    """Runs, one line each (every column of mcc.report.analysis.SUMMARY_COLUMNS is in `--tsv` / `--json`)."""
     table = Table(title="Runs: what they cost (r/p/s/d = retries/preemptions/stalls/dead points)",
                   title_justify="left", box=None, pad_edge=False, header_style="bold underline")
     table.add_column("run", no_wrap=True)
@@ -238,7 +238,7 @@ def analysis_table(rows: Iterable[dict[str, Any]]) -> Table:
 
 
 def by_type_table(rows: Iterable[dict[str, Any]]) -> Table:
-    """Runs aggregated by instance type (see mcc.analysis.BY_TYPE_COLUMNS; `--tsv` has them all)."""
+    """Runs aggregated by instance type (see mcc.report.analysis.BY_TYPE_COLUMNS; `--tsv` has them all)."""
     table = Table(title="By instance type", title_justify="left", box=None, pad_edge=False,
                   header_style="bold underline")
     table.add_column("type", no_wrap=True)

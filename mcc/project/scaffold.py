@@ -1,4 +1,4 @@
-"""``mcc init``: write a small, runnable starter project from ``mcc/templates/``."""
+"""``mcc init``: write a small, runnable starter project from ``mcc/project/starter/``."""
 from __future__ import annotations
 
 from importlib import resources
@@ -13,14 +13,14 @@ TEMPLATE_FILES: tuple[str, ...] = ("points.py", "entry.py", "combine_data.py", "
 def _template_text(name: str) -> str:
     """The text of one template shipped in the ``mcc`` package (works from a wheel too)."""
     try:
-        return (resources.files("mcc") / "templates" / name).read_text(encoding="utf-8")
+        return (resources.files("mcc.project") / "starter" / name).read_text(encoding="utf-8")
     except (OSError, TypeError, ModuleNotFoundError):
         # mcc may be a namespace package during development; fall back to the source tree.
         try:
-            return (Path(__file__).parent / "templates" / name).read_text(encoding="utf-8")
+            return (Path(__file__).parent / "starter" / name).read_text(encoding="utf-8")
         except OSError as exc:
             raise ProjectError(f"The mcc installation is missing its template {name} "
-                               f"(mcc/templates/{name}); reinstall mcc, e.g. "
+                               f"(mcc/project/starter/{name}); reinstall mcc, e.g. "
                                f"`pip install --force-reinstall materialsCloudCompute`.") from exc
 
 

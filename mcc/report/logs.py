@@ -14,10 +14,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
+from mcc.driver.context import Context, store_of
 from mcc.errors import MccError
 from mcc.ledger import TERMINAL_RUN_STATES, current_ledger, models, open_ledger, queries
-from mcc.runspec import FINAL, LOGS
-from mcc.storage import Store
+from mcc.work.runspec import FINAL, LOGS
+from mcc.work.stores import Store
 
 log = logging.getLogger(__name__)
 
@@ -111,18 +112,16 @@ def results_logs_dir(run: models.Run) -> Path:
     return Path(run.project_dir) / (run.settings or {}).get("results_dir", "results") / run.id / "logs"
 
 
-_contexts: dict[str, object] = {}
+_contexts: dict[str, Context] = {}
 
 
 def _store(run: models.Run) -> Store | None:
     """The run's bucket (None before provisioning recorded it)."""
-    from mcc.supervisor import Context, store_of
-
     ledger = current_ledger() or open_ledger()
     ctx = _contexts.get(run.id)
-    if ctx is None or ctx.ledger is not ledger:  # type: ignore[attr-defined]
+    if ctx is None or ctx.ledger is not ledger:
         ctx = _contexts[run.id] = Context.for_run(ledger, run)
-    return store_of(ctx, run)  # type: ignore[arg-type]
+    return store_of(ctx, run)
 
 
 def _select(texts: dict[str, str], worker: str | None) -> dict[str, str]:

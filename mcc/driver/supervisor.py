@@ -10,49 +10,24 @@ import errno
 import logging
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from mcc.analysis import CostMeter
-from mcc.backends import Backend, get_backend
-from mcc.engine import Engine
+from mcc.driver.context import Context, inputs_path, store_of
+from mcc.driver.journal import sync_run
+from mcc.driver.prepare import Prepared
 from mcc.errors import MccError
-from mcc.journal import sync_run
 from mcc.ledger import Ledger, TERMINAL_RUN_STATES, create_row, create_subproblems, fire, fire_bulk, models
-from mcc.prepare import Prepared
-from mcc.runspec import COMBINED, FINAL, POINTS, PROGRESS, SPEC, RunSpec
-from mcc.storage import Store, get_json
+from mcc.report.analysis import CostMeter
+from mcc.report.logs import collect_logs
+from mcc.work.runspec import COMBINED, FINAL, POINTS, PROGRESS, SPEC, RunSpec
+from mcc.work.stores import Store, get_json
 
 #: on_progress(run, progress, cost): the manager's latest progress document (None before the first one) and
-#: the run's cost figures (mcc.analysis.cost_figures: so far, burn rate, projected total; $0 for local runs).
+#: the run's cost figures (mcc.report.analysis.cost_figures: so far, burn rate, projected total; $0 for local runs).
 ProgressCallback = Callable[[models.Run, dict[str, Any] | None, dict[str, Any]], None]
-
-
-@dataclass
-class Context:
-    ledger: Ledger
-    backend: Backend
-    engine: Engine
-
-    @classmethod
-    def open(cls, ledger: Ledger, backend_name: str, aws: dict[str, Any] | None = None,
-             ledger_uuid: str | None = None) -> "Context":
-        """``ledger_uuid`` (default: the ledger's own) is the tag the backend and engine own resources by:
-        another one sweeps what a lost ledger created."""
-        owner = ledger_uuid or ledger.uuid
-        backend = get_backend(backend_name, ledger.home, owner, aws)
-        return cls(ledger, backend, Engine(owner, backend.name, backend.providers, region=backend.region))
-
-    @classmethod
-    def for_run(cls, ledger: Ledger, run: models.Run) -> "Context":
-        return cls.open(ledger, run.backend, (run.settings or {}).get("aws"))
-
-
-def inputs_path(ledger: Ledger, run_id: str) -> Path:
-    return ledger.home / "inputs" / f"{run_id}.npy"
 
 
 def create_run(ledger: Ledger, prepared: Prepared) -> models.Run:
@@ -87,12 +62,6 @@ def run_spec(ctx: Context, run: models.Run, urls: dict[str, Any]) -> RunSpec:
         lease_seconds=s["lease_seconds"], has_combiner=sp["has_combiner"],
         tick_seconds=urls.get("tick_seconds", 0.1), extra=urls.get("extra", {}),
     )
-
-
-def store_of(ctx: Context, run: models.Run) -> Store | None:
-    """The run's bucket, once provisioning recorded its URL."""
-    url = (run.spec or {}).get("store_url")
-    return ctx.backend.store(url) if url else None
 
 
 def current_manager(run: models.Run) -> models.Resource | None:
@@ -258,8 +227,6 @@ def _collect_logs(ctx: Context, run: models.Run, store: Store, dest: Path) -> No
     Waits a moment for a local manager to exit so its last lines are in; a failure here is logged,
     never fatal (the logs stay in the bucket until `mcc clean`).
     """
-    from mcc.logs import collect_logs
-
     manager = current_manager(run)
     deadline = time.monotonic() + 3.0
     while run.backend == "local" and manager is not None and time.monotonic() < deadline:
