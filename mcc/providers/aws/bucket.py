@@ -89,7 +89,9 @@ class BucketProvider:
     def sweep(self, ledger_uuid: str, run_id: str | None = None) -> list[Found]:
         found = []
         pages = call(lambda: list(self.s3.get_paginator("list_buckets").paginate()))
-        for bucket in [b for page in pages for b in page.get("Buckets", [])]:
+        # Only mcc's own names (bucket_name): reading a foreign bucket's tags is not ours to do, and the
+        # user policy (README) allows bucket actions on mcc-* only.
+        for bucket in [b for page in pages for b in page.get("Buckets", []) if b["Name"].startswith("mcc-")]:
             tags = self._tags(bucket["Name"])
             if tags and tags.get(TAG_LEDGER) == ledger_uuid and (run_id is None or tags.get(TAG_RUN) == run_id):
                 found.append(self._found(bucket["Name"], tags))

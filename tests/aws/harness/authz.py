@@ -124,6 +124,7 @@ class PolicyEvaluator:
         self.unattributed: Counter[str] = Counter()  # calls with a key of no known identity (not judged)
         self._lock = threading.Lock()
         self.enabled = True  # off only for the harness's self-tests, whose calls are not mcc's
+        self._policies: dict[str, list[dict[str, Any]]] = {}  # role → inline policies, until one is put again
 
     def attach(self, proxy: Any) -> "PolicyEvaluator":
         proxy.add_hook(self._hook)
@@ -135,9 +136,18 @@ class PolicyEvaluator:
         role = self.runner.credentials.get(access_key or "")
         if role is None:
             return None
-        return f"role {role}", self.look.role_policies(role)
+        with self._lock:
+            cached = self._policies.get(role)
+        if cached is None:
+            cached = self.look.role_policies(role)
+            with self._lock:
+                self._policies[role] = cached
+        return f"role {role}", cached
 
     def _hook(self, call: Any, phase: str) -> bool:
+        if call.service == "iam" and call.action in ("PutRolePolicy", "DeleteRolePolicy", "DeleteRole"):
+            with self._lock:  # before and after the change: the next call of that role reads moto again
+                self._policies.pop(call.params.get("RoleName", ""), None)
         if not self.enabled or phase != "before" or call.service in ("unknown", "moto-api"):
             return False
         if f"{call.service}:{call.action}" in UNAUTHORISED_OK:
