@@ -138,7 +138,7 @@ def create_custom_image(ec2: Any, security_group_id: str, keyname: str | None = 
     """
     from mcc.backends.aws_image import ensure_image
     from mcc.providers.aws.bucket import bucket_name
-    from mcc.providers.aws.images import base_image_id
+    from mcc.providers.aws.images import base_image_id, root_volume
     from mcc.work.stores import S3Store
 
     setup = _ec2_setup(ec2)
@@ -154,11 +154,12 @@ def create_custom_image(ec2: Any, security_group_id: str, keyname: str | None = 
     r = setup.region
     name = bucket_name(setup.ledger.uuid, r)
     bucket = setup.engine.ensure(None, "bucket", name, f"aws:{r}:bucket", {"name": name})  # the ledger's bucket
+    base = default_ami or base_image_id(setup.backend.ctx)
     image = ensure_image(
         setup.engine, store=S3Store(bucket.attrs.get("name") or bucket.physical_id, client=setup.backend.ctx.client("s3")),
         wheel=wheel, requirements=requirements, region=r, short=setup.short, account=setup.backend.identity()["Account"],
-        security_group_id=group.physical_id, instance_type=instance_type,
-        base_image_id=default_ami or base_image_id(setup.backend.ctx))
+        security_group_id=group.physical_id, instance_type=instance_type, base_image_id=base,
+        root=root_volume(setup.backend.ctx, base), kms_key_id=setup.backend.settings.ebs_kms_key)
     return image.physical_id
 
 
@@ -170,6 +171,8 @@ def create_launch_template(ec2: Any, custom_ami_id: str, security_group_id: str,
     profile's role has no permissions at all; a run started from it (mcc.launch.launch_master_node) takes the
     image, group and key from it and gives its instances the run's own least-privilege role.
     """
+    from mcc.providers.aws.images import root_volume
+
     setup = _ec2_setup(ec2)
     image = setup.member("image", custom_ami_id) if custom_ami_id.startswith("ami-") else None
     if image is None:
@@ -187,6 +190,7 @@ def create_launch_template(ec2: Any, custom_ami_id: str, security_group_id: str,
     return setup.ensure("launch_template", name, key, {
         "name": name, "image_id": image.physical_id, "instance_type": instance_type,
         "security_group_id": group.physical_id, "instance_profile_arn": profile.attrs.get("arn"),
+        **root_volume(setup.backend.ctx, image.physical_id), "kms_key_id": setup.backend.settings.ebs_kms_key,
         "key_name": keyname, "max_lifetime_hours": 24.0}).physical_id
 
 

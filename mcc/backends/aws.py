@@ -1,6 +1,7 @@
 """The AWS backend: a bucket and a security group per ledger and region (and, with ``custom_image``, the
-baked image: mcc/backends/aws_image.py); per run an IAM role scoped to the run's prefix, its instance
-profile, a launch template, the queue password in SSM, optionally an ElastiCache cluster, and the
+baked image: mcc/backends/aws_image.py); per run two IAM roles scoped to the run's prefix (the manager's,
+which launches workers, and the workers', which only reads inputs and writes outputs) with their instance
+profiles, a launch template (encrypted root volume), the queue password in SSM, optionally an ElastiCache cluster, and the
 manager instance. Workers are launched by the manager (remote/ec2_fleet)."""
 from __future__ import annotations
 
@@ -81,21 +82,22 @@ class AwsBackend:
                                              {"name": f"mcc-{self._short()}", "key_dir": str(self.home / "keys")})
         if s.custom_image:
             from mcc.backends.aws_image import ensure_image
-            from mcc.providers.aws.images import base_image_id
+            from mcc.providers.aws.images import base_image_id, root_volume
             from mcc.work.stores import S3Store
 
             bucket = rows["bucket"].attrs.get("name") or rows["bucket"].physical_id
+            base = base_image_id(self.ctx)
             rows["image"] = ensure_image(
                 engine, store=S3Store(bucket, client=self.ctx.client("s3")), wheel=self.wheel(),
                 requirements=list(s.requirements), region=r, short=self._short(), account=self.identity()["Account"],
                 security_group_id=rows["security_group"].physical_id, instance_type=s.manager_type,
-                base_image_id=base_image_id(self.ctx))
+                base_image_id=base, root=root_volume(self.ctx, base), kms_key_id=s.ebs_kms_key)
         return rows
 
     # -- per run -----------------------------------------------------------------------------------
     def provision(self, engine: Engine, run: models.Run) -> dict[str, Any]:
-        from mcc.providers.aws.images import base_image_id
-        from mcc.providers.aws.policy import worker_policy
+        from mcc.providers.aws.images import base_image_id, root_volume
+        from mcc.providers.aws.policy import manager_policy, worker_policy
 
         s, r = self.settings, self.region
         account = self.identity()["Account"]
@@ -108,13 +110,22 @@ class AwsBackend:
         prefix = f"runs/{run.id}/"
         param_path = f"/mcc/{self.ledger_uuid}/{run.id}/"
         cache = own.get("cache")
-        # a cache made beforehand brings its AUTH token parameter: the run's role reads that one, nothing else
+        # a cache made beforehand brings its AUTH token parameter: the run's roles read that one, nothing else
         secret_path = cache.spec["auth_token_parameter"].rsplit("/", 1)[0] + "/" if cache else param_path
-        name = f"mcc-{run.id}"
-        role = engine.ensure(run.id, "role", name, f"{run.id}/role", {"name": name})
+        name, worker_name = f"mcc-{run.id}", f"mcc-{run.id}-worker"
+        # Two identities: workers (the user's code runs there) read inputs and write outputs, nothing else;
+        # only the manager launches and terminates, only this ledger's instances, passing the worker role.
+        worker_role = engine.ensure(run.id, "role", worker_name, f"{run.id}/worker/role", {"name": worker_name})
+        engine.ensure(run.id, "role_policy", f"{worker_name}/worker-access", f"{run.id}/worker/role_policy", {
+            "role_name": worker_name, "policy_name": "worker-access",
+            "policy": worker_policy(bucket, prefix, r, account, secret_path)})
+        worker_profile = engine.ensure(run.id, "instance_profile", worker_name, f"{run.id}/worker/instance_profile",
+                                       {"name": worker_name, "role_name": worker_name})
+        engine.ensure(run.id, "role", name, f"{run.id}/role", {"name": name})
         engine.ensure(run.id, "role_policy", f"{name}/run-access", f"{run.id}/role_policy", {
             "role_name": name, "policy_name": "run-access",
-            "policy": worker_policy(bucket, prefix, self.ledger_uuid, r, account, role.attrs.get("arn", ""), secret_path)})
+            "policy": manager_policy(bucket, prefix, self.ledger_uuid, r, account, worker_role.attrs.get("arn", ""),
+                                     secret_path, s.ebs_kms_key)})
         profile = engine.ensure(run.id, "instance_profile", name, f"{run.id}/instance_profile",
                                 {"name": name, "role_name": name})
         # the secret and the cache go with the run's compute at its end (teardown): a resumed run (a retry,
@@ -130,7 +141,8 @@ class AwsBackend:
         template = engine.ensure(run.id, "launch_template", name, f"{run.id}/launch_template", {
             "name": name, "image_id": image_id, "instance_type": s.candidate_types[0],
             "security_group_id": group_id,
-            "instance_profile_arn": profile.attrs.get("arn"),
+            "instance_profile_arn": worker_profile.attrs.get("arn"),
+            **root_volume(self.ctx, image_id), "kms_key_id": s.ebs_kms_key,
             "key_name": key_name,
             "max_lifetime_hours": s.max_lifetime_hours})
         queue: dict[str, Any] = {"mode": s.queue, "password_parameter": password, "tls": False}
@@ -149,7 +161,8 @@ class AwsBackend:
         aws = {"region": r, "launch_template_id": template.physical_id, "worker_type": s.worker_type,
                "manager_type": s.manager_type, "spot": s.spot, "subnet_id": s.subnet_id, "wheel": wheel,
                "requirements": list(s.requirements), "max_lifetime_seconds": int(s.max_lifetime_hours * 3600),
-               "instance_profile_arn": profile.attrs.get("arn"), **self._fleet_options()}
+               "instance_profile_arn": worker_profile.attrs.get("arn"),
+               "manager_profile_arn": profile.attrs.get("arn"), **self._fleet_options()}
         extra = {"backend": "aws", "queue": queue, "aws": aws, "worker_boot_seconds": s.boot_seconds,
                  "seconds_per_point": run.spec.get("seconds_per_point")}
         return {"store_url": store_url, "extra": extra,
@@ -200,7 +213,8 @@ class AwsBackend:
         return engine.current(run, "instance", f"{run.id}/manager", {
             "launch_template_id": aws["launch_template_id"], "instance_type": self.settings.manager_type,
             "user_data": user_data, "count": 1, "spot": False, "subnet_id": self.settings.candidate_subnets[0],
-            "instance_profile_arn": aws["instance_profile_arn"],
+            # a run provisioned before the manager had its own role: its one profile
+            "instance_profile_arn": aws.get("manager_profile_arn", aws["instance_profile_arn"]),
         }, name="manager")
 
     def teardown(self, engine: Engine, run: models.Run) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import ipaddress
+import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -50,6 +51,7 @@ class AwsSettings:
     security_group_id: str | None = None
     key_name: str | None = None
     cache_id: str | None = None          # an ElastiCache replication group of this ledger as the queue
+    ebs_kms_key: str | None = None       # KMS key ARN for root volumes; None = the AWS-managed aws/ebs key
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -91,6 +93,11 @@ def aws_settings(table: Mapping[str, Any] | None, source: str = "mcc.toml [aws]"
             raise ConfigError(f"{source}: `ssh_cidr` {settings.ssh_cidr!r} is not a CIDR like \"203.0.113.7/32\".") from None
         if net.prefixlen == 0:
             raise ConfigError(f"{source}: `ssh_cidr` {settings.ssh_cidr} opens SSH to the whole internet; name your own address.")
+    if settings.ebs_kms_key is not None and not re.fullmatch(r"arn:aws[\w-]*:kms:[\w-]+:\d{12}:key/[\w-]+",
+                                                             settings.ebs_kms_key):
+        raise ConfigError(f"{source}: `ebs_kms_key` must be a KMS key ARN like "
+                          f"\"arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab\", "
+                          f"got {settings.ebs_kms_key!r}.")
     if not all(isinstance(r, str) for r in settings.requirements):
         raise ConfigError(f"{source}: `requirements` must be a list of strings like [\"ase>=3.22\"].")
     if settings.worker_types is not None:

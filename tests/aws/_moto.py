@@ -13,6 +13,8 @@ import pytest
 
 from mcc.providers.aws.clients import AwsContext
 from mcc.providers.base import ResourceSpec, ownership_tags
+from tests.aws.harness import direct_client, gaps
+from tests.aws.harness.proxy import FaultProxy
 
 REGION = "us-east-1"
 SERVER_ENV = {
@@ -39,7 +41,8 @@ def _answers(url: str) -> bool:
 
 @pytest.fixture(scope="module")
 def moto_endpoint() -> Iterator[str]:
-    """Start ``moto_server`` on a free loopback port; yield its URL; stop it (by its own pid) afterwards."""
+    """Start ``moto_server`` on a free loopback port; yield the URL of a proxy in front of it that closes
+    moto's gaps; stop both (moto by its own pid) afterwards."""
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, **SERVER_ENV, **CLIENT_ENV}
@@ -51,7 +54,13 @@ def moto_endpoint() -> Iterator[str]:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"moto_server did not start on {url}")
             time.sleep(0.1)
-        yield url
+        # moto's gaps closed the one way (tests/aws/harness/gaps.py): a fault proxy in front, faults unused
+        proxy = FaultProxy(url).start()
+        gaps.attach_all(proxy, direct_client("ec2", url, CLIENT_ENV["AWS_SECRET_ACCESS_KEY"], REGION))
+        try:
+            yield proxy.url
+        finally:
+            proxy.stop()
     finally:
         proc.terminate()
         try:

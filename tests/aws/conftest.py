@@ -11,6 +11,8 @@ import pytest
 
 from tests.aws.harness import Cloud, HarnessErrors
 from tests.aws.harness.elasticache import ElastiCacheStandIn
+from tests.aws.harness import gaps
+from tests.aws.harness.authz import PolicyEvaluator
 from tests.aws.harness.moto_server import MotoServer, ensure_al2023_parameter
 from tests.aws.harness.proxy import FaultProxy
 from tests.aws.harness.runner import InstanceRunner
@@ -74,6 +76,8 @@ def cloud(moto: MotoServer, tls_files: TlsFiles, tmp_path: Path,
     monkeypatch.setenv("SSL_CERT_FILE", str(tls_files.bundle))
     c = Cloud(url=proxy.url, moto_url=moto.url, proxy=proxy, runner=runner, elasticache=elasticache,
               secret_key=secret, region=REGION, ca_file=str(tls_files.ca_cert), errors=errors)
+    c.bucket_policies = gaps.attach_all(proxy, c.client("ec2")).policies
+    c.authz = PolicyEvaluator(c.client, runner, c.bucket_policies, REGION).attach(proxy)
     try:
         ensure_al2023_parameter(c.client("ssm"), c.client("ec2"), proxy)
         runner.start()
@@ -83,3 +87,4 @@ def cloud(moto: MotoServer, tls_files: TlsFiles, tmp_path: Path,
         elasticache.stop()
         proxy.stop()
     assert not errors, "emulated cloud reported errors:\n" + "\n".join(errors)
+    assert not c.authz.failures, "AWS would refuse these calls (tests/aws/harness/authz.py):\n" + "\n".join(c.authz.failures)

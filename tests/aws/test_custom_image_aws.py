@@ -45,6 +45,13 @@ def test_custom_image_baked_at_provision_used_by_every_instance_then_cleaned(clo
     described = cloud.client("ec2").describe_images(ImageIds=[ami])["Images"][0]
     made = {m["Ebs"]["SnapshotId"] for m in described["BlockDeviceMappings"] if "Ebs" in m}
     assert made and {s["physical_id"] for s in snapshots} == made and {s["state"] for s in snapshots} == {"active"}
+    # tagged inside CreateImage (never after), from a builder whose root volume is encrypted (what makes
+    # AWS encrypt the snapshots; moto leaves them unencrypted: tests/aws/harness/gaps.py)
+    for snap in cloud.client("ec2").describe_snapshots(SnapshotIds=sorted(made))["Snapshots"]:
+        assert {t["Key"]: t["Value"] for t in snap["Tags"]}.get("mcc:ledger") == ledger_uuid(mcc_home)
+    assert not [r for r in cloud.proxy.requests if r.action == "CreateTags" and r.access_key == "testing"]
+    bakes = [r for r in cloud.proxy.requests if r.action == "RunInstances" and "ImageId" in r.params]
+    assert bakes and {b.params["BlockDeviceMapping.1.Ebs.Encrypted"] for b in bakes} == {"true"}
 
     role = next(r for r in ledger if r["kind"] == "role_policy" and "builder" in r["name"])
     policy = cloud.client("iam").get_role_policy(RoleName=role["physical_id"].split("/")[0],

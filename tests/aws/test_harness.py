@@ -20,6 +20,13 @@ from tests.aws.harness.imds import Imds, InstanceIdentity
 NO_RETRY = Config(retries={"mode": "standard", "total_max_attempts": 1})  # one attempt, no retry
 
 
+
+@pytest.fixture(autouse=True)
+def _harness_calls_are_not_judged(cloud: Cloud) -> None:
+    """These tests drive the harness with raw, untagged calls of their own, not mcc's: the policy evaluator
+    (tests/aws/harness/authz.py) judges mcc's calls only."""
+    cloud.authz.enabled = False
+
 def default_ami(cloud: Cloud) -> str:
     ssm = boto3.client("ssm")
     return ssm.get_parameter(Name="/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64")[

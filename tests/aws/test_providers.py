@@ -10,8 +10,10 @@ from typing import Any, Callable
 
 import pytest
 
+from mcc.errors import ProviderError
+
 from mcc.providers.aws import images, instance as inst, policy
-from mcc.providers.aws.bucket import BucketProvider, bucket_name
+from mcc.providers.aws.bucket import BucketProvider, abort_uploads, bucket_name
 from mcc.providers.aws.cache import CacheProvider
 from mcc.providers.aws.clients import AwsContext, tag_dict
 from mcc.providers.aws.iam import InstanceProfileProvider, RolePolicyProvider, RoleProvider
@@ -20,7 +22,7 @@ from mcc.providers.aws.key_pair import KeyPairProvider
 from mcc.providers.aws.launch_template import LaunchTemplateProvider
 from mcc.providers.aws.parameter import ParameterProvider, read_secret
 from mcc.providers.aws.security_group import SecurityGroupProvider
-from mcc.providers.aws.sweep import sweep_tagged
+from tests.aws.harness.tagging import sweep_tagged
 from mcc.providers.base import Found, ResourceSpec
 from tests.aws._moto import aws_ctx, aws_env, make_spec, moto_endpoint, new_ctx  # noqa: F401 - fixtures
 from tests.conftest import wait_for
@@ -137,6 +139,9 @@ def test_bucket_purge_deletes_every_version(aws_ctx: AwsContext) -> None:
     s3.delete_object(Bucket=name, Key="results/a.h5")  # a delete marker
     listing = s3.list_object_versions(Bucket=name)
     assert len(listing["Versions"]) == 4 and len(listing["DeleteMarkers"]) == 1
+    s3.create_multipart_upload(Bucket=name, Key="results/big.h5")  # an interrupted large upload
+    assert abort_uploads(s3, name) == 1 and not s3.list_multipart_uploads(Bucket=name).get("Uploads")
+    s3.create_multipart_upload(Bucket=name, Key="results/big.h5")  # delete aborts it too
     provider.delete(name, {})
     assert provider.describe(name, {}) is None
     assert name not in [b["Name"] for b in s3.list_buckets()["Buckets"]]
@@ -213,7 +218,7 @@ def test_plural_worker_functions(aws_ctx: AwsContext) -> None:
     gone = inst.query_instances(aws_ctx, {"mcc:ledger": aws_ctx.ledger_uuid}, include_gone=True)
     assert set(gone) == set(ids) and set(gone.values()) == {"terminated"}
     swept = sweep_tagged(aws_ctx, aws_ctx.ledger_uuid, "run-1")  # the tagging API still lists them: verified
-    assert "instance" not in swept and "unknown" not in swept
+    assert "instance" not in swept and "unknown" not in swept, [f.physical_id for f in swept.get("unknown", [])] + [f.physical_id for f in swept.get("instance", [])]
 
 
 def test_image_bake_and_snapshots(aws_ctx: AwsContext) -> None:
@@ -247,9 +252,13 @@ def test_image_bake_and_snapshots(aws_ctx: AwsContext) -> None:
 
     snapshots = SnapshotProvider(aws_ctx)
     snap_id = image.attrs["snapshot_ids"][0]
-    assert _ids(snapshots.sweep(aws_ctx.ledger_uuid)) == {snap_id}  # tagged after create_image
+    assert _ids(snapshots.sweep(aws_ctx.ledger_uuid)) == {snap_id}  # tagged inside create_image
     snap_spec = make_spec(aws_ctx, "snapshot", "snapshot", {"snapshot_id": snap_id, "image_id": image.physical_id})
-    assert snapshots.create(snap_spec).physical_id == snap_id
+    assert snapshots.create(snap_spec).physical_id == snap_id  # adopts it: nothing tagged after a create
+    foreign = make_spec(new_ctx(), "snapshot", "snapshot", {"snapshot_id": snap_id, "image_id": image.physical_id})
+    with pytest.raises(ProviderError, match="does not carry this ledger"):
+        snapshots.create(foreign)
+    assert snapshots.find(foreign) is None
     assert snapshots.find(snap_spec).physical_id == snap_id
     assert snap_id not in _ids(snapshots.sweep(new_ctx().ledger_uuid))
     provider.delete(image.physical_id, image.attrs)  # deregisters, then deletes the snapshots it names
@@ -302,9 +311,9 @@ def test_sweep_tagged_maps_every_kind(aws_ctx: AwsContext, tmp_path: Path) -> No
     assert "unknown" not in result
 
 
-def test_worker_policy_is_least_privilege() -> None:
-    doc = policy.worker_policy("bkt", "runs/r1/", "L1", "us-east-1", "123456789012",
-                               "arn:aws:iam::123456789012:role/mcc/r", "/mcc/L1/r1/")
+def test_manager_policy_is_least_privilege() -> None:
+    doc = policy.manager_policy("bkt", "runs/r1/", "L1", "us-east-1", "123456789012",
+                                "arn:aws:iam::123456789012:role/mcc/r", "/mcc/L1/r1/")
     actions = [a for st in doc["Statement"]
                for a in ([st["Action"]] if isinstance(st["Action"], str) else st["Action"])]
     assert not {"s3:*", "iam:*", "ec2:*", "*"} & set(actions) and not [a for a in actions if a.endswith(":*")]
@@ -312,7 +321,7 @@ def test_worker_policy_is_least_privilege() -> None:
     by_sid = {st["Sid"]: st for st in doc["Statement"]}
     assert by_sid["RunObjects"]["Resource"] == "arn:aws:s3:::bkt/runs/r1/*"
     assert by_sid["TerminateOwnFleet"]["Condition"]["StringEquals"] == {"ec2:ResourceTag/mcc:ledger": "L1"}
-    assert by_sid["PassOwnRole"]["Resource"] == "arn:aws:iam::123456789012:role/mcc/r"
+    assert by_sid["PassWorkerRole"]["Resource"] == "arn:aws:iam::123456789012:role/mcc/r"
     bad = {"Statement": [{"Action": ["ec2:TerminateInstances"], "Resource": "*"}]}
     assert policy.mutating_on_any(bad) == ["ec2:TerminateInstances"]
 

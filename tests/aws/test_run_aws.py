@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from mcc.providers.aws.clients import AwsContext
-from mcc.providers.aws.sweep import sweep_tagged
+from tests.aws.harness.tagging import sweep_tagged
 from tests.aws.conftest import aws_toml
 from tests.conftest import combined_rows, ledger_uuid, mcc, mcc_json
 
@@ -57,8 +57,69 @@ def everything_written(cloud, bucket_prefix: str = "") -> list[str]:
     return texts
 
 
+def watch_launches(cloud) -> dict[str, dict]:
+    """{instance id: {"volumes": {device: volume}, "interfaces": [tags]}} read from moto right as each
+    RunInstances answers (a finished run's instances are terminated and their volumes gone)."""
+    import re
+
+    seen: dict[str, dict] = {}
+    ec2 = cloud.client("ec2")
+
+    def record(service: str, action: str, params: dict, status: int, body: bytes) -> None:
+        if service != "ec2" or action != "RunInstances" or status >= 300:
+            return None
+        for iid in sorted({i.decode() for i in re.findall(rb"<instanceId>(i-[0-9a-f]+)</instanceId>", body)}):
+            inst = ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]
+            volumes = {m["DeviceName"]: ec2.describe_volumes(VolumeIds=[m["Ebs"]["VolumeId"]])["Volumes"][0]
+                       for m in inst["BlockDeviceMappings"]}
+            interfaces = [ec2.describe_network_interfaces(NetworkInterfaceIds=[n["NetworkInterfaceId"]])[
+                "NetworkInterfaces"][0].get("TagSet", []) for n in inst["NetworkInterfaces"]]
+            seen[iid] = {"volumes": volumes, "interfaces": interfaces}
+        return None
+
+    cloud.proxy.add_rewriter(record)
+    return seen
+
+
+def assert_secure_defaults(cloud, run_id: str, seen: dict[str, dict]) -> None:
+    """Issue 15 §4, read back from the emulator: the workers' own role, encrypted root volumes, tagged
+    network interfaces, the TLS-only bucket policy; and the policy evaluator judged every identity."""
+    ec2, iam = cloud.client("ec2"), cloud.client("iam")
+    [template] = ec2.describe_launch_templates(Filters=[{"Name": "tag:mcc:run", "Values": [run_id]}])["LaunchTemplates"]
+    data = ec2.describe_launch_template_versions(LaunchTemplateId=template["LaunchTemplateId"])[
+        "LaunchTemplateVersions"][0]["LaunchTemplateData"]
+    [root_mapping] = data["BlockDeviceMappings"]  # the image's root device, encrypted
+    assert root_mapping["Ebs"]["Encrypted"] is True
+    types = {s["ResourceType"] for s in data["TagSpecifications"]}  # (moto adds the template's own type)
+    assert {"instance", "volume", "network-interface"} <= types and "spot-instances-request" not in types
+    launched = [i for r in ec2.describe_instances(Filters=[{"Name": "tag:mcc:run", "Values": [run_id]}])["Reservations"]
+                for i in r["Instances"]]
+    roles = {}
+    for inst in launched:
+        tags = {t["Key"]: t["Value"] for t in inst.get("Tags", [])}
+        # the role its IMDS hands out (moto drops the profile from all but one instance of a launch: runner.py)
+        roles[tags.get("mcc:role", "manager")] = cloud.runner.imds(inst["InstanceId"]).identity.role
+        # (moto also attaches its default /dev/sda1 volume to every instance: tests/aws/harness/gaps.py)
+        volume = seen[inst["InstanceId"]]["volumes"][root_mapping["DeviceName"]]
+        assert volume["Encrypted"] and {t["Key"]: t["Value"] for t in volume.get("Tags", [])}.get("mcc:run") == run_id
+        assert seen[inst["InstanceId"]]["interfaces"]
+        for eni_tags in seen[inst["InstanceId"]]["interfaces"]:
+            assert {t["Key"]: t["Value"] for t in eni_tags}.get("mcc:ledger") == tags["mcc:ledger"]
+    assert roles == {"manager": f"mcc-{run_id}", "worker": f"mcc-{run_id}-worker"}, roles
+    worker_policy = iam.get_role_policy(RoleName=roles["worker"], PolicyName="worker-access")["PolicyDocument"]
+    worker_policy = json.loads(worker_policy) if isinstance(worker_policy, str) else worker_policy
+    assert not [a for st in worker_policy["Statement"] for a in (st["Action"] if isinstance(st["Action"], list)
+                else [st["Action"]]) if a.startswith(("ec2:", "iam:"))]
+    [(bucket, sent)] = cloud.bucket_policies.items()
+    assert sent["Statement"][0]["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    assert cloud.client("s3").get_bucket_policy(Bucket=bucket)["Policy"]  # stored (gaps.py says how)
+    judged = {who for who, _ in cloud.authz.allowed}
+    assert {"laptop (README's user policy)", f"role {roles['manager']}", f"role {roles['worker']}"} <= judged
+
+
 def test_run_on_emulated_cloud_exactly_once_then_clean(cloud, mcc_home: Path, make_project) -> None:
     project = make_project(40, toml=AWS_TOML)
+    seen = watch_launches(cloud)
     # IAM is eventually consistent: the manager's launch, right after its instance profile was created, is
     # refused twice as AWS does it then; mcc retries (RunInstances is idempotent by its ClientToken)
     not_yet = cloud.proxy.fail("ec2:RunInstances", "InvalidParameterValue", times=2, message=(
@@ -87,6 +148,8 @@ def test_run_on_emulated_cloud_exactly_once_then_clean(cloud, mcc_home: Path, ma
     for st in statements:
         actions = st["Action"] if isinstance(st["Action"], list) else [st["Action"]]
         assert not {"s3:*", "iam:*", "ec2:*", "*"} & set(actions)
+
+    assert_secure_defaults(cloud, out["run_id"], seen)
 
     before = tagged_counts(mcc_home)
     assert before.get("bucket") == 1 and before.get("security_group") == 1

@@ -7,6 +7,7 @@ bucket with our deterministic name; ``find`` ignores it, and ``create`` on resum
 """
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from mcc.errors import ProviderError
@@ -17,6 +18,16 @@ from mcc.providers.base import TAG_ENTITY, TAG_LEDGER, TAG_RUN, Found, ResourceS
 PUBLIC_ACCESS_BLOCK = {k: True for k in ("BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy",
                                           "RestrictPublicBuckets")}
 ENCRYPTION = {"Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]}
+
+
+def tls_only_policy(name: str) -> dict[str, Any]:
+    """The bucket policy refusing every request not made over TLS (``aws:SecureTransport`` false), whoever
+    makes it: a Deny, so no identity policy can open plain HTTP again. Not a public policy (it grants nothing),
+    so the public access block allows it."""
+    return {"Version": "2012-10-17", "Statement": [{
+        "Sid": "DenyInsecureTransport", "Effect": "Deny", "Principal": "*", "Action": "s3:*",
+        "Resource": [f"arn:aws:s3:::{name}", f"arn:aws:s3:::{name}/*"],
+        "Condition": {"Bool": {"aws:SecureTransport": "false"}}}]}
 
 
 def bucket_name(ledger_uuid: str, region: str) -> str:
@@ -49,6 +60,7 @@ class BucketProvider:
         call(self.s3.put_bucket_tagging, Bucket=name, Tagging={"TagSet": aws_tags(spec.tags)})
         call(self.s3.put_public_access_block, Bucket=name, PublicAccessBlockConfiguration=PUBLIC_ACCESS_BLOCK)
         call(self.s3.put_bucket_encryption, Bucket=name, ServerSideEncryptionConfiguration=ENCRYPTION)
+        call(self.s3.put_bucket_policy, Bucket=name, Policy=json.dumps(tls_only_policy(name)))
         if spec.params.get("versioning"):
             call(self.s3.put_bucket_versioning, Bucket=name, VersioningConfiguration={"Status": "Enabled"})
         return self._found(name, dict(spec.tags))
@@ -65,8 +77,10 @@ class BucketProvider:
         return None if tags is None else self._found(physical_id, tags)
 
     def delete(self, physical_id: str, attrs: dict[str, Any]) -> None:
-        """Purge every object version and delete marker, then the bucket; a missing bucket is deleted."""
+        """Abort unfinished multipart uploads (their parts are billed and block nothing else), purge every
+        object version and delete marker, then the bucket; a missing bucket is deleted."""
         try:
+            abort_uploads(self.s3, physical_id)
             purge(self.s3, physical_id)
             call(self.s3.delete_bucket, Bucket=physical_id)
         except AwsNotFound:
@@ -75,7 +89,9 @@ class BucketProvider:
     def sweep(self, ledger_uuid: str, run_id: str | None = None) -> list[Found]:
         found = []
         pages = call(lambda: list(self.s3.get_paginator("list_buckets").paginate()))
-        for bucket in [b for page in pages for b in page.get("Buckets", [])]:
+        # Only mcc's own names (bucket_name): reading a foreign bucket's tags is not ours to do, and the
+        # user policy (README) allows bucket actions on mcc-* only.
+        for bucket in [b for page in pages for b in page.get("Buckets", []) if b["Name"].startswith("mcc-")]:
             tags = self._tags(bucket["Name"])
             if tags and tags.get(TAG_LEDGER) == ledger_uuid and (run_id is None or tags.get(TAG_RUN) == run_id):
                 found.append(self._found(bucket["Name"], tags))
@@ -95,6 +111,20 @@ class BucketProvider:
     def _found(self, name: str, tags: dict[str, str]) -> Found:
         return Found(name, {"name": name, "region": self.ctx.region, "arn": f"arn:aws:s3:::{name}",
                             "url": f"s3://{name}/"}, tags)
+
+
+def abort_uploads(s3: Any, bucket: str) -> int:
+    """Abort every multipart upload left unfinished in ``bucket`` (an interrupted large result upload);
+    returns how many. A bucket still holding one cannot be deleted cleanly and its parts cost money."""
+    aborted = 0
+    pages = call(lambda: list(s3.get_paginator("list_multipart_uploads").paginate(Bucket=bucket)))
+    for upload in [u for page in pages for u in page.get("Uploads", [])]:
+        try:
+            call(s3.abort_multipart_upload, Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+        except AwsNotFound:  # NoSuchUpload: finished or aborted meanwhile
+            continue
+        aborted += 1
+    return aborted
 
 
 def purge(s3: Any, bucket: str) -> int:

@@ -28,7 +28,7 @@ NOT_FOUND = {
     "InvalidKeyPair.NotFound", "InvalidLaunchTemplateId.NotFound", "InvalidLaunchTemplateName.NotFoundException",
     "InvalidAMIID.NotFound", "InvalidAMIID.Unavailable", "InvalidSnapshot.NotFound", "InvalidInstanceID.NotFound",
     "CacheClusterNotFound", "CacheClusterNotFoundFault", "ReplicationGroupNotFoundFault", "ParameterNotFound",
-    "InvalidLaunchTemplateId.Malformed",
+    "InvalidLaunchTemplateId.Malformed", "NoSuchUpload",
 }
 CREDENTIALS = {
     "AuthFailure", "UnrecognizedClientException", "InvalidClientTokenId", "ExpiredToken", "ExpiredTokenException",

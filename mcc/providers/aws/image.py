@@ -7,9 +7,12 @@ itself ``mcc:ready=true`` (``failed``, or a builder that is gone, aborts) — th
 waits until the AMI is available. The image is found again on resume by its name and ``mcc:entity``
 tag, so an interrupted bake continues where it stopped. The builder is terminated by its own row.
 
-Snapshots are made by create_image, which cannot tag them (moto answers HTTP 500 to a ``snapshot``
-TagSpecification): they are tagged right after with create_tags — the one tag-after-create exception.
-Each snapshot then becomes its own ``snapshot`` row, whose create (re)tags the existing snapshot.
+Snapshots are made by create_image, tagged inside that call (TagSpecifications ``image`` and ``snapshot``:
+CreateImage authorises the image and each snapshot it creates on their own ARNs, with ``aws:RequestTag``),
+and encrypted because the builder's root volume is (an encrypted volume's snapshot is encrypted with its
+key). Each snapshot then becomes its own ``snapshot`` row, whose create only adopts the existing snapshot:
+no tag is ever added after a create. (moto answers HTTP 500 to a ``snapshot`` TagSpecification; the test
+harness closes that gap, tests/aws/harness/gaps.py.)
 """
 from __future__ import annotations
 
@@ -17,12 +20,13 @@ import time
 from typing import Any, Callable
 
 from mcc.errors import ProviderError
-from mcc.providers.aws.clients import AwsContext, aws_tags, tag_dict, tag_specifications
+from mcc.providers.aws.clients import AwsContext, tag_dict, tag_specifications
 from mcc.providers.aws.errors import AwsDependency, AwsNotFound, call, error_code
 from mcc.providers.aws.instance import describe_instances, ownership, tag_filters
 from mcc.providers.base import TAG_ENTITY, TAG_LEDGER, Found, ResourceSpec
 
 TAG_READY = "mcc:ready"
+IMAGE_CREATES = ["image", "snapshot"]  # what CreateImage creates, each tagged inside the call
 
 
 def wait_until(check: Callable[[], Any], timeout: float, poll: float, what: str) -> Any:
@@ -58,13 +62,10 @@ class ImageProvider:
             wait_until(lambda: self._builder_ready(builder_id), timeout, self.poll, f"image builder {builder_id}")
             image_id = call(self.ec2.create_image, InstanceId=builder_id, Name=p["name"],
                             Description=f"mcc {spec.name}"[:255],
-                            TagSpecifications=tag_specifications(["image"], spec.tags))["ImageId"]
+                            TagSpecifications=tag_specifications(IMAGE_CREATES, spec.tags))["ImageId"]
         else:
             image_id = image["ImageId"]
         image = wait_until(lambda: self._available(image_id), timeout, self.poll, f"image {image_id}")
-        snapshots = _snapshot_ids(image)
-        if snapshots:  # tag-after-create: create_image cannot tag its snapshots (see module docstring)
-            call(self.ec2.create_tags, Resources=snapshots, Tags=aws_tags(spec.tags))
         return _found(image, builder_id)
 
     def _builder_ready(self, builder_id: str) -> bool:
@@ -130,7 +131,8 @@ class ImageProvider:
 class SnapshotProvider:
     """kind ``snapshot``: an EBS snapshot made by create_image; physical id is the snapshot id.
 
-    params: ``snapshot_id`` (from the image's attrs). create tags that existing snapshot with the row's tags.
+    params: ``snapshot_id`` (from the image's attrs). create adopts that existing snapshot, which CreateImage
+    tagged with this ledger's tags; it refuses one without them (nothing is tagged after its create).
     Lookups filter on ``owner-id``: moto ignores ``OwnerIds=['self']`` and would list every public snapshot."""
 
     kind = "snapshot"
@@ -146,16 +148,17 @@ class SnapshotProvider:
 
     def create(self, spec: ResourceSpec) -> Found:
         snapshot_id = spec.params["snapshot_id"]
-        call(self.ec2.create_tags, Resources=[snapshot_id], Tags=aws_tags(spec.tags))
         found = self.describe(snapshot_id, {})
         if found is None:
             raise ProviderError(f"snapshot {snapshot_id} does not exist (was its image deregistered?)")
+        if found.tags.get(TAG_LEDGER) != spec.tags[TAG_LEDGER]:
+            raise ProviderError(f"snapshot {snapshot_id} does not carry this ledger's {TAG_LEDGER} tag; mcc never "
+                                "tags a snapshot after its create, so it is not recorded as this ledger's")
         return found
 
     def find(self, spec: ResourceSpec) -> Found | None:
-        filters = self._owner() + tag_filters({TAG_LEDGER: spec.tags[TAG_LEDGER], TAG_ENTITY: spec.idempotency_key})
-        snapshots = call(self.ec2.describe_snapshots, Filters=filters)["Snapshots"]
-        return _snapshot_found(snapshots[0]) if snapshots else None
+        found = self.describe(spec.params["snapshot_id"], {})
+        return found if found is not None and found.tags.get(TAG_LEDGER) == spec.tags[TAG_LEDGER] else None
 
     def describe(self, physical_id: str, attrs: dict[str, Any]) -> Found | None:
         try:
@@ -198,5 +201,6 @@ def _found(image: dict[str, Any], builder_id: str | None) -> Found:
 
 
 def _snapshot_found(snap: dict[str, Any]) -> Found:
-    attrs = {"snapshot_id": snap["SnapshotId"], "state": snap.get("State"), "volume_size": snap.get("VolumeSize")}
+    attrs = {"snapshot_id": snap["SnapshotId"], "state": snap.get("State"), "volume_size": snap.get("VolumeSize"),
+             "encrypted": bool(snap.get("Encrypted")), "kms_key_id": snap.get("KmsKeyId")}
     return Found(snap["SnapshotId"], attrs, tag_dict(snap.get("Tags")))

@@ -12,6 +12,7 @@ from typing import Any
 from mcc.errors import ProviderError
 from mcc.providers.aws.clients import AwsContext, client_token, tag_dict, tag_specifications
 from mcc.providers.aws.errors import AwsNotFound, call
+from mcc.providers.aws.images import encrypted_root
 from mcc.providers.base import TAG_ENTITY, TAG_LEDGER, TAG_RUN, Found, ResourceSpec
 
 # EC2 state → ours: None means gone (or going, and nothing can stop it now).
@@ -56,21 +57,37 @@ def launch_overrides(params: dict[str, Any]) -> dict[str, Any]:
     """Settings repeated in RunInstances although the launch template has them: the instance profile and
     the shutdown behaviour (``terminate`` unless ``shutdown_behavior`` says ``stop``, as for the image
     builder) must hold even where a template's data is not applied (seen in emulators). Without a
-    template, the image, security group and IMDSv2 options come from ``params`` too."""
+    template, the image, security group, IMDSv2 options and the encrypted root volume (``root_device``,
+    ``kms_key_id``) come from ``params`` too."""
     extra: dict[str, Any] = {"InstanceInitiatedShutdownBehavior": params.get("shutdown_behavior") or "terminate"}
     if params.get("instance_profile_arn"):
         extra["IamInstanceProfile"] = {"Arn": params["instance_profile_arn"]}
     if not params.get("launch_template_id"):
         extra.update(ImageId=params["image_id"], SecurityGroupIds=[params["security_group_id"]],
                      MetadataOptions=IMDS_V2)
+        if params.get("root_device"):
+            extra["BlockDeviceMappings"] = encrypted_root(params["root_device"], params.get("root_size"),
+                                                          params.get("kms_key_id"))
     return extra
+
+
+# What RunInstances creates, each authorised by AWS on its own ARN (Service Authorization Reference, Amazon
+# EC2, RunInstances: instance, volume, network-interface, and spot-instances-request for a spot launch), so
+# each gets the ledger's tags inside the call: a policy on ``aws:RequestTag/mcc:ledger`` then allows all of them.
+LAUNCHED = ["instance", "volume", "network-interface"]
+LAUNCHED_SPOT = [*LAUNCHED, "spot-instances-request"]
+
+
+def launched_types(spot: bool) -> list[str]:
+    """The resource types one RunInstances creates (and tags) for an on-demand or a spot launch."""
+    return LAUNCHED_SPOT if spot else LAUNCHED
 
 
 def run_instances(ctx: AwsContext, req: LaunchRequest, count: int = 1) -> dict[str, str | None]:
     """Launch ``count`` tagged instances in one call; returns instance id → availability zone."""
     kwargs: dict[str, Any] = {
         "MinCount": count, "MaxCount": count, "ClientToken": req.client_token[:64],
-        "TagSpecifications": tag_specifications(["instance", "volume"], req.tags), **req.extra,
+        "TagSpecifications": tag_specifications(launched_types(req.spot), req.tags), **req.extra,
     }
     if req.launch_template_id:
         kwargs["LaunchTemplate"] = {"LaunchTemplateId": req.launch_template_id, "Version": "$Latest"}

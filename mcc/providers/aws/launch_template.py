@@ -1,12 +1,14 @@
 """kind ``launch_template``: how every mcc instance boots — IMDSv2 only, terminate on shutdown, the fleet's
-role and security group, and tags on the instance and its volumes from the first second."""
+role and security group, encrypted root volumes, and tags on the instance, its volumes and its network
+interface from the first second."""
 from __future__ import annotations
 
 from typing import Any
 
 from mcc.providers.aws.clients import AwsContext, client_token, tag_dict, tag_specifications
 from mcc.providers.aws.errors import AwsNotFound, call
-from mcc.providers.aws.instance import ownership, tag_filters
+from mcc.providers.aws.images import encrypted_root
+from mcc.providers.aws.instance import LAUNCHED, ownership, tag_filters
 from mcc.providers.base import TAG_ENTITY, TAG_LEDGER, Found, ResourceSpec
 
 TAG_LIFETIME = "mcc:max-lifetime-hours"
@@ -21,10 +23,15 @@ def template_data(params: dict[str, Any], tags: dict[str, str]) -> dict[str, Any
         "SecurityGroupIds": [params["security_group_id"]],
         "MetadataOptions": {"HttpTokens": "required", "HttpEndpoint": "enabled", "InstanceMetadataTags": "enabled"},
         "InstanceInitiatedShutdownBehavior": "terminate",
-        "TagSpecifications": tag_specifications(["instance", "volume"], tags),
+        # Not spot-instances-request: a template naming a type its launch does not create fails the launch
+        # (the manager is on-demand); a spot launch adds that tag in RunInstances itself.
+        "TagSpecifications": tag_specifications(LAUNCHED, tags),
     }
     if params.get("key_name"):
         data["KeyName"] = params["key_name"]
+    if params.get("root_device"):
+        data["BlockDeviceMappings"] = encrypted_root(params["root_device"], params.get("root_size"),
+                                                     params.get("kms_key_id"))
     return data
 
 

@@ -1,7 +1,17 @@
-"""The least-privilege policy of the fleet's instance role (manager and workers share it).
+"""The least-privilege inline policies of the roles mcc creates: the run's manager, its workers, the image builder.
 
-Everything mutating is scoped to this run's bucket prefix, this ledger's tag, this role and this
-run's parameters. Never ``s3:*``, ``iam:*``, ``ec2:*``, nor a mutating action on Resource "*".
+Everything mutating is scoped to this run's bucket prefix, this ledger's tag, the worker role and this run's
+parameters. Never ``s3:*``, ``iam:*``, ``ec2:*``, nor a mutating action on Resource "*". Resource types and
+condition keys follow the Service Authorization Reference, "Actions, resources, and condition keys for Amazon
+EC2" (https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazonec2.html), for S3, IAM
+and SSM likewise; tests/aws/harness/authz.py evaluates every call of the emulated runs against these.
+
+- RunInstances authorises every resource it creates on its own ARN — ``instance``, ``volume``,
+  ``network-interface`` and, for a spot launch, ``spot-instances-request`` — each with ``aws:RequestTag``
+  (so mcc tags all of them inside the call), and every resource it uses: ``image``, ``subnet``,
+  ``security-group``, ``key-pair`` and, launched from a template, ``launch-template`` (whose
+  ``ec2:LaunchTemplate`` key then rides on every resource of the call).
+- CreateTags inside a create call carries ``ec2:CreateAction`` (the create's name).
 """
 from __future__ import annotations
 
@@ -13,41 +23,91 @@ from mcc.providers.base import TAG_LEDGER
 # The manager prices its workers at launch (spot price history, vCPUs of the type): read-only as well.
 READ_ONLY_ON_ANY = ["ec2:DescribeInstances", "ec2:DescribeInstanceStatus", "ec2:DescribeInstanceTypes",
                     "ec2:DescribeSpotPriceHistory"]
+# RunInstances creates these (the last only for a spot launch); each must carry the ledger tag in the request.
+LAUNCH_CREATES = ["volume", "network-interface", "spot-instances-request"]
+WORKER_WRITES = ["results/", "failures/", "logs/"]  # the run-prefix folders a worker writes (mcc/work/runspec.py)
 
 
-def worker_policy(bucket: str, prefix: str, ledger_uuid: str, region: str, account_id: str, role_arn: str,
-                  parameter_path: str) -> dict[str, Any]:
-    """The inline policy document for the instance role of one run."""
+def _ledger_tag(ledger_uuid: str, key: str = "aws:RequestTag") -> dict[str, Any]:
+    return {"StringEquals": {f"{key}/{TAG_LEDGER}": ledger_uuid}}
+
+
+def _secrets(region: str, account_id: str, parameter_path: str) -> dict[str, Any]:
+    # ``parameter_path`` should end with "/" to keep sibling paths out. SecureStrings use the AWS-managed
+    # aws/ssm key, whose key policy already allows decryption through SSM: no kms statement needed.
+    return {"Sid": "ReadRunSecrets", "Effect": "Allow", "Action": "ssm:GetParameter",
+            "Resource": f"arn:aws:ssm:{region}:{account_id}:parameter{parameter_path}*"}
+
+
+def _list_prefix(bucket: str, prefix: str) -> dict[str, Any]:
+    return {"Sid": "ListRunPrefix", "Effect": "Allow", "Action": "s3:ListBucket", "Resource": f"arn:aws:s3:::{bucket}",
+            "Condition": {"StringLike": {"s3:prefix": [f"{prefix}*"]}}}
+
+
+def kms_statement(kms_key_arn: str, region: str) -> dict[str, Any]:
+    """What launching onto volumes encrypted with a customer managed key needs (EC2 asks KMS on the caller's
+    behalf: kms:ViaService). With the AWS-managed aws/ebs key (the default) no statement is needed: its key
+    policy allows every principal of the account through EC2."""
+    return {"Sid": "UseVolumeKey", "Effect": "Allow", "Resource": kms_key_arn,
+            "Action": ["kms:CreateGrant", "kms:Decrypt", "kms:DescribeKey", "kms:GenerateDataKeyWithoutPlaintext",
+                       "kms:ReEncryptFrom", "kms:ReEncryptTo"],
+            "Condition": {"StringEquals": {"kms:ViaService": f"ec2.{region}.amazonaws.com"}}}
+
+
+def manager_policy(bucket: str, prefix: str, ledger_uuid: str, region: str, account_id: str, worker_role_arn: str,
+                   parameter_path: str, kms_key_arn: str | None = None) -> dict[str, Any]:
+    """The inline policy of the run's manager role: the run's objects, its secret, and launching (from this
+    ledger's launch template only, everything tagged), seeing and terminating this ledger's instances."""
     ec2 = f"arn:aws:ec2:{region}:{account_id}"
-    launched = [f"{ec2}:instance/*", f"{ec2}:volume/*", f"{ec2}:network-interface/*"]
-    tagged_request = {"StringEquals": {f"aws:RequestTag/{TAG_LEDGER}": ledger_uuid}}
+    creates = [f"{ec2}:{kind}/*" for kind in LAUNCH_CREATES]
     statements: list[dict[str, Any]] = [
-        {"Sid": "RunObjects", "Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
+        {"Sid": "RunObjects", "Effect": "Allow",
+         "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"],
          "Resource": f"arn:aws:s3:::{bucket}/{prefix}*"},
-        {"Sid": "ListRunPrefix", "Effect": "Allow", "Action": "s3:ListBucket", "Resource": f"arn:aws:s3:::{bucket}",
-         "Condition": {"StringLike": {"s3:prefix": [f"{prefix}*"]}}},
-        # What RunInstances creates must carry this ledger's tag in the request itself.
-        {"Sid": "LaunchTaggedOnly", "Effect": "Allow", "Action": "ec2:RunInstances", "Resource": launched,
-         "Condition": tagged_request},
-        # What RunInstances only uses: these resources carry no request tags, so they are scoped by ARN.
-        {"Sid": "LaunchFromOwnParts", "Effect": "Allow", "Action": "ec2:RunInstances", "Resource": [
-            f"arn:aws:ec2:{region}::image/*", f"{ec2}:subnet/*", f"{ec2}:security-group/*",
-            f"{ec2}:launch-template/*", f"{ec2}:key-pair/*"]},
-        {"Sid": "TagOnLaunchOnly", "Effect": "Allow", "Action": "ec2:CreateTags", "Resource": launched,
+        _list_prefix(bucket, prefix),
+        # The instance: tagged in the request and launched from a launch template (which LaunchFromOwnParts
+        # requires to be this ledger's): the template pins image, security group and IMDSv2.
+        {"Sid": "LaunchTaggedFromTemplate", "Effect": "Allow", "Action": "ec2:RunInstances",
+         "Resource": f"{ec2}:instance/*",
+         "Condition": {**_ledger_tag(ledger_uuid), "Null": {"ec2:LaunchTemplate": "false"}}},
+        {"Sid": "LaunchTaggedParts", "Effect": "Allow", "Action": "ec2:RunInstances", "Resource": creates,
+         "Condition": _ledger_tag(ledger_uuid)},
+        # What RunInstances uses and this ledger created: scoped by the ledger tag they carry.
+        {"Sid": "LaunchFromOwnParts", "Effect": "Allow", "Action": "ec2:RunInstances",
+         "Resource": [f"{ec2}:launch-template/*", f"{ec2}:security-group/*", f"{ec2}:key-pair/*"],
+         "Condition": _ledger_tag(ledger_uuid, "ec2:ResourceTag")},
+        # What it uses and mcc did not create (a public or baked image, the VPC's subnet): by ARN only.
+        {"Sid": "LaunchIntoSubnet", "Effect": "Allow", "Action": "ec2:RunInstances",
+         "Resource": [f"arn:aws:ec2:{region}::image/*", f"{ec2}:subnet/*"]},
+        {"Sid": "TagOnLaunchOnly", "Effect": "Allow", "Action": "ec2:CreateTags",
+         "Resource": [f"{ec2}:instance/*", *creates],
          "Condition": {"StringEquals": {"ec2:CreateAction": "RunInstances"}}},
         {"Sid": "TerminateOwnFleet", "Effect": "Allow", "Action": "ec2:TerminateInstances",
-         "Resource": f"{ec2}:instance/*",
-         "Condition": {"StringEquals": {f"ec2:ResourceTag/{TAG_LEDGER}": ledger_uuid}}},
+         "Resource": f"{ec2}:instance/*", "Condition": _ledger_tag(ledger_uuid, "ec2:ResourceTag")},
         # EC2 describe actions support no resource-level permissions: "*" is the only valid Resource.
         {"Sid": "SeeFleet", "Effect": "Allow", "Action": READ_ONLY_ON_ANY, "Resource": "*"},
-        {"Sid": "PassOwnRole", "Effect": "Allow", "Action": "iam:PassRole", "Resource": role_arn,
+        # Workers start with the worker role, never with this one.
+        {"Sid": "PassWorkerRole", "Effect": "Allow", "Action": "iam:PassRole", "Resource": worker_role_arn,
          "Condition": {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}}},
-        # ``parameter_path`` should end with "/" to keep sibling paths out. SecureStrings use the AWS-managed
-        # aws/ssm key, whose key policy already allows decryption through SSM: no kms statement needed.
-        {"Sid": "ReadRunSecrets", "Effect": "Allow", "Action": "ssm:GetParameter",
-         "Resource": f"arn:aws:ssm:{region}:{account_id}:parameter{parameter_path}*"},
+        _secrets(region, account_id, parameter_path),
     ]
+    if kms_key_arn:
+        statements.append(kms_statement(kms_key_arn, region))
     return {"Version": "2012-10-17", "Statement": statements}
+
+
+def worker_policy(bucket: str, prefix: str, region: str, account_id: str, parameter_path: str) -> dict[str, Any]:
+    """The inline policy of the run's worker role: read the run's inputs, write results, failures and logs
+    under the run's prefix, read the queue secret. Nothing in EC2 or IAM: a user's entry code on a worker
+    can neither launch, terminate nor pass a role."""
+    return {"Version": "2012-10-17", "Statement": [
+        {"Sid": "ReadRunInputs", "Effect": "Allow", "Action": "s3:GetObject",
+         "Resource": f"arn:aws:s3:::{bucket}/{prefix}*"},
+        _list_prefix(bucket, prefix),
+        {"Sid": "WriteRunOutputs", "Effect": "Allow", "Action": ["s3:PutObject", "s3:AbortMultipartUpload"],
+         "Resource": [f"arn:aws:s3:::{bucket}/{prefix}{folder}*" for folder in WORKER_WRITES]},
+        _secrets(region, account_id, parameter_path),
+    ]}
 
 
 def builder_policy(bucket: str, prefix: str, ledger_uuid: str, region: str, account_id: str,

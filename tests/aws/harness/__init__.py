@@ -87,6 +87,8 @@ class Cloud:
     region: str
     ca_file: str  # the harness CA alone (SSL_CERT_FILE is a bundle that includes it)
     errors: HarnessErrors = field(default_factory=HarnessErrors)
+    bucket_policies: dict[str, Any] = field(default_factory=dict)  # as sent (moto stores them stripped: gaps.py)
+    authz: Any = None  # the policy evaluator on every call (harness/authz.py)
     _clients: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def client(self, service: str) -> Any:

@@ -60,6 +60,8 @@ class Call:
     access_key: str | None
     method: str
     path: str
+    body: bytes = b""  # as the client sent it (the policy evaluator reads S3 DeleteObjects and policies)
+    host: str = ""
 
 
 @dataclass
@@ -128,6 +130,7 @@ class FaultProxy:
         self._observers: list[Observer] = []
         self._hooks: list[Callable[[Call, str], bool]] = []
         self._rewriters: list[Rewriter] = []
+        self._request_filters: list[Callable[[_Request], None]] = []
         self._tokens: dict[tuple[str, str], tuple[dict, int, list, bytes]] = {}
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
@@ -216,6 +219,11 @@ class FaultProxy:
         reaches moto, with "after" it succeeded but the client never hears. For crash tests."""
         self._hooks.append(fn)
 
+    def add_request_filter(self, fn: Callable[["_Request"], None]) -> None:
+        """``fn(request)`` before forwarding: it may rewrite ``request.body`` (moto gaps, tests/aws/harness/gaps.py).
+        ``request.params`` stay what the client sent: hooks, observers and counts see the original call."""
+        self._request_filters.append(fn)
+
     def add_rewriter(self, fn: Rewriter) -> None:
         """``fn(service, action, params, status, body)`` → new body, ``(status, body)``, or None (keep)."""
         self._rewriters.append(fn)
@@ -260,7 +268,8 @@ class FaultProxy:
     def handle(self, req: _Request) -> tuple[int, list[tuple[str, str]], bytes] | None:
         """The response to send, or None to close the connection without one."""
         identify(req)
-        call = Call(req.service, req.action, req.params, req.access_key, req.method, req.path)
+        call = Call(req.service, req.action, req.params, req.access_key, req.method, req.path, req.body,
+                    req.header("Host") or "")
         with self._lock:
             self.calls.append((req.service, req.action))
             self.requests.append(call)
@@ -275,6 +284,8 @@ class FaultProxy:
         if replay is not None:
             status, headers, body = replay
         else:
+            for request_filter in list(self._request_filters):
+                request_filter(req)
             try:
                 status, _reason, headers, body = self._forward(req)
             except OSError as exc:

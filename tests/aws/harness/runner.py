@@ -104,6 +104,7 @@ class InstanceRunner:
         self.marker = MARKER_PREFIX + secrets.token_hex(6)  # this runner's processes, no other's
         self.profile_gap_closed: list[str] = []  # instances given their reservation's profile (moto gap)
         self._instances: dict[str, _Instance] = {}
+        self.credentials: dict[str, str | None] = {}  # IMDS access key → role name (who made a call)
         self._lock = threading.RLock()
         self._local = threading.local()
         self._stop = threading.Event()
@@ -245,6 +246,7 @@ class InstanceRunner:
         identity, tags_enabled = self._identity(inst, user_data)
         imds = Imds(identity, secret_key=self.secret_key, tags=(lambda: self._tags(iid)) if tags_enabled else None,
                     on_power_off=lambda: self._power_off(iid)).start()
+        self.credentials[imds.access_key] = identity.role
         directory = self.workdir / iid
         (directory / "bin").mkdir(parents=True, exist_ok=True)
         record = _Instance(iid, directory, imds, user_data)
