@@ -31,8 +31,8 @@ ENTRY = "import time\n\ndef compute(point):\n    time.sleep(0.005)\n    return l
 
 
 def _seed() -> Path:
-    """shared/seed beside the repository (MCC_SEED names it elsewhere)."""
-    return SEED if (SEED / "points.py").exists() else Path(os.environ.get("MCC_SEED", str(SEED)))
+    """shared/seed beside the repository (MCC_SEED_DIR names it elsewhere, as for the tests)."""
+    return Path(os.environ["MCC_SEED_DIR"]) if os.environ.get("MCC_SEED_DIR") else SEED
 
 
 def _project(root: Path, n: int) -> Path:

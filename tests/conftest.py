@@ -146,6 +146,19 @@ def make_project(tmp_path: Path) -> Callable[..., Path]:
     return make
 
 
+def seed_points() -> Any:
+    """The original README's points (shared/seed/points.py, 19,710 k-points), imported as the seed writes them."""
+    import numpy as np
+
+    sys.path.insert(0, str(SEED))
+    try:
+        import points  # noqa: PLC0415
+        return np.asarray(points.get_points(), dtype=float)
+    finally:
+        sys.path.remove(str(SEED))
+        sys.modules.pop("points", None)
+
+
 def combined_rows(path: str | Path):
     import h5py
 

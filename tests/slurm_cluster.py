@@ -49,7 +49,7 @@ def cancel(*ids: str) -> None:
 
 
 def seed_dir() -> Path:
-    """The original README's files: shared/seed beside the repository (MCC_SEED names it elsewhere)."""
+    """The original README's files: shared/seed beside the repository (MCC_SEED_DIR names it elsewhere)."""
     from tests.conftest import SEED
 
-    return SEED if (SEED / "points.py").exists() else Path(os.environ.get("MCC_SEED", str(SEED)))
+    return SEED

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import subprocess
 import sys
@@ -13,7 +12,7 @@ import pytest
 
 from mcc.errors import EXIT_COMPLETED_WITH_FAILURES
 from tests.conftest import (
-    EXAMPLE, SEED, combined_rows, mcc, mcc_json, tagged_processes,
+    EXAMPLE, SEED, combined_rows, mcc, mcc_json, seed_points, tagged_processes,
 )
 
 
@@ -69,13 +68,7 @@ def test_original_points_and_combine_data_unchanged(mcc_home: Path, tmp_path: Pa
     out = mcc_json("run", str(project), "--entry", "bands:bands", "--workers", "2", home=mcc_home)
     assert out["state"] == "completed"
     rows = combined_rows(out["result"])
-    sys.path.insert(0, str(SEED))
-    try:
-        import points as seed_points  # noqa: PLC0415
-        pts = np.asarray(seed_points.get_points(), dtype=float)
-    finally:
-        sys.path.remove(str(SEED))
-        sys.modules.pop("points", None)
+    pts = seed_points()
     assert rows.shape == (19_710, 5) == (len(pts), 5)
     # every point exactly once: the k-columns are a permutation of the input points
     got = rows[:, :3][np.lexsort(rows[:, :3].T[::-1])]

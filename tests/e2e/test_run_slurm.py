@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from tests.conftest import EXAMPLE, combined_rows, ledger_uuid, mcc, mcc_json
+from tests.conftest import EXAMPLE, combined_rows, ledger_uuid, mcc, mcc_json, seed_points
 from tests.slurm_cluster import cancel, jobs, require_slurm, seed_dir, submit
 
 SEED = seed_dir()
@@ -44,13 +44,7 @@ def test_original_sweep_exactly_once(seed_run: dict) -> None:
     out = seed_run["out"]
     assert out["state"] == "completed" and out["backend"] == "slurm" and out["dead"] == 0
     rows = combined_rows(out["result"])
-    sys.path.insert(0, str(SEED))
-    try:
-        import points as seed_points  # noqa: PLC0415
-        pts = np.asarray(seed_points.get_points(), dtype=float)
-    finally:
-        sys.path.remove(str(SEED))
-        sys.modules.pop("points", None)
+    pts = seed_points()
     sys.path.insert(0, str(EXAMPLE))
     try:
         import bands  # noqa: PLC0415
