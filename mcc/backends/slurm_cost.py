@@ -2,7 +2,8 @@
 
 Times come from the job rows' attrs: ``start_at``/``end_at`` (sacct or jobcomp, recorded at teardown)
 when known, else what the manager saw in squeue (``launched_at``/``terminated_at``), else the ledger's
-own active/deleted times. An array row is not counted itself: its tasks are (their own rows, or, for a task the
+own active/deleted times; a job id with a scheduler record is billed once, however many rows (a requeued
+task's runs) carry it. An array row is not counted itself: its tasks are (their own rows, or, for a task the
 manager never saw running, the times the scheduler recorded under the array row at teardown).
 """
 from __future__ import annotations
@@ -24,6 +25,7 @@ def job_rows(run: models.Run, now: float | None = None) -> list[dict[str, Any]]:
     out = []
     rows = list(queries.resources(run_id=run.id, kind="job"))
     recorded = {r.physical_id for r in rows}
+    timed: set[str] = set()  # job ids already billed from the scheduler's record
     for row in rows:
         attrs = row.attrs or {}
         role = "manager" if row.name == "manager" else (row.spec or {}).get("role") or "worker"
@@ -36,6 +38,12 @@ def job_rows(run: models.Run, now: float | None = None) -> list[dict[str, Any]]:
             continue
         if role not in ("manager", "worker"):
             continue
+        if attrs.get("start_at") is not None:
+            # A requeued task is two rows (A_T, A_T.1) with one job id, and the scheduler's one record of that
+            # id lands on both: bill it once.
+            if row.physical_id in timed:
+                continue
+            timed.add(row.physical_id)
         start = next((t for t in (attrs.get("start_at"), attrs.get("launched_at"), row.active_at) if t is not None), None)
         if start is None:  # never started (pending when cancelled)
             continue
