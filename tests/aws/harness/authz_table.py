@@ -53,6 +53,7 @@ ACTIONS: dict[str, dict[str, list[str]]] = {
     "ec2:DeleteLaunchTemplate": {"launch-template": RES},
     **{f"ec2:{a}": {"*": []} for a in (
         "DescribeImages", "DescribeInstances", "DescribeInstanceStatus", "DescribeInstanceTypes",
+        "DescribeInstanceTypeOfferings",
         "DescribeKeyPairs", "DescribeLaunchTemplates", "DescribeLaunchTemplateVersions",
         "DescribeNetworkInterfaces", "DescribeRegions", "DescribeSecurityGroups", "DescribeSnapshots",
         "DescribeSpotPriceHistory", "DescribeSubnets", "DescribeTags", "DescribeVpcs",
