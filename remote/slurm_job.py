@@ -51,7 +51,9 @@ def main() -> int:
         os.environ["MCC_WORKER_ID"] = os.environ.get("SLURM_JOB_ID", "")
         workdir = Path(os.environ["MCC_WORKDIR"])
         host = node_address()
-        proc, port = start_redis(password, workdir / "redis", {}, workdir / "redis.log", host=host)
+        # dies with this process even if the job is SIGKILLed: in its own session it escapes the job's tracking
+        proc, port = start_redis(password, workdir / "redis", {}, workdir / "redis.log", host=host,
+                                 die_with_parent=True)
         try:
             put_json(store, QUEUE_INFO, {"host": host, "port": port, "job_id": os.environ.get("SLURM_JOB_ID")})
             os.environ["MCC_REDIS_URL"] = queue_url({}, host, port, password)

@@ -29,3 +29,31 @@ def test_redis_server_starts_in_an_odd_folder(tmp_path: Path) -> None:
         assert client.config_get("dir")["dir"] == str(workdir)
     finally:
         processes.terminate(proc, grace=2)
+
+
+def test_redis_with_die_with_parent_goes_when_its_parent_is_killed(tmp_path: Path) -> None:
+    """A Slurm manager job's redis-server leads its own session; SIGKILL of the manager must not leave it."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    code = ("import sys, time\n"
+            "from pathlib import Path\n"
+            "from mcc.providers.local.cache import start_redis\n"
+            f"proc, port = start_redis('pw-' + 'x' * 20, Path({str(tmp_path / 'redis')!r}), {{}}, die_with_parent=True)\n"
+            "print(proc, flush=True)\n"
+            "time.sleep(120)\n")
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        redis_proc = processes.ProcessId.parse(parent.stdout.readline().strip())
+        assert processes.is_alive(redis_proc)
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(timeout=60)
+        deadline = time.monotonic() + 20
+        while processes.is_alive(redis_proc) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not processes.is_alive(redis_proc), "redis-server outlived its SIGKILLed parent"
+    finally:
+        parent.kill()
+        parent.wait(timeout=60)

@@ -99,11 +99,12 @@ def new_password() -> str:
 
 def start_redis(
     password: str, workdir: Path, tags: dict[str, str], log_path: Path | None = None, timeout: float = 20.0,
-    *, host: str = "127.0.0.1", port: int | None = None,
+    *, host: str = "127.0.0.1", port: int | None = None, die_with_parent: bool = False,
 ) -> tuple[processes.ProcessId, int]:
     """Start a tagged redis-server and wait until it answers an authenticated PING.
 
     Loopback and a free port by default; a manager instance binds ``0.0.0.0:6379`` for its workers.
+    ``die_with_parent``: see :func:`processes.spawn`.
     """
     binary = find_redis_server()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -116,6 +117,7 @@ def start_redis(
             cwd=workdir,
             log_path=log_path,
             stdin_data=server_config(chosen, password, workdir, host).encode(),
+            die_with_parent=die_with_parent,
         )
         try:
             wait_ready("127.0.0.1" if host == "0.0.0.0" else host, chosen, password, proc, timeout)

@@ -160,8 +160,13 @@ def spawn(
     cwd: str | Path | None = None,
     log_path: Path | None = None,
     stdin_data: bytes | None = None,
+    die_with_parent: bool = False,
 ) -> ProcessId:
-    """Start a detached process in its own session and process group, tagged through its environment."""
+    """Start a detached process in its own session and process group, tagged through its environment.
+
+    ``die_with_parent``: the kernel sends it SIGKILL when this process dies (Linux ``PR_SET_PDEATHSIG``), for
+    a helper that must not outlive the job it serves even if that job is SIGKILLed (a Slurm manager job's
+    redis-server: in its own session it would escape the job's process tracking)."""
     import subprocess
 
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(TAG_ENV_PREFIX)}
@@ -180,6 +185,7 @@ def spawn(
             stderr=subprocess.STDOUT if log_path else subprocess.DEVNULL,
             start_new_session=True,
             close_fds=True,
+            preexec_fn=_die_with_parent if die_with_parent else None,
         )
     finally:
         if log_path:
@@ -194,6 +200,12 @@ def spawn(
     if start is None:
         raise OSError(f"{argv[0]} exited immediately; see {log_path}")
     return ProcessId(child.pid, start)
+
+
+def _die_with_parent() -> None:
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def run_bounded(argv: list[str], *, timeout: float, input: bytes | str | None = None, capture_output: bool = False,
