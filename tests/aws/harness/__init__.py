@@ -89,10 +89,12 @@ class Cloud:
     errors: HarnessErrors = field(default_factory=HarnessErrors)
     bucket_policies: dict[str, Any] = field(default_factory=dict)  # as sent (moto stores them stripped: gaps.py)
     authz: Any = None  # the policy evaluator on every call (harness/authz.py)
-    _clients: dict[str, Any] = field(default_factory=dict, repr=False)
+    _clients: dict[tuple[str, str], Any] = field(default_factory=dict, repr=False)
 
-    def client(self, service: str) -> Any:
-        """A boto3 client DIRECT to moto (no faults, not counted), for assertions and setup."""
-        if service not in self._clients:
-            self._clients[service] = direct_client(service, self.moto_url, self.secret_key, self.region)
-        return self._clients[service]
+    def client(self, service: str, region: str | None = None) -> Any:
+        """A boto3 client DIRECT to moto (no faults, not counted), for assertions and setup; ``region``
+        defaults to the harness's."""
+        region = region or self.region
+        if (service, region) not in self._clients:
+            self._clients[(service, region)] = direct_client(service, self.moto_url, self.secret_key, region)
+        return self._clients[(service, region)]

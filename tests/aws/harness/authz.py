@@ -115,7 +115,9 @@ class PolicyEvaluator:
 
     def __init__(self, client: Any, runner: Any, bucket_policies: dict[str, Any], region: str,
                  user_policy: dict[str, Any] | None = None) -> None:
-        self.requests = Requests(Lookup(client), region, ACCOUNT)
+        self.client, self.region = client, region
+        self._by_region: dict[str, Requests] = {}
+        self.requests = self._requests(region)
         self.look = self.requests.look
         self.runner, self.bucket_policies = runner, bucket_policies
         self.user_policy = user_policy or readme_policy()
@@ -125,6 +127,12 @@ class PolicyEvaluator:
         self._lock = threading.Lock()
         self.enabled = True  # off only for the harness's self-tests, whose calls are not mcc's
         self._policies: dict[str, list[dict[str, Any]]] = {}  # role → inline policies, until one is put again
+
+    def _requests(self, region: str) -> Requests:
+        """The checks of calls signed for ``region``: their ARNs and the tags read back are that region's."""
+        if region not in self._by_region:
+            self._by_region[region] = Requests(Lookup(lambda service: self.client(service, region)), region, ACCOUNT)
+        return self._by_region[region]
 
     def attach(self, proxy: Any) -> "PolicyEvaluator":
         proxy.add_hook(self._hook)
@@ -159,7 +167,7 @@ class PolicyEvaluator:
             return False
         name, policies = identity
         try:
-            checks = self.requests.checks(call)
+            checks = self._requests(call.region or self.region).checks(call)
         except UnknownCall as exc:
             self._fail(f"{name}: {exc}")
             return False

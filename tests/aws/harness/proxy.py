@@ -62,6 +62,7 @@ class Call:
     path: str
     body: bytes = b""  # as the client sent it (the policy evaluator reads S3 DeleteObjects and policies)
     host: str = ""
+    region: str | None = None  # the region the request was signed for (SigV4 credential scope)
 
 
 @dataclass
@@ -90,6 +91,7 @@ class _Request:
     protocol: str = "unknown"  # ec2 | query | json | cbor | rest-xml | rest-json | unknown
     params: dict[str, Any] = field(default_factory=dict)
     access_key: str | None = None
+    region: str | None = None
 
     def header(self, name: str) -> str | None:
         name = name.lower()
@@ -269,7 +271,7 @@ class FaultProxy:
         """The response to send, or None to close the connection without one."""
         identify(req)
         call = Call(req.service, req.action, req.params, req.access_key, req.method, req.path, req.body,
-                    req.header("Host") or "")
+                    req.header("Host") or "", req.region)
         with self._lock:
             self.calls.append((req.service, req.action))
             self.requests.append(call)
@@ -372,7 +374,7 @@ def identify(req: _Request) -> None:
     if not m and "X-Amz-Credential" in req.query:
         m = CREDENTIAL_RE.search("Credential=" + req.query["X-Amz-Credential"][0])
     if m:
-        req.access_key = m.group(1)
+        req.access_key, req.region = m.group(1), m.group(2)
         req.service = SIGNING_ALIASES.get(m.group(3), m.group(3))
     elif "AWSAccessKeyId" in req.query or auth.startswith("AWS "):  # SigV2: only S3 still takes it
         req.service = "s3"
