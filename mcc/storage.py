@@ -22,12 +22,17 @@ BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 def create_s3_bucket(s3: Any, name: str | None = None, *, copy: int = 1) -> str:
     """A private, encrypted bucket; returns its name (default: derived from the ledger and the setup group).
 
-    S3 names are global: a ``name`` another AWS account holds is refused with a clear error.
+    S3 names are global: a ``name`` another AWS account holds is refused with a clear error. A ``name`` must start
+    with ``mcc-``: the least-privilege policy README documents grants S3 on those buckets only.
     """
     setup = setup_group(boto3_region(s3, "s3", "resource", "s3"))
     if name is not None and (not isinstance(name, str) or not BUCKET_NAME.match(name) or ".." in name):
         raise MccError(f"create_s3_bucket: {name!r} is not a valid S3 bucket name (3-63 lowercase letters, digits, "
                        "dots and hyphens; starts and ends with a letter or digit)")
+    if name is not None and not name.startswith("mcc-"):
+        raise MccError(f"create_s3_bucket: {name!r} does not start with 'mcc-'. mcc's documented IAM policy (README, "
+                       "AWS setup) grants S3 only on buckets named mcc-*, so AWS would refuse it; name it "
+                       f"'mcc-{name}', or leave `name` out for one derived from your ledger.")
     key = setup.key("bucket", {"name": name, "copy": copy})
     bucket = name or f"mcc-{setup.short}-{key.rsplit('/', 1)[-1]}"
     try:

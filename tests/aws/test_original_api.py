@@ -223,9 +223,11 @@ def test_bucket_name_of_another_account(cloud, folder: Path) -> None:
 
     taken = cloud.proxy.fail("s3:CreateBucket", "BucketAlreadyExists", times=1, status=409,
                              message="The requested bucket name is not available.")
-    with pytest.raises(mcc.MccError, match="'their-bucket' is taken by another AWS account"):
-        mcc.storage.create_s3_bucket(boto3.resource("s3"), name="their-bucket")
+    with pytest.raises(mcc.MccError, match="'mcc-their-bucket' is taken by another AWS account"):
+        mcc.storage.create_s3_bucket(boto3.resource("s3"), name="mcc-their-bucket")
     assert taken.hits == 1
+    with pytest.raises(mcc.MccError, match="does not start with 'mcc-'"):  # README's policy would refuse it
+        mcc.storage.create_s3_bucket(boto3.resource("s3"), name="their-bucket")
     with pytest.raises(mcc.MccError, match="not a valid S3 bucket name"):
         mcc.storage.create_s3_bucket(boto3.resource("s3"), name="Bad_Name")
 
