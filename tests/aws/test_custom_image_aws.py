@@ -24,10 +24,13 @@ def instances_of(cloud, **tags: str) -> list[dict]:
     return [i for page in pages for r in page["Reservations"] for i in r["Instances"]]
 
 
+# A bake boots a builder, installs mcc, stops it and images it: ~4-5 min on a loaded 2-core machine, every
+# emulated call also judged by the policy evaluator. Each command gets 10 minutes, the test 20.
+@pytest.mark.timeout(1200)
 def test_custom_image_baked_at_provision_used_by_every_instance_then_cleaned(cloud, mcc_home: Path,
                                                                             make_project) -> None:
     project = make_project(N, toml=aws_toml(custom_image=True, requirements=["numpy"]))
-    rows = mcc_json("provision", "--backend", "aws", home=mcc_home, cwd=project, timeout=300)
+    rows = mcc_json("provision", "--backend", "aws", home=mcc_home, cwd=project, timeout=600)
     kinds = sorted(r["kind"] for r in rows)
     assert kinds == ["bucket", "image", "security_group"], rows
     image = next(r for r in rows if r["kind"] == "image")
@@ -60,7 +63,7 @@ def test_custom_image_baked_at_provision_used_by_every_instance_then_cleaned(clo
     actions = {a for st in policy["Statement"] for a in ([st["Action"]] if isinstance(st["Action"], str) else st["Action"])}
     assert actions == {"s3:GetObject", "ec2:CreateTags"} and mutating_on_any(policy) == []
 
-    out = mcc_json("run", str(project), home=mcc_home, timeout=300)
+    out = mcc_json("run", str(project), home=mcc_home, timeout=600)
     assert out["state"] == "completed" and out["done"] == N
     np.testing.assert_array_equal(np.sort(combined_rows(out["result"])[:, 0]), np.arange(N, dtype=float))
     launched = instances_of(cloud, **{"mcc:run": out["run_id"]})
