@@ -156,7 +156,7 @@ def test_own_sweep_as_written(mcc_home: Path, tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_python_api_as_written(mcc_home: Path, tmp_path: Path) -> None:
-    [(_, code)] = blocks("python")
+    [code] = [body for heading, body in blocks("python") if heading == "Python API"]  # Migrating has its own test
     bin_dir = mcc_on_path(tmp_path)
     shell("mcc init mysweep", cwd=tmp_path, home=mcc_home, bin_dir=bin_dir)
     (tmp_path / "example.py").write_text(code)
