@@ -59,6 +59,18 @@ class Lookup:
         tags = ec2.describe_tags(Filters=[{"Name": "resource-id", "Values": [rid]}])["Tags"]
         return {t["Key"]: t["Value"] for t in tags}
 
+    def ec2_exists(self, rtype: str, rid: str) -> bool:
+        """Whether moto still has the launch template or key pair ``rid`` (other types: assumed to exist)."""
+        ec2 = self.client("ec2")
+        try:
+            if rtype == "launch-template":
+                return bool(ec2.describe_launch_templates(LaunchTemplateIds=[rid])["LaunchTemplates"])
+            if rtype == "key-pair":
+                return bool(ec2.describe_key_pairs(Filters=[{"Name": "key-name", "Values": [rid]}])["KeyPairs"])
+        except ec2.exceptions.ClientError:
+            return False
+        return True
+
     def template_data(self, template_id: str) -> dict[str, Any]:
         versions = self.client("ec2").describe_launch_template_versions(
             LaunchTemplateId=template_id, Versions=["$Latest"])["LaunchTemplateVersions"]

@@ -157,6 +157,11 @@ class Requests:
         return out
 
     def _on(self, action: str, t: str, rid: str) -> list[Check]:
+        """A use or delete of ``rid``, judged on its tags. A resource moto no longer has is not judged: EC2
+        answers NotFound for an id that does not exist (a clean resumed after its delete went through)."""
+        exists = getattr(self.look, "ec2_exists", None)
+        if exists is not None and not exists(t, rid):
+            return []
         return [self.check(action, t, self.ec2_arn(t, rid), res_ctx(self.look.ec2_tags(t, rid)))]
 
     def _ec2_TerminateInstances(self, call: Any) -> list[Check]:
