@@ -17,6 +17,12 @@ so even daemons that left the process group die, while the instances of another 
 session on the same machine) are never touched — and its IMDS stops. A stopped instance started again
 gets no second boot.
 
+moto gap closed here: ``RunInstances`` lists the new instance (``running``) BEFORE it associates the request's
+``IamInstanceProfile``, in the same request (moto 5.2, responses/instances.py); a pass in between would boot it
+with no role, so it could never get credentials (seen on a loaded CI machine: a manager dead at boot with
+"Unable to locate credentials"). EC2 makes both at once. An instance listed without a profile boots only once
+``PROFILE_SETTLE_S`` have passed since the runner first saw it.
+
 moto gap closed here: a ``RunInstances`` with MinCount > 1 associates its ``IamInstanceProfile`` with the
 FIRST instance only (moto 5.2; the others describe without one). EC2 gives every instance of the call the
 profile, so an instance booted without one takes the profile of its reservation siblings.
@@ -43,6 +49,7 @@ from .imds import Imds, InstanceIdentity
 MARKER_PREFIX = "HARNESS_INSTANCE_ID_"
 DEAD_STATES = {"shutting-down", "terminated", "stopping", "stopped"}
 NOT_TERMINATED = {"pending", "running", "shutting-down", "stopping", "stopped"}
+PROFILE_SETTLE_S = 2.0  # how long an instance listed without a profile waits for moto to associate one
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 POWER_SCRIPT = '''#!{python}
@@ -102,8 +109,9 @@ class InstanceRunner:
         self.poll_interval = poll_interval
         self.errors = errors if errors is not None else []
         self.marker = MARKER_PREFIX + secrets.token_hex(6)  # this runner's processes, no other's
-        self.profile_gap_closed: list[str] = []  # instances given their reservation's profile (moto gap)
+        self.profile_gap_closed: set[str] = set()  # instances given their reservation's profile (moto gap)
         self._instances: dict[str, _Instance] = {}
+        self._first_seen: dict[str, float] = {}  # instance id → when a pass first listed it without a profile
         self.credentials: dict[str, str | None] = {}  # IMDS access key → role name (who made a call)
         self._lock = threading.RLock()
         self._local = threading.local()
@@ -160,7 +168,7 @@ class InstanceRunner:
             iid, state = inst["InstanceId"], inst["State"]["Name"]
             with self._lock:
                 known = self._instances.get(iid)
-            if state == "running" and known is None and not self._stop.is_set():
+            if state == "running" and known is None and not self._stop.is_set() and self._settled(inst):
                 self._boot(inst)
             elif state in DEAD_STATES and known is not None and not known.dead:
                 self._kill(known)
@@ -196,6 +204,13 @@ class InstanceRunner:
         return marked_pids(self.marker, instance_id)
 
     # -- booting -----------------------------------------------------------------------------
+    def _settled(self, inst: dict) -> bool:
+        """Whether moto has finished the RunInstances that made ``inst`` (see the module docstring)."""
+        if self._reservation_profile(inst).get("Arn"):
+            return True
+        first = self._first_seen.setdefault(inst["InstanceId"], time.monotonic())
+        return time.monotonic() - first >= PROFILE_SETTLE_S
+
     def _reservation_profile(self, inst: dict) -> dict:
         """The instance's profile, or (moto gap, see the module docstring) its reservation siblings' one."""
         profile = inst.get("IamInstanceProfile") or {}
@@ -210,7 +225,7 @@ class InstanceRunner:
                     continue
                 arns = {(i.get("IamInstanceProfile") or {}).get("Arn") for i in members} - {None}
                 if len(arns) == 1:
-                    self.profile_gap_closed.append(inst["InstanceId"])
+                    self.profile_gap_closed.add(inst["InstanceId"])
                     return {"Arn": arns.pop()}
         return {}
 
