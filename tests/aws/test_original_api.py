@@ -144,6 +144,19 @@ def check_block(cloud, mcc_home: Path, tmp_path: Path, *, full: bool) -> None:
     assert second != run_id
     after = {(r["kind"], r["physical_id"]) for r in resources(mcc_home) if r["run"] is None}
     assert after == before
+    # hyperthreading=True: the workers keep SMT (no CpuOptions); =False reaches the run's [aws] settings and a
+    # type that cannot turn SMT off is refused before the run exists
+    worker_launches = [r.params for r in cloud.proxy.requests if r.action == "RunInstances"
+                       and (r.access_key or "").startswith("ASIA")]
+    assert worker_launches and not [k for p in worker_launches for k in p if k.startswith("CpuOptions")]
+    (project / "smt.py").write_text(setup_script() + (
+        'launch_master_node(master_template_id=template_id, s3_bucket_name=s3_name, worker_instance_type="c5.metal",\n'
+        '                   entry_point_script="my_script.py", hyperthreading=False, redis_endpoint=redis_endpoint)\n'))
+    refused = run_bounded([sys.executable, "smt.py"], cwd=project, env={**os.environ, "MCC_HOME": str(mcc_home)},
+                          capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+    assert refused.returncode != 0 and "'c5.metal' cannot run with `hyperthreading = false`" in refused.stderr, \
+        refused.stderr[-3000:]
+    assert latest_run_id(mcc_home) == second
 
     started = time.monotonic()
     result = mcc_json("clean", "--all", "--yes", home=mcc_home, timeout=900)
@@ -208,9 +221,9 @@ def test_missing_script_files_and_unknown_arguments(folder: Path) -> None:
     with pytest.raises(mcc.MccError, match="unknown argument.*bogus.*accepts master_template_id, s3_bucket_name"):
         launch_master_node(master_template_id="lt-1", s3_bucket_name=s3_name, entry_point_script="my_script.py",
                            bogus=1)
-    with pytest.raises(mcc.MccError, match="hyperthreading=False"):
+    with pytest.raises(mcc.MccError, match="hyperthreading must be True or False, got 'off'"):
         launch_master_node(master_template_id="lt-1", s3_bucket_name=s3_name, entry_point_script="my_script.py",
-                           hyperthreading=False)
+                           hyperthreading="off")
     with pytest.raises(mcc.MccError, match="launch template 'lt-1' was not made by mcc"):
         launch_master_node(master_template_id="lt-1", s3_bucket_name=s3_name, entry_point_script="my_script.py")
     # the same call in the same folder: the same bucket, no second one
