@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mcc.providers.local.processes import run_bounded
 from tests.aws.conftest import aws_toml
 from tests.aws.test_run_aws import tagged_counts
 from tests.conftest import combined_rows, latest_run_id, mcc, mcc_json
@@ -76,12 +77,14 @@ def killed(cloud, home: Path, target: Target, key: str, command: list[str], cwd:
     killer = Killer(target[0], target[1], key)
     cloud.proxy.add_hook(killer)
     env = {**os.environ, "MCC_HOME": str(home), "AWS_ACCESS_KEY_ID": key}
-    proc = subprocess.Popen([sys.executable, "-m", "mcc.cli", *command], env=env, cwd=cwd, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
-    killer.pid = proc.pid
-    out, err = proc.communicate(timeout=300)
+
+    def arm(proc: subprocess.Popen) -> None:
+        killer.pid = proc.pid
+
+    proc = run_bounded([sys.executable, "-m", "mcc.cli", *command], env=env, cwd=cwd, text=True, capture_output=True,
+                       stdin=subprocess.DEVNULL, timeout=300, on_start=arm)
     assert killer.fired.is_set(), (f"mcc {command[0]} never reached {target} (exit {proc.returncode}):\n"
-                                   f"{out[-2000:]}\n{err[-4000:]}")
+                                   f"{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
 
 
 def boundary(cloud, tmp_path: Path, project: Path, baseline: dict, n: int, run_at: Target | None,

@@ -272,8 +272,6 @@ def setup_counts(home: Path) -> dict[str, int]:
 
 
 def setup_boundary(cloud, tmp_path: Path, baseline: dict[str, int], n: int, at) -> float:
-    import signal as _signal
-
     from tests.aws.test_crash_boundaries import Killer
 
     started, key, home = time.monotonic(), f"setup{n}", tmp_path / f"home-{n}"
@@ -282,15 +280,13 @@ def setup_boundary(cloud, tmp_path: Path, baseline: dict[str, int], n: int, at) 
     env = {**os.environ, "MCC_HOME": str(home), "AWS_ACCESS_KEY_ID": key}
     killer = Killer(at[0], at[1], key)
     cloud.proxy.add_hook(killer)
-    proc = subprocess.Popen([sys.executable, "setup.py"], cwd=project, env=env, text=True, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, start_new_session=True)
-    killer.pid = proc.pid
-    try:
-        _out, err = proc.communicate(timeout=600)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, _signal.SIGKILL)
-        raise
-    assert killer.fired.is_set(), (at, proc.returncode, err[-3000:])
+
+    def arm(proc: subprocess.Popen) -> None:
+        killer.pid = proc.pid
+
+    proc = run_bounded([sys.executable, "setup.py"], cwd=project, env=env, capture_output=True, text=True,
+                       timeout=600, stdin=subprocess.DEVNULL, on_start=arm)
+    assert killer.fired.is_set(), (at, proc.returncode, proc.stderr[-3000:])
     again = run_bounded([sys.executable, "setup.py"], cwd=project, env=env, capture_output=True, text=True,
                         timeout=600, stdin=subprocess.DEVNULL)
     if again.returncode != 0:
