@@ -308,7 +308,7 @@ def test_setup_calls_killed_at_every_boundary_then_rerun(cloud, mcc_home: Path, 
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
-    from tests.aws.test_crash_boundaries import LAPTOP_KEY, PHASES, distinct, laptop_mutations
+    from tests.aws.test_crash_boundaries import LAPTOP_KEY, PHASES, crash_sample, distinct, laptop_mutations
 
     if not cloud.elasticache.available():
         pytest.skip("create_redis_server needs the ElastiCache stand-in (a TLS-capable redis-server 7)")
@@ -325,7 +325,7 @@ def test_setup_calls_killed_at_every_boundary_then_rerun(cloud, mcc_home: Path, 
     assert {"security_group", "key_pair", "image", "launch_template", "cache", "bucket"} <= set(baseline), baseline
     assert mcc_json("clean", "--all", "--yes", home=mcc_home, timeout=600)["survivors"] == []
     targets = [(call, phase) for call in calls for phase in PHASES]
-    targets = targets[::int(os.environ.get("MCC_CRASH_SAMPLE") or 1)]
+    targets = targets[::crash_sample()]
     if os.environ.get("MCC_CRASH_ONLY"):  # e.g. "s3:PutObject:before"
         targets = [t for t in targets if ":".join((*t[0], t[1])) == os.environ["MCC_CRASH_ONLY"]]
     with ThreadPoolExecutor(max_workers=3) as pool:
