@@ -285,8 +285,6 @@ def setup_counts(home: Path) -> dict[str, int]:
 
 
 def setup_boundary(cloud, tmp_path: Path, baseline: dict[str, int], n: int, at) -> float:
-    import signal as _signal
-
     from tests.aws.test_crash_boundaries import Killer
 
     started, key, home = time.monotonic(), f"setup{n}", tmp_path / f"home-{n}"
@@ -295,15 +293,13 @@ def setup_boundary(cloud, tmp_path: Path, baseline: dict[str, int], n: int, at) 
     env = {**os.environ, "MCC_HOME": str(home), "AWS_ACCESS_KEY_ID": key}
     killer = Killer(at[0], at[1], key)
     cloud.proxy.add_hook(killer)
-    proc = subprocess.Popen([sys.executable, "setup.py"], cwd=project, env=env, text=True, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, start_new_session=True)
-    killer.pid = proc.pid
-    try:
-        _out, err = proc.communicate(timeout=600)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, _signal.SIGKILL)
-        raise
-    assert killer.fired.is_set(), (at, proc.returncode, err[-3000:])
+
+    def arm(proc: subprocess.Popen) -> None:
+        killer.pid = proc.pid
+
+    proc = run_bounded([sys.executable, "setup.py"], cwd=project, env=env, capture_output=True, text=True,
+                       timeout=600, stdin=subprocess.DEVNULL, on_start=arm)
+    assert killer.fired.is_set(), (at, proc.returncode, proc.stderr[-3000:])
     again = run_bounded([sys.executable, "setup.py"], cwd=project, env=env, capture_output=True, text=True,
                         timeout=600, stdin=subprocess.DEVNULL)
     if again.returncode != 0:
@@ -325,7 +321,7 @@ def test_setup_calls_killed_at_every_boundary_then_rerun(cloud, mcc_home: Path, 
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
-    from tests.aws.test_crash_boundaries import LAPTOP_KEY, PHASES, distinct, laptop_mutations
+    from tests.aws.test_crash_boundaries import LAPTOP_KEY, PHASES, crash_sample, distinct, laptop_mutations
 
     if not cloud.elasticache.available():
         pytest.skip("create_redis_server needs the ElastiCache stand-in (a TLS-capable redis-server 7)")
@@ -342,7 +338,7 @@ def test_setup_calls_killed_at_every_boundary_then_rerun(cloud, mcc_home: Path, 
     assert {"security_group", "key_pair", "image", "launch_template", "cache", "bucket"} <= set(baseline), baseline
     assert mcc_json("clean", "--all", "--yes", home=mcc_home, timeout=600)["survivors"] == []
     targets = [(call, phase) for call in calls for phase in PHASES]
-    targets = targets[::int(os.environ.get("MCC_CRASH_SAMPLE") or 1)]
+    targets = targets[::crash_sample()]
     if os.environ.get("MCC_CRASH_ONLY"):  # e.g. "s3:PutObject:before"
         targets = [t for t in targets if ":".join((*t[0], t[1])) == os.environ["MCC_CRASH_ONLY"]]
     with ThreadPoolExecutor(max_workers=3) as pool:
