@@ -14,6 +14,8 @@
   the proxy stores in moto the policy without the statements that hold only for non-TLS requests, keeps the
   policy as sent (``Cloud.bucket_policies``) for tests and for the policy evaluator
   (tests/aws/harness/authz.py), which evaluates the full policy with ``aws:SecureTransport`` true.
+* moto's own IAM enforcement (resources judged as "*", DeleteObjects on the bucket's ARN, AssumeRole of a
+  service-trusted role): closed in tests/aws/harness/enforce.py, where the enforcing proxy signs requests.
 * Not closed (no API could): moto makes CreateImage's snapshots unencrypted whatever the volume (AWS:
   a snapshot of an encrypted volume is encrypted with its key), and every instance gets moto's default
   /dev/sda1 volume besides the BlockDeviceMappings it was launched with (untagged, unencrypted; AWS maps
