@@ -21,6 +21,8 @@
   it, as AWS). Not closed: nothing could show an instance's threads. Tests assert on the RunInstances requests
   the proxy recorded (their ``CpuOptions.CoreCount``/``CpuOptions.ThreadsPerCore`` params) and on the vCPUs
   the run recorded; a type that cannot turn SMT off is refused by mcc before launch, from VCpuInfo.
+* moto's own IAM enforcement (resources judged as "*", DeleteObjects on the bucket's ARN, AssumeRole of a
+  service-trusted role): closed in tests/aws/harness/enforce.py, where the enforcing proxy signs requests.
 * Not closed (no API could): moto makes CreateImage's snapshots unencrypted whatever the volume (AWS:
   a snapshot of an encrypted volume is encrypted with its key), and every instance gets moto's default
   /dev/sda1 volume besides the BlockDeviceMappings it was launched with (untagged, unencrypted; AWS maps
