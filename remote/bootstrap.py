@@ -4,7 +4,9 @@ The instance profile provides AWS credentials through IMDS. On a plain image the
 from the wheel the launcher uploaded next to the run; on a baked image (or wherever ``$MCC_PYTHON``
 already imports mcc) it starts at once. The instance ends itself when mcc exits, or when the hard
 maximum lifetime runs out (``timeout``), and ``InstanceInitiatedShutdownBehavior=terminate`` turns
-that shutdown into termination: a laptop that disappears cannot leave a fleet billing.
+that shutdown into termination: a laptop that disappears cannot leave a fleet billing. A manager that
+serves the queue itself needs a redis-server built with TLS: unless the image has one, the script installs
+Amazon Linux 2023's ``redis6`` package.
 """
 from __future__ import annotations
 
@@ -24,17 +26,24 @@ if ! "$PY" -c "import importlib.util as u, sys; sys.exit(u.find_spec('mcc.remote
   "$PY" -c "import boto3, os, urllib.parse as u; p = u.urlparse(os.environ['MCC_STORE']); boto3.client('s3').download_file(p.netloc, p.path.lstrip('/') + 'dist/{wheel}', '/tmp/{wheel}')"
   "$PY" -m pip install -q /tmp/{wheel} {requirements}
 fi
-timeout {lifetime} "$PY" -m mcc.remote.instance
+{queue_server}timeout {lifetime} "$PY" -m mcc.remote.instance
 shutdown -h now
 """
 
 
+QUEUE_SERVER = """# the queue on this manager speaks TLS: a redis-server built with it, unless the image has one
+command -v redis-server >/dev/null 2>&1 || command -v redis6-server >/dev/null 2>&1 \\
+  || dnf install -y -q redis6 || echo "mcc: could not install redis6 (the queue needs a TLS-capable redis-server)" >&2
+"""
+
+
 def render_user_data(*, role: str, store_url: str, run_id: str, region: str, wheel: str,
-                     requirements: list[str], max_lifetime_seconds: int) -> str:
-    """The bootstrap script for a manager or worker instance."""
+                     requirements: list[str], max_lifetime_seconds: int, queue_server: bool = False) -> str:
+    """The bootstrap script for a manager or worker instance; ``queue_server``: the manager serves the queue."""
     if role not in ("manager", "worker"):
         raise ValueError(role)
     return TEMPLATE.format(
+        queue_server=QUEUE_SERVER if queue_server and role == "manager" else "",
         role=role, store=shlex.quote(store_url), run_id=shlex.quote(run_id), region=shlex.quote(region),
         wheel=wheel, requirements=" ".join(shlex.quote(r) for r in requirements),
         lifetime=int(max_lifetime_seconds),

@@ -1,9 +1,12 @@
 """What an EC2 instance runs (from its user data): become the run's manager or one of its workers.
 
 Queue connection: with ``queue = "manager"`` the manager starts redis-server on itself (password from
-SSM Parameter Store, port open only to the run's security group) and publishes its address (never the
-password) as ``queue.json`` in the bucket; with ``queue = "elasticache"`` the address is in the spec
-and TLS is used. Workers read the password from SSM with their instance profile.
+SSM Parameter Store, port open only to the run's security group) speaking TLS only: at start-up it makes a
+CA and a server certificate for its private address (and 127.0.0.1/localhost), deletes the CA's key, writes
+the CA certificate into the run's ``queue-ca`` SSM parameter, and publishes its address and the CA's
+fingerprint (never the password, never a key) as ``queue.json`` in the bucket. Workers read the password
+and that CA from SSM with their instance profile, and verify the server's certificate and address against
+it. With ``queue = "elasticache"`` the address is in the spec and TLS is ElastiCache's.
 """
 from __future__ import annotations
 
@@ -12,12 +15,16 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
-from urllib.parse import quote
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, urlencode
 
+from mcc.providers.local.tls import TlsFiles, fingerprint, make_server_tls
 from mcc.remote.imds import Imds
 from mcc.work.runspec import LOGS, SPEC, RunSpec
 from mcc.work.stores import Store, get_json, open_store, put_json
+
+if TYPE_CHECKING:
+    from mcc.providers.aws.clients import AwsContext
 
 QUEUE_INFO = "queue.json"
 PROJECT = "project/"
@@ -30,21 +37,54 @@ def download_project(store: Store, dest: Path) -> Path:
     return dest
 
 
-def queue_url(queue: dict[str, Any], host: str, port: int, password: str) -> str:
-    scheme = "rediss" if queue.get("tls") else "redis"
-    return f"{scheme}://:{quote(password, safe='')}@{host}:{port}/0"
+def queue_url(queue: dict[str, Any], host: str, port: int, password: str, ca_cert: Path | None = None) -> str:
+    """The redis URL of the queue; with TLS the server's certificate is checked (against ``ca_cert``
+    when given, else the system's CAs) and so is the address it is dialled at."""
+    if not queue.get("tls"):
+        return f"redis://:{quote(password, safe='')}@{host}:{port}/0"
+    query = {"ssl_cert_reqs": "required", "ssl_check_hostname": "true",
+             **({"ssl_ca_certs": str(ca_cert)} if ca_cert is not None else {})}
+    return f"rediss://:{quote(password, safe='')}@{host}:{port}/0?{urlencode(query)}"
 
 
-def start_local_queue(password: str, workdir: Path, port: int = 6379) -> int:
+def start_local_queue(password: str, workdir: Path, tls: TlsFiles | None = None, port: int = 6379) -> int:
     """redis-server on this (manager) instance, reachable from the security group only (6379, or any
-    free port if something already holds it)."""
+    free port if something already holds it); TLS only, with ``tls``."""
     from mcc.errors import ProviderError
     from mcc.providers.local.cache import start_redis
 
     try:
-        return start_redis(password, workdir, {}, workdir / "redis.log", host="0.0.0.0", port=port)[1]
+        return start_redis(password, workdir, {}, workdir / "redis.log", host="0.0.0.0", port=port, tls=tls)[1]
     except ProviderError:
-        return start_redis(password, workdir, {}, workdir / "redis.log", host="0.0.0.0")[1]
+        return start_redis(password, workdir, {}, workdir / "redis.log", host="0.0.0.0", tls=tls)[1]
+
+
+def publish_queue_ca(ctx: AwsContext, queue: dict[str, Any], host: str, directory: Path) -> TlsFiles:
+    """This manager's queue certificate: a new CA (its key deleted once it signed) and a server certificate
+    for ``host`` and loopback, made in ``directory``; the CA certificate written into ``queue["ca_parameter"]``."""
+    from mcc.providers.aws.parameter import overwrite_secret
+
+    tls = make_server_tls(directory, [host, "127.0.0.1", "localhost"])
+    overwrite_secret(ctx, queue["ca_parameter"], tls.ca_cert.read_text())
+    return tls
+
+
+def fetch_queue_ca(ctx: AwsContext, queue: dict[str, Any], info: dict[str, Any], dest: Path, timeout: float) -> Path:
+    """The queue's CA certificate from SSM into ``dest``, once it is the one the manager announced in
+    ``queue.json`` (a relaunched manager writes a new one)."""
+    from mcc.providers.aws.parameter import read_secret
+
+    deadline = time.monotonic() + timeout
+    while True:
+        pem = read_secret(ctx, queue["ca_parameter"])
+        if fingerprint(pem) == info.get("ca_sha256"):
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_text(pem)
+            return dest
+        if time.monotonic() >= deadline:
+            raise RuntimeError(f"the CA certificate in {queue['ca_parameter']} is not the one the manager announced "
+                               f"in {QUEUE_INFO} after {timeout:.0f} s")
+        time.sleep(2.0)
 
 
 def wait_for_queue(store: Store, timeout: float) -> dict[str, Any]:
@@ -96,17 +136,28 @@ def _run_role(store: Store) -> int:
     password = read_secret(ctx, queue["password_parameter"])
     if role == "manager":
         if queue["mode"] == "manager":
-            port = start_local_queue(password, home / "redis")
             host = imds.get("local-ipv4") or "127.0.0.1"
-            put_json(store, QUEUE_INFO, {"host": host, "port": port, "instance_id": instance_id})
-            os.environ["MCC_REDIS_URL"] = queue_url(queue, "127.0.0.1", port, password)
+            tls = publish_queue_ca(ctx, queue, host, home / "redis" / "tls") if queue.get("tls") else None
+            port = start_local_queue(password, home / "redis", tls)
+            info = {"host": host, "port": port, "instance_id": instance_id}
+            if tls is not None:
+                info["ca_sha256"] = fingerprint(tls.ca_cert.read_text())
+            put_json(store, QUEUE_INFO, info)
+            os.environ["MCC_REDIS_URL"] = queue_url(queue, "127.0.0.1", port, password,
+                                                ca_cert=tls.ca_cert if tls else None)
         else:
             os.environ["MCC_REDIS_URL"] = queue_url(queue, queue["host"], queue["port"], password)
         from mcc.remote import manager
 
         return manager.main()
-    info = wait_for_queue(store, spec.idle_exit_seconds) if queue["mode"] == "manager" else queue
-    os.environ["MCC_REDIS_URL"] = queue_url(queue, info["host"], info["port"], password)
+    ca_cert = None
+    if queue["mode"] == "manager":
+        info = wait_for_queue(store, spec.idle_exit_seconds)
+        if queue.get("tls"):
+            ca_cert = fetch_queue_ca(ctx, queue, info, home / "queue-ca.pem", spec.idle_exit_seconds)
+    else:
+        info = queue
+    os.environ["MCC_REDIS_URL"] = queue_url(queue, info["host"], info["port"], password, ca_cert)
     from mcc.remote import worker
 
     return worker.main(notice=imds.spot_interruption)

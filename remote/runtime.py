@@ -1,7 +1,7 @@
 """What a manager or worker process is given: the bucket, the queue and its identity, from the environment.
 
 MCC_STORE      bucket URL (file:///… locally, s3://… on AWS)
-MCC_REDIS_URL  redis://:password@host:port/0 (rediss:// for TLS)
+MCC_REDIS_URL  redis://:password@host:port/0 (rediss://…?ssl_ca_certs=… for TLS: remote/instance.queue_url)
 MCC_RUN_ID     the run
 MCC_WORKER_ID  this process's worker id (workers only)
 MCC_WORKDIR    scratch directory for partial results (default: a temp dir)

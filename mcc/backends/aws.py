@@ -1,8 +1,9 @@
 """The AWS backend: a bucket and a security group per ledger and region (and, with ``custom_image``, the
 baked image: mcc/backends/aws_image.py); per run two IAM roles scoped to the run's prefix (the manager's,
 which launches workers, and the workers', which only reads inputs and writes outputs) with their instance
-profiles, a launch template (encrypted root volume), the queue password in SSM, optionally an ElastiCache cluster, and the
-manager instance. Workers are launched by the manager (remote/ec2_fleet)."""
+profiles, a launch template (encrypted root volume), the queue password in SSM, and either the queue's CA
+parameter in SSM (the queue on the manager: TLS with a per-run CA the manager makes and writes there) or an
+ElastiCache cluster (TLS), and the manager instance. Workers are launched by the manager (remote/ec2_fleet)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -121,11 +122,14 @@ class AwsBackend:
             "policy": worker_policy(bucket, prefix, r, account, secret_path)})
         worker_profile = engine.ensure(run.id, "instance_profile", worker_name, f"{run.id}/worker/instance_profile",
                                        {"name": worker_name, "role_name": worker_name})
+        # the queue on the manager speaks TLS: its CA certificate goes to workers through this parameter,
+        # which the manager writes at start-up (the private keys never leave the manager)
+        ca_name = f"{param_path}queue-ca" if cache is None and s.queue == "manager" else None
         engine.ensure(run.id, "role", name, f"{run.id}/role", {"name": name})
         engine.ensure(run.id, "role_policy", f"{name}/run-access", f"{run.id}/role_policy", {
             "role_name": name, "policy_name": "run-access",
             "policy": manager_policy(bucket, prefix, self.ledger_uuid, r, account, worker_role.attrs.get("arn", ""),
-                                     secret_path, s.ebs_kms_key)})
+                                     secret_path, s.ebs_kms_key, queue_ca_parameter=ca_name)})
         profile = engine.ensure(run.id, "instance_profile", name, f"{run.id}/instance_profile",
                                 {"name": name, "role_name": name})
         # the secret and the cache go with the run's compute at its end (teardown): a resumed run (a retry,
@@ -145,17 +149,20 @@ class AwsBackend:
             **root_volume(self.ctx, image_id), "kms_key_id": s.ebs_kms_key,
             "key_name": key_name,
             "max_lifetime_hours": s.max_lifetime_hours})
-        queue: dict[str, Any] = {"mode": s.queue, "password_parameter": password, "tls": False}
+        queue: dict[str, Any] = {"mode": s.queue, "password_parameter": password, "tls": True}
+        if ca_name:
+            queue["ca_parameter"] = engine.current(run, "parameter", f"{run.id}/queue_ca",
+                                                   {"name": ca_name, "value_bytes": 32}, name=ca_name).physical_id
         if cache is not None:
             cache = self.wait_cache(engine, cache)
-            queue.update(mode="elasticache", host=cache.attrs["host"], port=cache.attrs["port"], tls=True)
+            queue.update(mode="elasticache", host=cache.attrs["host"], port=cache.attrs["port"])
         elif s.queue == "elasticache":
             cache = engine.current(run, "cache", f"{run.id}/cache", name=name, params={
                 "cluster_id": name[:40], "node_type": s.cache_node_type,
                 "security_group_id": group_id,
                 "auth_token_parameter": password})
             cache = self.wait_cache(engine, cache)
-            queue.update(host=cache.attrs["host"], port=cache.attrs["port"], tls=True)
+            queue.update(host=cache.attrs["host"], port=cache.attrs["port"])
         store_url = f"s3://{bucket}/{prefix}"
         wheel = self._upload_inputs(self.store(store_url), run)
         aws = {"region": r, "launch_template_id": template.physical_id, "worker_type": s.worker_type,
@@ -209,7 +216,8 @@ class AwsBackend:
         aws = urls["extra"]["aws"]
         user_data = render_user_data(role="manager", store_url=urls["store_url"], run_id=run.id, region=self.region,
                                      wheel=aws["wheel"], requirements=aws["requirements"],
-                                     max_lifetime_seconds=aws["max_lifetime_seconds"])
+                                     max_lifetime_seconds=aws["max_lifetime_seconds"],
+                                     queue_server=urls["extra"]["queue"]["mode"] == "manager")
         return engine.current(run, "instance", f"{run.id}/manager", {
             "launch_template_id": aws["launch_template_id"], "instance_type": self.settings.manager_type,
             "user_data": user_data, "count": 1, "spot": False, "subnet_id": self.settings.candidate_subnets[0],

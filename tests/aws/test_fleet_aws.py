@@ -138,18 +138,22 @@ class RunView:
         reply = self.cloud.client("ec2").describe_instances(InstanceIds=[instance_id])
         return reply["Reservations"][0]["Instances"][0]["State"]["Name"]
 
+    def ssm(self, name: str) -> str:
+        return self.cloud.client("ssm").get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"]
+
     def lease_owners(self) -> set[str]:
-        """Workers holding a lease right now, read from the queue on the manager instance."""
+        """Workers holding a lease right now, read from the queue on the manager instance (TLS, verified
+        against the run's CA, as a worker connects)."""
         import redis
 
         if self._redis is None:
             info, spec = self.s3_json("queue.json"), self.s3_json("spec.json")
             if not info or not spec:
                 return set()
-            name = spec["extra"]["queue"]["password_parameter"]
-            password = self.cloud.client("ssm").get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"]
-            self._redis = redis.Redis(host=info["host"], port=int(info["port"]), password=password,
-                                      socket_timeout=5, socket_connect_timeout=5)
+            queue = spec["extra"]["queue"]
+            self._redis = redis.Redis(host=info["host"], port=int(info["port"]), password=self.ssm(queue["password_parameter"]),
+                                      socket_timeout=5, socket_connect_timeout=5, ssl=True, ssl_cert_reqs="required",
+                                      ssl_ca_data=self.ssm(queue["ca_parameter"]), ssl_check_hostname=True)
         try:
             return {v.decode() for v in self._redis.hvals(f"mcc:{{{self.run_id}}}:owner")}
         except Exception:  # noqa: BLE001 - the queue may be momentarily unreachable; the caller polls
@@ -299,6 +303,53 @@ def test_spot_interruptions_are_preemptions_not_failures(cloud, start_run) -> No
     assert len(priced) == len(workers), priced
     assert all(a["spot"] and a["price_per_hour"] > 0 and a["vcpus"] == 2 and a["region"] == cloud.region
                for a in priced), priced
+
+
+# -- 1b. the queue on the manager speaks TLS only ------------------------------------------------------------------
+def test_queue_on_the_manager_is_tls_only_verified_against_the_published_ca(cloud, start_run) -> None:
+    """Issue 15 §4: the manager's redis-server refuses plaintext; a client trusting the CA the manager wrote
+    into SSM (the run's tracked ``queue-ca`` parameter) and checking the address gets in, one trusting another
+    CA does not. The CA's key is gone, the server key stays on the manager (not in S3, SSM or a console)."""
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    from mcc.providers.local.tls import fingerprint
+    from tests.aws.test_run_aws import everything_written
+
+    view = start_run(24)
+    info = view.wait(lambda: view.s3_json("queue.json"), 120, "the manager to publish its queue")
+    queue = view.s3_json("spec.json")["extra"]["queue"]
+    assert queue["mode"] == "manager" and queue["tls"] is True
+    ca_pem = view.ssm(queue["ca_parameter"])
+    assert ca_pem.startswith("-----BEGIN CERTIFICATE-----") and "PRIVATE KEY" not in ca_pem
+    assert fingerprint(ca_pem) == info["ca_sha256"]
+    password = view.ssm(queue["password_parameter"])
+
+    def client(**kw: Any) -> redis.Redis:
+        return redis.Redis(info["host"], int(info["port"]), password=password, socket_timeout=10,
+                           socket_connect_timeout=10, retry=Retry(NoBackoff(), 0), **kw)
+
+    verified = {"ssl": True, "ssl_cert_reqs": "required", "ssl_check_hostname": True}
+    assert client(ssl_ca_data=ca_pem, **verified).ping()
+    with pytest.raises(redis.ConnectionError):
+        client().ping()  # plaintext: the TLS port drops it
+    with pytest.raises(redis.ConnectionError, match="certificate verify failed"):
+        client(ssl_ca_certs=cloud.ca_file, **verified).ping()  # the harness's CA: not the run's
+
+    (manager,) = [m["InstanceId"] for m in view.managers()]
+    tls_dir = cloud.runner.workdir / manager / "redis" / "tls"
+    server_key = (tls_dir / "server.key").read_text()
+    assert "PRIVATE KEY" in server_key and not (tls_dir / "ca.key").exists()
+    out = view.run.result(timeout=240)
+    assert out["state"] == "completed" and out["done"] == 24, out
+    texts = everything_written(cloud) + [cloud.runner.console(i) for i in cloud.runner.booted()]
+    key_body = server_key.split("-----")[2].strip().splitlines()[0]
+    assert not [t for t in texts if key_body in t]
+    rows = ledger_rows(view.home, "select physical_id, state from resources where run_id=? and kind='parameter'",
+                       view.run_id)
+    assert (queue["ca_parameter"], "deleted") in rows, rows  # tracked, and gone with the run
+    assert cloud.authz.allowed[(f"role mcc-{view.run_id}", "ssm:PutParameter")] == 1  # judged by the evaluator
 
 
 # -- 2. the manager instance lost mid-run ---------------------------------------------------------------------------

@@ -32,7 +32,8 @@ def policies() -> dict[str, dict[str, Any]]:
         "README user policy": readme_policy(),
         "manager role": policy.manager_policy("mcc-abc-us-east-1", "runs/r1/", "L1", region, account,
                                               f"arn:aws:iam::{account}:role/mcc/mcc-r1-worker", "/mcc/L1/r1/",
-                                              f"arn:aws:kms:{region}:{account}:key/1234abcd-12ab-34cd-56ef-1234567890ab"),
+                                              f"arn:aws:kms:{region}:{account}:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+                                              queue_ca_parameter="/mcc/L1/r1/queue-ca"),
         "worker role": policy.worker_policy("mcc-abc-us-east-1", "runs/r1/", region, account, "/mcc/L1/r1/"),
         "builder role": policy.builder_policy("mcc-abc-us-east-1", "images/", "L1", region, account, "mcc:ready"),
     }

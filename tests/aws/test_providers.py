@@ -322,6 +322,13 @@ def test_manager_policy_is_least_privilege() -> None:
     assert by_sid["RunObjects"]["Resource"] == "arn:aws:s3:::bkt/runs/r1/*"
     assert by_sid["TerminateOwnFleet"]["Condition"]["StringEquals"] == {"ec2:ResourceTag/mcc:ledger": "L1"}
     assert by_sid["PassWorkerRole"]["Resource"] == "arn:aws:iam::123456789012:role/mcc/r"
+    assert "PublishQueueCa" not in by_sid  # only with the queue on the manager: its CA parameter, nothing else
+    with_ca = policy.manager_policy("bkt", "runs/r1/", "L1", "us-east-1", "123456789012",
+                                    "arn:aws:iam::123456789012:role/mcc/r", "/mcc/L1/r1/",
+                                    queue_ca_parameter="/mcc/L1/r1/queue-ca")
+    [publish] = [st for st in with_ca["Statement"] if st["Sid"] == "PublishQueueCa"]
+    assert publish["Action"] == "ssm:PutParameter"
+    assert publish["Resource"] == "arn:aws:ssm:us-east-1:123456789012:parameter/mcc/L1/r1/queue-ca"
     bad = {"Statement": [{"Action": ["ec2:TerminateInstances"], "Resource": "*"}]}
     assert policy.mutating_on_any(bad) == ["ec2:TerminateInstances"]
 

@@ -1,7 +1,9 @@
 """kind ``parameter``: an SSM SecureString holding a generated secret (queue password, cache AUTH token).
 
 The value is generated inside ``create`` and goes only to SSM: it is never returned in attrs, logged, or
-put in user data; instances read it with their role (``read_secret``).
+put in user data; instances read it with their role (``read_secret``). The queue's CA certificate is a
+parameter too (made here with a placeholder, so the ledger tracks and cleans it): the manager instance
+writes the certificate into it at start-up (``overwrite_secret``), the only parameter its role may write.
 """
 from __future__ import annotations
 
@@ -17,6 +19,13 @@ from mcc.providers.base import TAG_ENTITY, TAG_LEDGER, TAG_RUN, Found, ResourceS
 def read_secret(ctx: AwsContext, name: str) -> str:
     """The decrypted value of the SecureString ``name``."""
     return call(ctx.client("ssm").get_parameter, Name=name, WithDecryption=True)["Parameter"]["Value"]
+
+
+def overwrite_secret(ctx: AwsContext, name: str, value: str) -> int:
+    """Replace the value of the existing SecureString ``name`` (its tags, and its ledger row, stay); the new
+    version number."""
+    return call(ctx.client("ssm").put_parameter, Name=name, Value=value, Type="SecureString",
+                Overwrite=True)["Version"]
 
 
 class ParameterProvider:

