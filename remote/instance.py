@@ -7,11 +7,18 @@ the CA certificate into the run's ``queue-ca`` SSM parameter, and publishes its 
 fingerprint (never the password, never a key) as ``queue.json`` in the bucket. Workers read the password
 and that CA from SSM with their instance profile, and verify the server's certificate and address against
 it. With ``queue = "elasticache"`` the address is in the spec and TLS is ElastiCache's.
+
+Worker slots: with ``hyperthreading = false`` a worker instance (launched with SMT off, so one vCPU per
+physical core) runs one worker process per core, each a worker of its own to the queue, named
+``<instance id>#<slot>`` (:func:`mcc.work.queue.instance_of` maps it back); otherwise one worker process
+per instance, named by the instance id.
 """
 from __future__ import annotations
 
 import logging
 import os
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -20,6 +27,7 @@ from urllib.parse import quote, urlencode
 
 from mcc.providers.local.tls import TlsFiles, fingerprint, make_server_tls
 from mcc.remote.imds import Imds
+from mcc.work.queue import SLOT_SEP
 from mcc.work.runspec import LOGS, SPEC, RunSpec
 from mcc.work.stores import Store, get_json, open_store, put_json
 
@@ -100,13 +108,14 @@ def wait_for_queue(store: Store, timeout: float) -> dict[str, Any]:
 def main() -> int:
     """Run the role; the log goes to stdout (the console) and, at exit, into the bucket under logs/."""
     store = open_store(os.environ["MCC_STORE"])
-    log_file = Path(os.environ.get("HOME", "/root")) / "mcc.log"
+    slot = os.environ.get(SLOT_ENV)
+    log_file = Path(os.environ.get("HOME", "/root")) / (f"mcc-slot-{slot}.log" if slot else "mcc.log")
     handler = logging.FileHandler(log_file)
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
     logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger().addHandler(handler)
     try:
-        return _run_role(store)
+        return _run_slot() if slot else _run_role(store)
     finally:
         handler.flush()
         name = f"{os.environ['MCC_ROLE']}-{os.environ.get('MCC_WORKER_ID') or os.getpid()}.log"
@@ -158,9 +167,44 @@ def _run_role(store: Store) -> int:
     else:
         info = queue
     os.environ["MCC_REDIS_URL"] = queue_url(queue, info["host"], info["port"], password, ca_cert)
+    slots = worker_slots(spec)
+    if slots > 1:
+        return _run_slots(instance_id, slots, home / "work")
     from mcc.remote import worker
 
     return worker.main(notice=imds.spot_interruption)
+
+
+SLOT_ENV = "MCC_WORKER_SLOT"
+
+
+def worker_slots(spec: RunSpec) -> int:
+    """Worker processes on this instance: one per CPU it may use when SMT is off (one per physical core), else 1."""
+    aws = spec.extra.get("aws") or {}
+    if aws.get("hyperthreading", True):
+        return 1
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+
+
+def _run_slot() -> int:
+    """One worker process of a slotted instance (its id, queue URL and workdir come from the parent)."""
+    from mcc.remote import worker
+
+    return worker.main(notice=Imds().spot_interruption)
+
+
+def _run_slots(instance_id: str, slots: int, workdir: Path) -> int:
+    """Run ``slots`` worker processes side by side until each has exited (SIGTERM passed on to every one);
+    the exit status is the first non-zero one, else 0."""
+    logging.getLogger("instance").info("%d worker processes, one per physical core", slots)
+    procs = []
+    for k in range(1, slots + 1):
+        env = {**os.environ, SLOT_ENV: str(k), "MCC_WORKER_ID": f"{instance_id}{SLOT_SEP}{k}",
+               "MCC_WORKDIR": str(workdir / str(k))}
+        procs.append(subprocess.Popen([sys.executable, "-m", "mcc.remote.instance"], env=env, stdin=subprocess.DEVNULL))
+    signal.signal(signal.SIGTERM, lambda *_: [p.send_signal(signal.SIGTERM) for p in procs if p.poll() is None])
+    codes = [p.wait() for p in procs]
+    return next((c for c in codes if c), 0)
 
 
 if __name__ == "__main__":

@@ -171,7 +171,7 @@ class Manager:
     # -- the workers -------------------------------------------------------------------------------
     def _maintain_workers(self, prog: Progress) -> str | None:
         """One fleet query per tick (O(1) API calls in the number of workers on EC2)."""
-        heartbeats = self.q.worker_heartbeats()
+        heartbeats = self.q.instance_heartbeats()  # the fleet's workers are instances (or processes)
         now = self.q.server_time()
         alive_now = 0
         for wid, alive in self.fleet.query_workers().items():

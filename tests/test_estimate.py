@@ -142,6 +142,9 @@ def test_hyperthreading_off_counts_cores_and_refuses_a_type_that_cannot() -> Non
                                   sample=sample, workers=2, candidates=["m5.xlarge"], manager_type="t3.small",
                                   prices=prices, spot=False, hyperthreading=ht) for ht in (True, False)}
     assert doc[True]["candidates"][0]["vcpus"] == 4 and doc[False]["candidates"][0]["vcpus"] == 2
+    # one worker process per instance, or one per physical core: the 2 chunks go to 2 x 2 processes side by side
+    assert [doc[ht]["candidates"][0]["processes_per_worker"] for ht in (True, False)] == [1, 2]
+    assert any("one worker process per physical core" in a for a in doc[False]["assumptions"])
     assert any("SMT off" in a for a in doc[False]["assumptions"])
     model.check_smt_off(["m5.xlarge"], prices, "proj/mcc.toml [aws]")
     with pytest.raises(ConfigError, match=r"proj/mcc.toml \[aws\]: instance type 'c5.metal' cannot run with "

@@ -344,3 +344,17 @@ def test_seed_rebuilds_point_subproblems_of_partial_chunks(q):
     assert q.partial() == {1: [6, 8]}
     assert q.claim("w", 10, 30) == [0, 2]
     assert q.dead_points(CHUNKS) == {8: ""}
+
+
+def test_slot_workers_count_for_their_instance(q):
+    """The worker processes of a slotted instance ("i-1#1", "i-1#2") beat for their instance, and forgetting
+    the instance forgets every one of them (and no other worker)."""
+    q.seed([1, 1, 1], max_attempts=3)
+    for worker in ("i-1#1", "i-1#2", "i-2"):
+        (sub,) = q.claim(worker, 1, lease_seconds=30)
+        q.heartbeat(worker, [sub], lease_seconds=30)
+    beats = q.worker_heartbeats()
+    assert set(q.instance_heartbeats()) == {"i-1", "i-2"}
+    assert q.instance_heartbeats()["i-1"] == max(beats["i-1#1"], beats["i-1#2"])
+    q.forget_worker("i-1")
+    assert set(q.worker_heartbeats()) == {"i-2"}

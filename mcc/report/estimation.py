@@ -173,7 +173,7 @@ def estimate_doc(*, backend: str, n_points: int, chunks: list[tuple[int, int]], 
     s3 = pricing.packaged_table()["s3"]["standard_gb_month"].get(prices.region or "") if backend == "aws" else None
     rows = []
     for itype in candidates:
-        procs = processes(itype)
+        procs = processes(itype) if hyperthreading else (prices.vcpus(itype, False) or 1)  # one per physical core
         sched = schedule(chunks, mean, workers, procs, boot, manager_boot)
         on_demand, spot_usd_h = prices.on_demand(itype), prices.spot_price(itype)
         other = {"bucket": bucket_cost(n_points, values_per_point, sched.wall_s, s3)}
@@ -198,7 +198,8 @@ def estimate_doc(*, backend: str, n_points: int, chunks: list[tuple[int, int]], 
         f"{mean:.4g} s per point: the mean of {len(sample['seconds'])} sampled point(s) "
         f"(min {sample['min_s']:.4g} s, max {sample['max_s']:.4g} s), timed on this machine",
         f"{len(chunks)} subproblem(s) of up to {max((n for _, n in chunks), default=0)} points dealt in order to "
-        f"{workers} worker(s) x their processes (one worker process per instance)",
+        f"{workers} worker(s) x their processes (one worker process per "
+        f"{'instance' if hyperthreading else 'physical core'})",
         f"start-up {manager_boot:.3g} s (manager) + {boot:.3g} s (workers)"
         + (", measured: one child process importing mcc's manager and worker" if startup_s else "")
         + f"; combine {COMBINE_SECONDS_PER_SUBPROBLEM * 1000:.0f} ms per subproblem",

@@ -26,11 +26,20 @@ import redis
 
 from mcc.work import queue_scripts as lua
 
-__all__ = ["Progress", "Queue", "EVENT_TYPES", "REASON_MAX_CHARS", "point_subproblem", "points_of"]
+__all__ = ["Progress", "Queue", "EVENT_TYPES", "REASON_MAX_CHARS", "SLOT_SEP", "instance_of", "point_subproblem",
+           "points_of"]
 
 EVENT_TYPES = ("claimed", "acked", "failed", "expired", "preempted", "spawned")
 REASON_MAX_CHARS = 2000
 _CHUNK = 10_000
+
+SLOT_SEP = "#"  # a worker process of a slotted instance is "<instance id>#<slot>" (remote/instance.py)
+
+
+def instance_of(worker: str) -> str:
+    """The instance (or process) a worker id belongs to: ``i-0ab#2`` → ``i-0ab``."""
+    return worker.split(SLOT_SEP, 1)[0]
+
 
 def point_subproblem(point: int, base: int) -> int:
     """The id of the one-point subproblem of ``point`` in a run of ``base`` chunks."""
@@ -261,9 +270,18 @@ class Queue:
         """worker -> last heartbeat (server time, seconds)."""
         return {_s(w): float(t) for w, t in self.client.hgetall(self.keys["workers"]).items()}
 
+    def instance_heartbeats(self) -> dict[str, float]:
+        """instance -> the latest heartbeat of any of its worker processes (see :func:`instance_of`)."""
+        out: dict[str, float] = {}
+        for worker, t in self.worker_heartbeats().items():
+            key = instance_of(worker)
+            out[key] = max(t, out.get(key, t))
+        return out
+
     def forget_worker(self, worker: str) -> None:
-        """Drop a worker from the heartbeat table."""
-        self.client.hdel(self.keys["workers"], worker)
+        """Drop a worker (and the worker processes of its slots) from the heartbeat table."""
+        slots = [w for w in self.client.hkeys(self.keys["workers"]) if instance_of(_s(w)) == worker]
+        self.client.hdel(self.keys["workers"], worker, *slots)
 
     def server_time(self) -> float:
         """Redis server time in seconds."""

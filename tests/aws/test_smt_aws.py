@@ -5,6 +5,8 @@ asked EC2 for, the RunInstances requests the signing proxy recorded, and what th
 """
 from __future__ import annotations
 
+import os
+import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -19,11 +21,13 @@ MUTATING = ("Create", "Run", "Put", "Authorize", "Register", "Import", "Add", "A
 def test_hyperthreading_off_launches_every_worker_with_one_thread_per_core(cloud, mcc_home: Path,
                                                                             make_project) -> None:
     """m5.xlarge: 2 cores x 2 threads. Every worker launch carries CpuOptions 2 cores x 1 thread; the
-    manager's own launch carries none (SMT is a worker setting); each worker is recorded with 2 vCPUs."""
-    project = make_project(20, toml=aws_toml(worker_type="m5.xlarge", hyperthreading=False))
+    manager's own launch carries none (SMT is a worker setting); each worker is recorded with 2 vCPUs and
+    runs one worker process per core it may use."""
+    project = make_project(40, body="time.sleep(0.05)", toml=aws_toml(run={"chunk_size": 2}, worker_type="m5.xlarge",
+                                                                      hyperthreading=False))
     out = mcc_json("run", str(project), home=mcc_home, timeout=300)
-    assert out["state"] == "completed" and out["done"] == 20, out
-    np.testing.assert_array_equal(np.sort(combined_rows(out["result"])[:, 0]), np.arange(20, dtype=float))
+    assert out["state"] == "completed" and out["done"] == 40, out
+    np.testing.assert_array_equal(np.sort(combined_rows(out["result"])[:, 0]), np.arange(40, dtype=float))
 
     launches = [r for r in cloud.proxy.requests if r.action == "RunInstances"]
     by_manager = [r.params for r in launches if (r.access_key or "").startswith("ASIA")]  # instance credentials
@@ -36,6 +40,17 @@ def test_hyperthreading_off_launches_every_worker_with_one_thread_per_core(cloud
     workers = worker_rows(mcc_home)
     assert workers and all(w["attrs"]["instance_type"] == "m5.xlarge" and w["attrs"]["vcpus"] == 2
                            for w in workers), workers
+
+    # one worker process per physical core: the subproblems were leased by "<instance>#<slot>" processes
+    slots = len(os.sched_getaffinity(0))  # what the emulated instance (a process group here) may use
+    with sqlite3.connect(mcc_home / "ledger.db") as con:
+        owners = {a for (a,) in con.execute("SELECT DISTINCT actor FROM events WHERE trigger = 'lease'")}
+    instances = {w["physical_id"] for w in workers}
+    assert owners and all(o.split("#")[0] in instances and 1 <= int(o.split("#")[1]) <= slots for o in owners), owners
+    per_instance = {i: {o for o in owners if o.startswith(i + "#")} for i in instances}
+    assert max(len(v) for v in per_instance.values()) == min(slots, 2) or slots == 1, per_instance
+    logs = {p.name for p in (project / "results" / out["run_id"] / "logs").glob("worker-*#*.log")}
+    assert {f"worker-{o}.log" for o in owners} <= logs, logs
 
 
 def test_a_type_that_cannot_turn_smt_off_is_refused_before_anything_exists(cloud, mcc_home: Path,
