@@ -115,8 +115,9 @@ def launch_master_node(*, master_template_id: str, s3_bucket_name: str, entry_po
     the uploaded ``script/<entry_point_script>`` and ``points.py``; ``redis_endpoint`` (the host
     mcc.templates.create_redis_server returned) makes that server the queue (else the manager runs one).
     ``instance_type`` is the manager's type, ``workers`` the number of worker instances (default: mcc.toml).
-    ``hyperthreading=False`` launches every worker instance with SMT off (one thread per physical core; a type
-    that does not allow it is refused before anything starts); default: mcc.toml's ``[aws] hyperthreading``, on.
+    ``hyperthreading=False`` launches every worker instance with SMT off and runs one worker process per
+    physical core on it (a type that does not allow it is refused before anything starts); True: one worker
+    process per instance; default: mcc.toml's ``[aws] hyperthreading``, on.
     """
     if unknown:
         accepted = ", ".join(p for p in inspect.signature(launch_master_node).parameters if p != "unknown")
