@@ -25,6 +25,7 @@ import numpy as np
 from h5py import h5a, h5d, h5f, h5p, h5s, h5t
 
 from mcc.project.folder import rows_from_result
+from mcc.work.bytediff import differs, mask
 
 _PROBES = ((0x0102030405060708, 0x1112131415161718), (0x2122232425262728, 0x3132333435363738))
 
@@ -33,7 +34,7 @@ def hdf5_image(data: np.ndarray, first: Any, n: Any) -> tuple[bytes, int | None]
     """The result file HDF5 writes for these rows and attributes, built in memory; and the rows' offset."""
     fapl = h5p.create(h5p.FILE_ACCESS)
     fapl.set_libver_bounds(h5f.LIBVER_EARLIEST, h5f.LIBVER_LATEST)
-    fapl.set_fapl_core(64 * 1024, False)  # in memory only: nothing touches the disk
+    fapl.set_fapl_core(data.nbytes + 64 * 1024, False)  # in memory only, grown once: nothing touches the disk
     fcpl = h5p.create(h5p.FILE_CREATE)
     fcpl.set_obj_track_times(False)
     fid = h5f.create(b"mcc-result-image.h5", h5f.ACC_TRUNC, fapl=fapl, fcpl=fcpl)
@@ -97,8 +98,8 @@ def _learn(data: np.ndarray, first: Any, n: Any) -> _Template | None:
         if k < 0 or a.find(va, k + 1) >= 0 or b[k : k + len(vb)] != vb:
             return None
         at[name] = k
-    differ = {i for i in range(len(a)) if a[i] != b[i]}
-    if not differ <= set(range(at["first"], at["first"] + 8)) | set(range(at["n"], at["n"] + 8)):
+    values = mask(len(a), [(at["first"], at["first"] + 8), (at["n"], at["n"] + 8)])
+    if (differs(a, b) & ~values).any():
         return None  # something else changed with the values (a checksum?): stay with HDF5
     return _Template(a, off_a, data.nbytes, at["first"], at["n"])
 

@@ -100,3 +100,25 @@ def test_point_index_numbers_every_row_and_small_results_are_stored_at_their_siz
         assert fh["point_index"][...].tolist() == [0, 1, 2, 10, 10, 11, 11, -1, -1, -1, -1, -1]
         assert fh["data"].shape == (12, 2) and fh["data"].chunks is None
     assert (tmp_path / "out.h5").stat().st_size < 8 * 1024  # not a 4 MiB block-sized chunk
+
+
+def test_byte_runs_match_a_plain_loop() -> None:
+    """The vectorised helpers template learning shares (mcc.work.bytediff) against the obvious loop."""
+    from mcc.work.bytediff import differs, mask, runs
+
+    rng = np.random.default_rng(5)
+    for size in (0, 1, 2, 7, 100):
+        where = rng.random(size) < 0.4
+        loop, start = [], None
+        for i in range(size + 1):
+            if i < size and where[i]:
+                start = i if start is None else start
+            elif start is not None:
+                loop.append((start, i))
+                start = None
+        assert runs(where) == loop and np.array_equal(mask(size, loop), where)
+        a = rng.integers(0, 3, size).astype(np.uint8).tobytes()
+        b = rng.integers(0, 3, size).astype(np.uint8).tobytes()
+        assert differs(a, b).tolist() == [x != y for x, y in zip(a, b)]
+    with pytest.raises(ValueError, match="different sizes"):
+        differs(b"ab", b"abc")

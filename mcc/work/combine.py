@@ -9,6 +9,8 @@ import h5py
 import numpy as np
 from h5py import h5d, h5f, h5p, h5s
 
+from mcc.work.bytediff import differs, mask, runs
+
 BLOCK_BYTES = 4 * 2**20  # rows are gathered in a buffer of this size, then written in one call
 SMALL_FILE_BYTES = 2**20  # files up to this size are read whole in one read (HDF5's core driver)
 FIRST_READ = 64 * 1024
@@ -167,20 +169,19 @@ class _Layouts:
             return
         offset, shape, dtype = where
         known = self.by_size.get(len(raw))
+        nbytes = int(np.prod(shape)) * dtype.itemsize
         if known is None:
-            vary: set[int] = set()
+            fixed = np.ones(len(raw), dtype=bool)
         else:
             if (known.offset, known.shape, known.dtype) != (offset, shape, dtype):
                 return  # same size, other layout: such files keep going through HDF5
-            checked = {i for start, end in known.spans for i in range(start, end)}
-            vary = set(range(len(raw))) - checked
-            vary |= {i for i in checked if raw[i] != known.template[i]}
+            fixed = mask(len(raw), known.spans) & ~differs(raw, known.template)
             raw = known.template
-        data = set(range(offset, offset + int(np.prod(shape)) * dtype.itemsize))
-        spans = _spans(len(raw), vary | data)
+        fixed[offset : offset + nbytes] = False  # the rows
+        spans = runs(fixed)
         self.by_size[len(raw)] = _Layout(raw, offset, shape, dtype, spans,
                                          tuple((start, raw[start:end]) for start, end in spans),
-                                         dtype == np.dtype(np.float64), int(np.prod(shape)) * dtype.itemsize)
+                                         dtype == np.dtype(np.float64), nbytes)
 
 
 def _contiguous(dset: h5d.DatasetID) -> tuple[int, tuple[int, ...], np.dtype] | None:
@@ -193,19 +194,6 @@ def _contiguous(dset: h5d.DatasetID) -> tuple[int, tuple[int, ...], np.dtype] | 
             or dset.get_storage_size() != int(np.prod(dset.shape)) * dtype.itemsize):
         return None
     return offset, tuple(dset.shape), dtype
-
-
-def _spans(size: int, skip: set[int]) -> list[tuple[int, int]]:
-    """The ranges of [0, size) outside ``skip``."""
-    spans, start = [], None
-    for i in range(size + 1):
-        if i < size and i not in skip:
-            if start is None:
-                start = i
-        elif start is not None:
-            spans.append((start, i))
-            start = None
-    return spans
 
 
 class _BlockWriter:
