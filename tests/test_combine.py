@@ -127,9 +127,7 @@ def test_point_index_numbers_every_row_and_small_results_are_stored_at_their_siz
 
 
 def test_byte_runs_match_a_plain_loop() -> None:
-    """The vectorised helpers template learning shares (mcc.work.bytediff) against the obvious loop."""
-    from mcc.work.bytediff import differs, mask, runs
-
+    """The ranges of a layout's fixed bytes (vectorised) against the obvious loop."""
     rng = np.random.default_rng(5)
     for size in (0, 1, 2, 7, 100):
         where = rng.random(size) < 0.4
@@ -140,9 +138,4 @@ def test_byte_runs_match_a_plain_loop() -> None:
             elif start is not None:
                 loop.append((start, i))
                 start = None
-        assert runs(where) == loop and np.array_equal(mask(size, loop), where)
-        a = rng.integers(0, 3, size).astype(np.uint8).tobytes()
-        b = rng.integers(0, 3, size).astype(np.uint8).tobytes()
-        assert differs(a, b).tolist() == [x != y for x, y in zip(a, b)]
-    with pytest.raises(ValueError, match="different sizes"):
-        differs(b"ab", b"abc")
+        assert combine._runs(where) == loop

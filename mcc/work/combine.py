@@ -9,8 +9,6 @@ import h5py
 import numpy as np
 from h5py import h5d, h5f, h5p, h5s
 
-from mcc.work.bytediff import differs, mask, runs
-
 BLOCK_BYTES = 4 * 2**20  # rows are gathered in a buffer of this size, then written in one call
 SMALL_FILE_BYTES = 2**20  # files up to this size are read whole in one read (HDF5's core driver)
 FIRST_READ = 64 * 1024
@@ -175,10 +173,13 @@ class _Layouts:
         else:
             if (known.offset, known.shape, known.dtype) != (offset, shape, dtype):
                 return  # same size, other layout: such files keep going through HDF5
-            fixed = mask(len(raw), known.spans) & ~differs(raw, known.template)
+            fixed = np.zeros(len(raw), dtype=bool)
+            for start, end in known.spans:
+                fixed[start:end] = True
+            fixed &= np.frombuffer(raw, dtype=np.uint8) == np.frombuffer(known.template, dtype=np.uint8)
             raw = known.template
         fixed[offset : offset + nbytes] = False  # the rows
-        spans = runs(fixed)
+        spans = _runs(fixed)
         self.by_size[len(raw)] = _Layout(raw, offset, shape, dtype, spans,
                                          tuple((start, raw[start:end]) for start, end in spans),
                                          dtype == np.dtype(np.float64), nbytes)
@@ -194,6 +195,13 @@ def _contiguous(dset: h5d.DatasetID) -> tuple[int, tuple[int, ...], np.dtype] | 
             or dset.get_storage_size() != int(np.prod(dset.shape)) * dtype.itemsize):
         return None
     return offset, tuple(dset.shape), dtype
+
+
+def _runs(where: np.ndarray) -> list[tuple[int, int]]:
+    """The ``[start, end)`` ranges where the bool array ``where`` is True, in order (vectorised: a
+    file's bytes are up to SMALL_FILE_BYTES positions)."""
+    edges = np.flatnonzero(np.diff(np.concatenate(([0], where.astype(np.int8), [0]))))
+    return [(int(s), int(e)) for s, e in zip(edges[0::2], edges[1::2])]
 
 
 class _BlockWriter:
