@@ -104,7 +104,7 @@ def _uploaded(setup: Setup, bucket: str, files: dict[str, Path]) -> None:
 
 
 def launch_master_node(*, master_template_id: str, s3_bucket_name: str, entry_point_script: str,
-                       worker_instance_type: str | None = None, hyperthreading: bool = True,
+                       worker_instance_type: str | None = None, hyperthreading: bool | None = None,
                        redis_endpoint: str | None = None, redis_port: int | None = None,
                        instance_type: str | None = None, workers: int | None = None,
                        **unknown: Any) -> MasterNode:
@@ -115,16 +115,14 @@ def launch_master_node(*, master_template_id: str, s3_bucket_name: str, entry_po
     the uploaded ``script/<entry_point_script>`` and ``points.py``; ``redis_endpoint`` (the host
     mcc.templates.create_redis_server returned) makes that server the queue (else the manager runs one).
     ``instance_type`` is the manager's type, ``workers`` the number of worker instances (default: mcc.toml).
-    Every worker instance runs one worker process (``hyperthreading=True``).
+    ``hyperthreading=False`` launches every worker instance with SMT off (one thread per physical core; a type
+    that does not allow it is refused before anything starts); default: mcc.toml's ``[aws] hyperthreading``, on.
     """
     if unknown:
         accepted = ", ".join(p for p in inspect.signature(launch_master_node).parameters if p != "unknown")
         raise MccError(f"launch_master_node: unknown argument(s) {', '.join(sorted(unknown))}; it accepts {accepted}")
-    if not isinstance(hyperthreading, bool):
+    if hyperthreading is not None and not isinstance(hyperthreading, bool):
         raise MccError(f"launch_master_node: hyperthreading must be True or False, got {hyperthreading!r}")
-    if not hyperthreading:
-        raise MccError("launch_master_node: hyperthreading=False (one worker process per physical core) is not "
-                       "supported yet: every worker instance runs one worker process. Leave hyperthreading=True.")
     setup = setup_group()
     template = setup.member("launch_template", master_template_id)
     setup.member("bucket", s3_bucket_name)
@@ -142,7 +140,8 @@ def launch_master_node(*, master_template_id: str, s3_bucket_name: str, entry_po
     spec = template.spec
     aws = {"region": setup.region, "bucket": s3_bucket_name, "image_id": spec["image_id"],
            "security_group_id": spec["security_group_id"], "key_name": spec.get("key_name"),
-           "cache_id": cache_id, "worker_type": worker_instance_type, "manager_type": instance_type}
+           "cache_id": cache_id, "worker_type": worker_instance_type, "manager_type": instance_type,
+           "hyperthreading": hyperthreading}
     from mcc.api import run
 
     summary = run(setup.project_dir, backend="aws", entry=entry, workers=workers, aws=aws, detach=True,

@@ -34,7 +34,7 @@ import h5py
 import numpy as np
 
 from mcc.project.folder import rows_from_result
-from mcc.remote.results import mark_partial, rows_in, stack_rows, write_partial
+from mcc.remote.results import add_row_counts, mark_partial, rows_in, stack_rows, write_partial
 
 STDERR_TAIL = 20_000
 FLUSH_SECONDS = 1.0  # the child sends its finished rows to the parent at most this often
@@ -375,10 +375,11 @@ class ComputeChild:
             data = stack_rows(rows, kept, target) if rows else None
         except ValueError as exc:
             raise ChunkFailed(str(exc)) from None
+        counts = [1 if type(r) is tuple else len(r) for r in rows]
         if not failed:
             self.write_result(part, data, first, n)  # type: ignore[arg-type]
+            add_row_counts(part, counts)
         else:
-            counts = [1 if type(r) is tuple else len(r) for r in rows]
             write_partial(part, data, first, n, sorted(failed), counts)
         return Outcome(part, failed)
 
@@ -434,6 +435,8 @@ class ComputeChild:
             else:
                 with h5py.File(part, "a") as fh:
                     mark_partial(fh, first, n, sorted(failed), counts)
+        elif part.exists():
+            add_row_counts(part, counts)
         return Outcome(part, failed)
 
 

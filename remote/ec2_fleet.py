@@ -9,8 +9,10 @@ batch goes to the first option that is not cooling down: one RunInstances call f
 option that meets a capacity error (InsufficientInstanceCapacity, a quota, SpotMaxPriceTooLow) cools
 down and the batch moves on to the next one. With ``max_spot_price``, a spot type whose current price
 (DescribeSpotPriceHistory, asked once per type per SPOT_PRICE_TTL) is above the cap in every zone is
-skipped without a launch call, and the cap goes into the request as the spot MaxPrice. Each worker's
-record says which type, subnet and zone it got and at what price.
+skipped without a launch call, and the cap goes into the request as the spot MaxPrice. With
+``hyperthreading`` false every launch carries ``CpuOptions`` (one thread per physical core, from
+DescribeInstanceTypes, asked once). Each worker's record says which type, subnet and zone it got, at what
+price, and the vCPUs it really has.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import logging
 import time
 from typing import Any
 
+from mcc.errors import MccError
 from mcc.providers.aws.clients import AwsContext
 from mcc.providers.aws import market
 from mcc.providers.aws.errors import AwsCapacity
@@ -42,7 +45,8 @@ class Ec2Fleet:
         self.backoff_until = 0.0
         self.backoff = 5.0
         self.launches = 0
-        self._vcpus: dict[str, int] | None = None  # the worker types', asked of EC2 once
+        self._cpus: dict[str, market.Cpus] | None = None  # the worker types' processors, asked of EC2 once
+        self.hyperthreading = bool(aws.get("hyperthreading", True))
         self.types: list[str] = list(aws.get("worker_types") or [aws["worker_type"]])
         self.subnets: list[str | None] = list(aws.get("subnets") or [aws.get("subnet_id")])
         self.cooling: dict[tuple[str, str | None], float] = {}  # option → monotonic time it may be tried again
@@ -51,14 +55,19 @@ class Ec2Fleet:
 
     def _pricing(self, itype: str, zone: str | None, spot_prices: dict[str, float]) -> dict[str, Any]:
         """What the instance record says about price: the spot price in force at launch in the instance's
-        zone, or the on-demand price the laptop recorded in the run spec, and the type's vCPUs."""
-        if self._vcpus is None:
-            self._vcpus = market.instance_vcpus(self.ctx, self.types)
+        zone, or the on-demand price the laptop recorded in the run spec, and the instance's vCPUs."""
+        cpus = self._cpu_info().get(itype)
         if self.aws.get("spot"):
             per_hour = market.spot_price(spot_prices, zone) if spot_prices else None
         else:
             per_hour = (self.aws.get("on_demand_prices") or {}).get(itype)
-        return {"region": self.ctx.region, "zone": zone, "vcpus": self._vcpus.get(itype), "price_per_hour": per_hour}
+        return {"region": self.ctx.region, "zone": zone, "vcpus": cpus.vcpus_with(self.hyperthreading) if cpus else None,
+                "price_per_hour": per_hour}
+
+    def _cpu_info(self) -> dict[str, market.Cpus]:
+        if self._cpus is None:
+            self._cpus = market.instance_cpus(self.ctx, self.types)
+        return self._cpus
 
     def _spot_prices(self, itype: str) -> dict[str, float]:
         """Zone → current spot price of ``itype`` (one DescribeSpotPriceHistory per type per SPOT_PRICE_TTL)."""
@@ -92,7 +101,7 @@ class Ec2Fleet:
             return []
         tags = self._tags(f"{self.rt.spec.run_id}-worker")
         spot = bool(self.aws.get("spot"))
-        refusals = []
+        refusals, undescribed = [], False
         for itype, subnet in self._options():
             # one price lookup per type and TTL, never per tick (calls per tick stay O(1) in workers)
             spot_prices = self._spot_prices(itype) if spot else {}
@@ -101,10 +110,18 @@ class Ec2Fleet:
                 refusals.append(f"{itype}: spot ${over:.4f}/h > max_spot_price ${self.aws['max_spot_price']}/h")
                 self._cool((itype, subnet))
                 continue
+            try:
+                cpu_options = None if self.hyperthreading else market.smt_off(itype, self._cpu_info().get(itype))
+            except MccError as exc:  # the laptop checked the types: EC2 did not answer the lookup this time
+                refusals.append(f"{itype}: {exc}")
+                self._cool((itype, subnet))
+                undescribed = True
+                continue
             self.launches += 1
             request = LaunchRequest(
                 self.aws["launch_template_id"], tags, f"{self.rt.spec.run_id}-w{self.launches}-{int(time.time())}",
-                itype, self.user_data, spot, subnet, launch_overrides(self.aws), self.aws.get("max_spot_price"))
+                itype, self.user_data, spot, subnet, launch_overrides(self.aws), self.aws.get("max_spot_price"),
+                cpu_options)
             try:
                 # MinCount=MaxCount=count: on a capacity error the next option gets the whole batch
                 zones = run_instances(self.ctx, request, count)
@@ -117,6 +134,8 @@ class Ec2Fleet:
             self._record(zones, itype, subnet, tags, spot_prices)
             log.info("launched %d %s worker(s)%s", len(zones), itype, f" in {subnet}" if subnet else "")
             return list(zones)
+        if undescribed:
+            self._cpus = None  # asked again for the next batch
         self.backoff_until = time.monotonic() + self.backoff
         log.warning("cannot launch %d worker(s) now (%s); retrying in %.0f s with what runs", count,
                     "; ".join(refusals) or "every type and zone is cooling down", self.backoff)

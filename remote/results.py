@@ -225,6 +225,14 @@ def rows_in(path: Path) -> int | None:
         return None
 
 
+def add_row_counts(path: Path, counts: list[int]) -> None:
+    """Record in a complete result file how many rows each of its points gave, when they differ (an entry
+    returning a variable number of rows per point): the combined file's ``point_index`` comes from it."""
+    if len(set(counts)) > 1:
+        with h5py.File(path, "a") as fh:
+            fh.attrs["row_counts"] = np.asarray(counts, dtype=np.int64)
+
+
 def mark_partial(fh: h5py.File, first: int, n: int, missing: list[int], counts: list[int]) -> None:
     """The attributes that make a file a partial result (see ``write_partial``)."""
     fh.attrs["first_point"] = first

@@ -210,7 +210,7 @@ def test_local_run_analyze_plot_and_logs(mcc_home: Path, make_project, tmp_path:
     workers = sorted({line.split()[0] for line in logs if line.startswith("w-")})
     assert workers and set(workers) <= {"w-0001", "w-0002", "w-0003", "w-0004"}
     folder = project / "results" / run_id / "logs"
-    assert (folder / "merged.log").exists() and (folder / "manager-1.log").exists()
+    assert (folder / "manager-1.log").exists() and not (folder / "merged.log").exists()  # merged when asked
     one = mcc("logs", run_id, "--worker", workers[0], home=mcc_home, check=True).stdout.splitlines()
     assert one and all(line.startswith(f"{workers[0]} ") for line in one)
     summary = mcc("analyze", home=mcc_home, check=True).stdout

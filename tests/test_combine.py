@@ -139,3 +139,23 @@ def test_byte_runs_match_a_plain_loop() -> None:
                 loop.append((start, i))
                 start = None
         assert combine._runs(where) == loop
+
+
+def test_point_index_of_points_with_different_row_counts_comes_from_row_counts(tmp_path: Path) -> None:
+    """An entry returning a variable number of rows per point: each file's ``row_counts`` numbers its rows,
+    also when the total divides evenly (1 + 3 rows for 2 points is not 2 + 2), and files of the same size
+    with other counts are never read through a layout learned from another."""
+    from mcc.remote.results import add_row_counts
+
+    counts = [[1, 3], [3, 1], [2, 2], [3, 1]]  # the last three files have the same size
+    files = []
+    for k, c in enumerate(counts):
+        path = tmp_path / f"{k}.h5"
+        rows = np.repeat(np.arange(10 * k, 10 * k + 2, dtype=float), c)
+        _write_result(path, np.column_stack([rows, rows]), 10 * k, 2)
+        add_row_counts(path, c)  # [2, 2] is uniform: no attribute, the even split is right
+        files.append(str(path))
+    combine_files(files, tmp_path / "out.h5", None, chunks=[(10 * k, 2) for k in range(len(counts))])
+    with h5py.File(tmp_path / "out.h5", "r") as fh:
+        np.testing.assert_array_equal(fh["point_index"][...], fh["data"][:, 0])
+        assert fh["point_index"][...].tolist() == [0, 1, 1, 1, 10, 10, 10, 11, 20, 20, 21, 21, 30, 30, 30, 31]

@@ -127,6 +127,31 @@ def test_candidate_types_and_subnets() -> None:
     assert s.candidate_types == ["c6i.large", "c5.large"] and s.candidate_subnets == ["subnet-a", "subnet-b"]
 
 
+def test_hyperthreading_off_counts_cores_and_refuses_a_type_that_cannot() -> None:
+    from mcc.backends.aws_settings import aws_settings
+    from mcc.errors import ConfigError
+    from mcc.providers.aws.market import Cpus
+
+    assert aws_settings({}).hyperthreading and not aws_settings({"hyperthreading": False}).hyperthreading
+    with pytest.raises(ConfigError, match="`hyperthreading` must be bool"):
+        aws_settings({"hyperthreading": "off"})
+    prices = model.Prices("us-east-1", PRICES, offered={"m5.xlarge", "c5.metal"},
+                          cpus_ec2={"m5.xlarge": Cpus(4, 2, 2, (1, 2)), "c5.metal": Cpus(96, 48, 2, ())})
+    sample = {"seconds": [0.1], "mean_s": 0.1, "min_s": 0.1, "max_s": 0.1}
+    doc = {ht: model.estimate_doc(backend="aws", n_points=8, chunks=[(0, 4), (4, 4)], values_per_point=5,
+                                  sample=sample, workers=2, candidates=["m5.xlarge"], manager_type="t3.small",
+                                  prices=prices, spot=False, hyperthreading=ht) for ht in (True, False)}
+    assert doc[True]["candidates"][0]["vcpus"] == 4 and doc[False]["candidates"][0]["vcpus"] == 2
+    assert any("SMT off" in a for a in doc[False]["assumptions"])
+    model.check_smt_off(["m5.xlarge"], prices, "proj/mcc.toml [aws]")
+    with pytest.raises(ConfigError, match=r"proj/mcc.toml \[aws\]: instance type 'c5.metal' cannot run with "
+                                          r"`hyperthreading = false`.*Fix:.*Nothing was created"):
+        model.check_smt_off(["m5.xlarge", "c5.metal"], prices, "proj/mcc.toml [aws]")
+    unasked = model.Prices("us-east-1", PRICES, ec2_note="EC2 not asked (no credentials)")
+    with pytest.raises(ConfigError, match=r"did not describe instance type 'm5.xlarge'.*\(EC2 not asked"):
+        model.check_smt_off(["m5.xlarge"], unasked, "proj/mcc.toml [aws]")
+
+
 def test_analyze_sets_the_runs_estimate_beside_the_actual(make_project, mcc_home: Path) -> None:
     project = make_project(30, body="time.sleep(0.01)")  # automatic chunk size: the run probes its first point
     out = mcc_json("run", str(project), home=mcc_home, timeout=300)

@@ -63,14 +63,20 @@ def _bucket(tmp_path: Path) -> LocalStore:
     return store
 
 
-def test_collect_logs_copies_and_merges(tmp_path: Path) -> None:
+def test_collect_logs_keeps_one_copy(tmp_path: Path) -> None:
+    """A local bucket's logs are hard-linked into the project (one copy on disk, also when collected
+    again after a resume), and the merged view is read from them, not stored beside them."""
     dest = tmp_path / "results" / "r-1" / "logs"
-    merged = logs.collect_logs(_bucket(tmp_path), dest)
-    assert merged == dest / "merged.log"
-    assert sorted(p.name for p in dest.iterdir()) == ["manager-1.log", "merged.log", "redis.log", "w-0001.log"]
+    store = _bucket(tmp_path)
+    for _ in range(2):
+        files = logs.collect_logs(store, dest)
+    assert sorted(p.name for p in files) == sorted(p.name for p in dest.iterdir()) == [
+        "manager-1.log", "redis.log", "w-0001.log"]
     assert (dest / "w-0001.log").read_text() == WORKER
-    assert merged.read_text().splitlines() == logs.merge({"manager-1": MANAGER, "w-0001": WORKER, "redis": REDIS})
-    assert logs.collect_logs(LocalStore(tmp_path / "empty"), tmp_path / "none") is None
+    bucket_file = store.local_path("logs/w-0001.log")
+    assert (dest / "w-0001.log").stat().st_ino == bucket_file.stat().st_ino and bucket_file.stat().st_nlink == 2
+    assert logs.merge(logs.folder_logs(dest)) == logs.merge({"manager-1": MANAGER, "w-0001": WORKER, "redis": REDIS})
+    assert logs.collect_logs(LocalStore(tmp_path / "empty"), tmp_path / "none") == []
 
 
 def _run_with_bucket(tmp_path: Path) -> tuple[Run, LocalStore]:

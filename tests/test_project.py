@@ -63,6 +63,9 @@ def test_points_list_of_lists(tmp_path):
     ("[np.float64(1.0), np.int64(2)]", (2, 1)),
     ("[[np.float32(1.0), 2], (3, np.int8(4))]", (2, 2)),
     ("[np.array([1.0, 2.0]), np.array([3.0, 4.0])]", (2, 2)),
+    ("([i, i / 2] for i in range(5))", (5, 2)),  # any iterable: a generator is read once into one array
+    ("map(float, range(3))", (3, 1)),
+    ("iter(np.zeros((4, 3)))", (4, 3)),
 ])
 def test_points_accepted_shapes(tmp_path, expr, shape):
     root = make(tmp_path, **{"points.py": f"import numpy as np\ndef get_points():\n    return {expr}\n"})
@@ -119,12 +122,22 @@ def test_points_no_get_points(tmp_path):
 @pytest.mark.parametrize("expr, detail", [
     ("{'a': 1}", "returned dict"),
     ("None", "returned NoneType"),
-    ("(p for p in [[1]])", "returned generator"),
     ("42", "returned int"),
+    ("'0.1 0.2'", "returned str"),
 ])
 def test_points_not_a_list(tmp_path, expr, detail):
     message = points_error(tmp_path, f"def get_points():\n    return {expr}\n")
-    assert detail in message and "not a list, tuple or numpy array" in message
+    assert detail in message and "not a list, tuple, numpy array or other iterable of points" in message
+
+
+@pytest.mark.parametrize("expr, detail", [
+    ("iter([[1.0, 2.0], [3.0]])", "yielded point 1 with 1 coordinate(s) where point 0 has 2"),
+    ("iter([[1.0, 2.0], ['a', 'b']])", "yielded a point unlike the first"),
+    ("iter([['a', 1.0], [2.0, 3.0]])", "point 0"),  # a bad first point: named by the one-by-one check
+    ("iter([])", "no points"),
+])
+def test_points_bad_iterables(tmp_path, expr, detail):
+    assert detail in points_error(tmp_path, f"def get_points():\n    return {expr}\n")
 
 
 @pytest.mark.parametrize("expr", ["[]", "()", "__import__('numpy').zeros((0, 3))"])

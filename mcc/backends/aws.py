@@ -170,7 +170,7 @@ class AwsBackend:
 
     def _fleet_options(self) -> dict[str, Any]:
         """What the manager's fleet needs to diversify and to price: the worker types in order, the subnets,
-        the spot cap, and the on-demand $/h of every type it may launch (recorded now, so the manager prices
+        the spot cap, SMT on or off, and the on-demand $/h of every type it may launch (recorded now, so the manager prices
         its workers as the laptop does, with the laptop gone)."""
         from mcc.report import pricing
 
@@ -178,7 +178,7 @@ class AwsBackend:
         types = s.candidate_types
         prices = {t: table["regions"].get(self.region, {}).get(t) for t in [*types, s.manager_type]}
         return {"worker_types": types, "subnets": [n for n in s.candidate_subnets if n],
-                "max_spot_price": s.max_spot_price, "on_demand_prices": prices}
+                "max_spot_price": s.max_spot_price, "on_demand_prices": prices, "hyperthreading": s.hyperthreading}
 
     def wait_cache(self, engine: Engine, row: models.Resource, timeout: float = 1800.0) -> models.Resource:
         """The cache row once its cluster has an endpoint (attrs ``host``, ``port`` recorded)."""

@@ -20,6 +20,7 @@ class AwsSettings:
     manager_type: str = "t3.small"
     worker_type: str = "c6i.large"
     spot: bool = False                   # workers on spot; the manager is always on-demand
+    hyperthreading: bool = True          # false: workers launched with SMT off (CpuOptions: one thread per core)
     queue: str = "manager"               # redis-server on the manager, or "elasticache" (TLS + AUTH)
     cache_node_type: str = "cache.t3.micro"
     ssh_cidr: str | None = None          # SSH stays closed unless a CIDR is named (never 0.0.0.0/0)

@@ -76,7 +76,9 @@ class Engine:
         """The live resource in this role (of ``run``, or shared by the ledger when None), replaced under a
         new key if the previous one died.
 
-        Keys are ``base_key``, ``base_key-2``, …: one row per physical resource, ever.
+        Keys are ``base_key``, ``base_key-2``, …: one row per physical resource, ever. A row whose create
+        failed keeps its key: the failure may have come after the call went out (RunInstances answered, the
+        wait for it to run did not), and ``ensure`` adopts what its tags find before it creates again.
         """
         run_id = run.id if run is not None else None
         owner = models.Resource.run.is_null() if run_id is None else models.Resource.run == run_id
@@ -85,10 +87,10 @@ class Engine:
             .order_by(models.Resource.id)
         )
         current = rows[-1] if rows else None
-        if current is not None and current.state not in ("deleting", "deleted", "failed"):
+        if current is not None and current.state not in ("deleting", "deleted"):
             if current.state == "active" and self.describe(current) is None:
                 self.destroy(current, "found dead")
-            else:
+            else:  # a failed create may have gone out (a wait after the call failed): ensure finds before it creates
                 return self.ensure(run_id, kind, current.name, current.idempotency_key, params)
         elif current is not None and current.state == "deleting":
             self.destroy(current, "found dead")

@@ -155,9 +155,11 @@ def after_failure(ctx: Context, run: models.Run) -> str:
         return f"The run goes on in the background (its manager is {manager.physical_id}): {follow}"
     if ctx.backend.name != "local":
         try:
-            left = [f"{r.kind} {r.physical_id}" for r in models.Resource.select().where(
+            left = [f"{r.kind} {r.physical_id}" if r.physical_id else
+                    f"{r.kind} {r.name} (if its create call went through; mcc finds it by its tags)"
+                    for r in models.Resource.select().where(
                 (models.Resource.run == run.id) & models.Resource.kind.in_(["instance", "cache"])
-                & models.Resource.state.in_(["active", "adopted", "creating"]))]
+                & models.Resource.state.in_(["active", "adopted", "creating", "failed"]))]
         except Exception:  # noqa: BLE001
             left = []
         if left:

@@ -206,8 +206,10 @@ def _bad_points(path: Path, detail: str) -> ProjectError:
 def _as_points(raw: Any, path: Path) -> np.ndarray:
     """Validate what get_points() returned and convert it to a float64 2-D array."""
     if not isinstance(raw, (list, tuple, np.ndarray)):
-        raise _bad_points(path, f"returned {type(raw).__name__} ({_short(raw)}), not a list, "
-                                f"tuple or numpy array.")
+        if isinstance(raw, (str, bytes, dict)) or not hasattr(raw, "__iter__"):
+            raise _bad_points(path, f"returned {type(raw).__name__} ({_short(raw)}), not a list, "
+                                    f"tuple, numpy array or other iterable of points.")
+        raw = _from_iterable(iter(raw), path)
     if len(raw) == 0:
         raise _bad_points(path, "returned no points (an empty sequence).")
     try:
@@ -227,6 +229,33 @@ def _as_points(raw: Any, path: Path) -> np.ndarray:
         raise _bad_points(path, f"returned a NaN or infinite coordinate in point {i} "
                                 f"({array[i].tolist()}); {bad.size} point(s) affected.")
     return array
+
+
+def _from_iterable(points: Any, path: Path) -> np.ndarray | list[Any]:
+    """The points of a generator or other iterable, read once into one float64 array (no list of them
+    beside it); a first point that is not a number or a flat list of numbers is left to ``_slow_points``."""
+    first = next(points, None)
+    if first is None:
+        return []
+    row = np.asarray(first)
+    if row.dtype.kind not in "iuf" or row.ndim > 1 or (row.ndim == 1 and row.size == 0):
+        return [first, *points]
+    if row.ndim == 0:
+        rows, kind = itertools.chain((first,), points), np.dtype(np.float64)
+    else:
+        rows, kind = _same_length(itertools.chain((first,), points), row.size, path), np.dtype((np.float64, (row.size,)))
+    try:
+        return np.fromiter(rows, dtype=kind)
+    except (ValueError, TypeError) as exc:
+        raise _bad_points(path, f"yielded a point unlike the first ({first!r}): {exc}.") from None
+
+
+def _same_length(points: Any, width: int, path: Path) -> Any:
+    """``points``, each checked to have ``width`` coordinates (numpy would broadcast a shorter one)."""
+    for i, point in enumerate(points):
+        if len(point) != width:
+            raise _bad_points(path, f"yielded point {i} with {len(point)} coordinate(s) where point 0 has {width}.")
+        yield point
 
 
 def _is_number(value: Any) -> bool:

@@ -85,7 +85,7 @@ class Prices:
     table: dict[str, Any]
     offered: set[str] | None = None
     spot: dict[str, dict[str, float]] | None = None
-    vcpus_ec2: dict[str, int] | None = None
+    cpus_ec2: dict[str, Any] | None = None  # type → mcc.providers.aws.market.Cpus
     ec2_note: str | None = None
 
     def on_demand(self, itype: str) -> float | None:
@@ -97,10 +97,12 @@ class Prices:
         zones = (self.spot or {}).get(itype) or {}
         return max(zones.values()) if zones else None
 
-    def vcpus(self, itype: str) -> int | None:
+    def vcpus(self, itype: str, hyperthreading: bool = True) -> int | None:
+        """EC2's count (with SMT off: the physical cores), else the table's."""
         if itype == pricing.LOCAL:
             return 1
-        return (self.vcpus_ec2 or {}).get(itype) or self.table["vcpus"].get(itype)
+        cpus = (self.cpus_ec2 or {}).get(itype)
+        return cpus.vcpus_with(hyperthreading) if cpus else self.table["vcpus"].get(itype)
 
 
 def ec2_prices(region: str | None, types: list[str], *, spot: bool, profile: str | None = None,
@@ -116,7 +118,7 @@ def ec2_prices(region: str | None, types: list[str], *, spot: bool, profile: str
         ctx = AwsContext.create("", region=region, profile=profile)
         prices.region = ctx.region
         prices.offered = market.offered_types(ctx, types)
-        prices.vcpus_ec2 = market.instance_vcpus(ctx, sorted(prices.offered)) if prices.offered else {}
+        prices.cpus_ec2 = market.instance_cpus(ctx, sorted(prices.offered)) if prices.offered else {}
         prices.spot = {t: market.spot_prices(ctx, t) for t in types if t in prices.offered} if spot else None
     except MccError as exc:
         prices.ec2_note = f"EC2 not asked ({str(exc).split('. ')[0]}): types checked against the price table only"
@@ -145,11 +147,24 @@ def check_types(types: list[str], prices: Prices, where: str) -> None:
                           f"{source}.{hint} Fix: use a type of `mcc prices --region {prices.region}`.")
 
 
+def check_smt_off(types: list[str], prices: Prices, where: str) -> None:
+    """With ``hyperthreading = false``: every worker type allows one thread per core, by EC2's word."""
+    from mcc.errors import ConfigError, MccError
+    from mcc.providers.aws import market
+
+    for itype in types:
+        try:
+            market.smt_off(itype, (prices.cpus_ec2 or {}).get(itype))
+        except MccError as exc:
+            note = f" ({prices.ec2_note})" if prices.ec2_note else ""
+            raise ConfigError(f"{where}: {exc}{note}. Nothing was created.") from None
+
+
 def estimate_doc(*, backend: str, n_points: int, chunks: list[tuple[int, int]], values_per_point: int,
                  sample: dict[str, Any], workers: int, candidates: list[str], manager_type: str | None,
                  prices: Prices, spot: bool, custom_image: bool = False, queue: str = "manager",
                  cache_node_type: str | None = None, processes: Callable[[str], int] = lambda t: 1,
-                 startup_s: tuple[float, float] | None = None) -> dict[str, Any]:
+                 startup_s: tuple[float, float] | None = None, hyperthreading: bool = True) -> dict[str, Any]:
     """The estimate as one JSON-friendly document: the inputs, the assumptions, one row per candidate."""
     mean = sample["mean_s"]
     key = "aws_custom_image" if backend == "aws" and custom_image else backend
@@ -169,7 +184,7 @@ def estimate_doc(*, backend: str, n_points: int, chunks: list[tuple[int, int]], 
             parts = bill(sched, usd_h, manager_price)
             costs[market] = None if parts is None else {**parts, **other, "total": sum(parts.values()) + sum(other.values())}
         rows.append({
-            "instance_type": itype, "vcpus": prices.vcpus(itype), "processes_per_worker": procs,
+            "instance_type": itype, "vcpus": prices.vcpus(itype, hyperthreading), "processes_per_worker": procs,
             "worker_instances": sched.worker_instances, "compute_s": sched.compute_s, "wall_s": sched.wall_s,
             "instance_hours": (sched.worker_instances * sched.worker_life_s + (sched.manager_life_s if backend == "aws" else 0)) / 3600,
             "billed_instance_hours": (sched.worker_instances * pricing.billed_seconds(sched.worker_life_s)
@@ -200,6 +215,9 @@ def estimate_doc(*, backend: str, n_points: int, chunks: list[tuple[int, int]], 
             "spot: the current DescribeSpotPriceHistory price, the highest zone of the region"
             if prices.spot is not None else "spot: not asked of EC2 (spot = false)" if not spot else "spot: unknown",
         ]
+        if not hyperthreading:
+            assumptions.append("workers with SMT off (hyperthreading = false): one thread per physical core, "
+                               "vCPUs = cores")
         if prices.ec2_note:
             assumptions.append(prices.ec2_note)
     return {"backend": backend, "region": prices.region if backend == "aws" else None, "points": n_points,
@@ -256,7 +274,7 @@ def for_run(settings: Any, n_points: int, n_dims: int, chunks: list[tuple[int, i
                         sample=sample, workers=settings.workers,
                         candidates=[worker_type] if worker_type else aws.candidate_types,
                         manager_type=aws.manager_type, prices=prices, spot=aws.spot, custom_image=aws.custom_image,
-                        queue=aws.queue, cache_node_type=aws.cache_node_type)
+                        queue=aws.queue, cache_node_type=aws.cache_node_type, hyperthreading=aws.hyperthreading)
 
 
 def aws_prices(settings: Any, where: str) -> Prices:
@@ -272,4 +290,6 @@ def aws_prices(settings: Any, where: str) -> Prices:
         raise ConfigError("no AWS region to price the run in: set `region` in the [aws] table of mcc.toml, "
                           "pass --region, or set AWS_REGION.")
     check_types(types + [aws.manager_type], prices, where)
+    if not aws.hyperthreading:
+        check_smt_off(types, prices, where)
     return prices

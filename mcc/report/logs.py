@@ -1,13 +1,16 @@
 """The run's logs: the manager's, every worker's and the queue server's, merged into one time-sorted view.
 
-While a run is live its logs are read from the bucket (``logs/`` there); at collect time they are copied to
-``<project>/results/<run-id>/logs/`` with ``merged.log`` beside them, and read from there afterwards (the
-bucket is deleted by ``mcc clean``). Each merged line is prefixed by its source (``manager-1``, ``w-0003``,
+While a run is live its logs are read from the bucket (``logs/`` there); at collect time they are brought to
+``<project>/results/<run-id>/logs/`` and read from there afterwards (the bucket is deleted by ``mcc clean``).
+One copy on disk: a local bucket's log is hard-linked into the project where both are on one filesystem
+(copied otherwise), and the merged view is made when asked (``mcc logs RUN``), not stored, so a chatty entry's
+capped output is not kept three times. Each merged line is prefixed by its source (``manager-1``, ``w-0003``,
 ``redis``). A line without a timestamp (a traceback, a user's print) keeps the time of the line before it.
 """
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
 from datetime import datetime, timezone
@@ -23,7 +26,6 @@ from mcc.work.stores import Store
 
 log = logging.getLogger(__name__)
 
-MERGED = "merged.log"
 FINISHED_STATES = TERMINAL_RUN_STATES | {"cleaning"}
 
 _PY = re.compile(r"^(\d{4}-\d{2}-\d{2})[ T](\d{2}:\d{2}:\d{2})(?:[,.](\d{1,6}))?(Z|[+-]\d{2}:?\d{2})?")
@@ -89,23 +91,41 @@ def bucket_logs(store: Store) -> dict[str, str]:
 
 
 def folder_logs(folder: Path) -> dict[str, str]:
-    """source → text of every ``*.log`` in ``folder`` except ``merged.log``."""
-    return {source_name(p.name): p.read_text(errors="replace")
-            for p in sorted(folder.glob("*.log")) if p.name != MERGED}
+    """source → text of every ``*.log`` in ``folder``."""
+    return {source_name(p.name): p.read_text(errors="replace") for p in sorted(folder.glob("*.log"))}
 
 
-def collect_logs(store: Store, dest: Path) -> Path | None:
-    """Copy the bucket's ``logs/`` into ``dest`` and write ``dest/merged.log``; returns its path (None if no logs)."""
-    texts = bucket_logs(store)
-    if not texts:
-        return None
-    dest.mkdir(parents=True, exist_ok=True)
-    for source, text in texts.items():
-        (dest / f"{source}.log").write_text(text)
-    merged = dest / MERGED
-    merged.write_text("".join(line + "\n" for line in merge(texts)))
-    log.info("copied %d log files to %s", len(texts), dest)
-    return merged
+def collect_logs(store: Store, dest: Path) -> list[Path]:
+    """Bring the bucket's ``logs/*.log`` into ``dest`` (hard links from a local bucket on the same
+    filesystem, else copies); returns the files, none if the run logged nothing."""
+    out = []
+    for key in store.list(LOGS):
+        if not key.endswith(".log"):
+            continue
+        target = dest / f"{source_name(key)}.log"
+        dest.mkdir(parents=True, exist_ok=True)
+        if not (_link(store.local_path(key), target) or store.get_file(key, target)):
+            continue  # gone between the listing and now
+        out.append(target)
+    if out:
+        log.info("collected %d log files into %s", len(out), dest)
+    return out
+
+
+def _link(src: Path | None, target: Path) -> bool:
+    """Hard-link ``src`` to ``target`` (replacing it); False when there is no local file or no link is possible."""
+    if src is None or not src.is_file():
+        return False
+    if target.exists() and os.path.samefile(src, target):  # collected before (rename would do nothing)
+        return True
+    tmp = target.with_name(target.name + ".link")
+    try:
+        tmp.unlink(missing_ok=True)
+        os.link(src, tmp)
+    except OSError:  # another filesystem, or one without hard links: the caller copies
+        return False
+    os.replace(tmp, target)
+    return True
 
 
 def collect_failures(store: Store, dest: Path) -> int:

@@ -7,7 +7,7 @@ from typing import Callable, NamedTuple, Sequence
 
 import h5py
 import numpy as np
-from h5py import h5d, h5f, h5p, h5s
+from h5py import h5a, h5d, h5f, h5p, h5s
 
 BLOCK_BYTES = 4 * 2**20  # rows are gathered in a buffer of this size, then written in one call
 SMALL_FILE_BYTES = 2**20  # files up to this size are read whole in one read (HDF5's core driver)
@@ -20,7 +20,9 @@ def builtin_combine(files: Sequence[str], fileout: str, chunks: Sequence[tuple[i
     With ``chunks`` (the ``(first_point, n_points)`` of each file's subproblem) a ``point_index``
     dataset gives each row its point number, so the gaps left by dead points are explicit: a file
     with one row per point numbers them ``first_point …``, one with ``k`` rows per point repeats
-    each number ``k`` times, any other row count is numbered -1 (unknown). A chunk given as an array
+    each number ``k`` times, one whose points gave different row counts says so in its ``row_counts``
+    attribute (the worker writes it, :func:`mcc.remote.results.add_row_counts`), any other row count is
+    numbered -1 (unknown). A chunk given as an array
     instead is the point number of each row (a partial result: ``mcc.remote.results.row_points``).
     A result that fits in one block is stored contiguously at its exact size (no chunk padding).
 
@@ -41,6 +43,7 @@ def builtin_combine(files: Sequence[str], fileout: str, chunks: Sequence[tuple[i
         layouts = _Layouts()
         writer: _BlockWriter | None = None
         rows_per_file: list[int] = []
+        counts_per_file: list[np.ndarray | None] = []  # a file's ``row_counts``: rows of each of its points
         for name in files:
             before = writer.rows if writer is not None else 0
             fd = os.open(name, os.O_RDONLY)  # _read_small, inlined: this loop runs once per result file
@@ -56,28 +59,45 @@ def builtin_combine(files: Sequence[str], fileout: str, chunks: Sequence[tuple[i
                     writer = _BlockWriter(out, _width(name, layout.shape))
                 writer.add_bytes(name, raw, layout)
                 rows_per_file.append(writer.rows - before)
+                counts_per_file.append(None)
                 continue
             fid = h5f.open(os.fsencode(name), h5f.ACC_RDONLY, fapl=small if raw is not None else large)
             try:
+                counts = _row_counts(fid)
                 dset = h5d.open(fid, b"data")
                 try:
                     if writer is None:
                         writer = _BlockWriter(out, _width(name, dset.shape))
                     writer.read_from(name, dset)
-                    if raw is not None:
+                    if raw is not None and counts is None:  # a file's counts are never read from its bytes
                         layouts.learn(raw, dset)
                 finally:
                     dset.close()
             finally:
                 fid.close()
             rows_per_file.append(writer.rows - before)
+            counts_per_file.append(counts)
         assert writer is not None
         writer.finish()
         if chunks is not None:
-            _write_point_index(out, list(chunks), rows_per_file)
+            _write_point_index(out, list(chunks), rows_per_file, counts_per_file)
 
 
-def _write_point_index(out: h5py.File, chunks: list[tuple[int, int]], rows_per_file: list[int]) -> None:
+def _row_counts(fid: h5f.FileID) -> np.ndarray | None:
+    """The ``row_counts`` attribute of an open result file (rows of each point), None if it has none."""
+    if not h5a.exists(fid, b"row_counts"):
+        return None
+    attr = h5a.open(fid, b"row_counts")
+    try:
+        counts = np.empty(attr.shape, dtype=np.int64)
+        attr.read(counts)
+    finally:
+        attr.close()
+    return counts
+
+
+def _write_point_index(out: h5py.File, chunks: list[tuple[int, int]], rows_per_file: list[int],
+                       counts_per_file: list[np.ndarray | None]) -> None:
     """``point_index``: the point number of every row of ``data`` (see :func:`builtin_combine`)."""
     if len(chunks) != len(rows_per_file):
         raise ValueError(f"{len(rows_per_file)} result files but {len(chunks)} subproblems given")
@@ -87,13 +107,15 @@ def _write_point_index(out: h5py.File, chunks: list[tuple[int, int]], rows_per_f
     dset = out.create_dataset("point_index", (total,), dtype=dtype)
     dset.attrs["description"] = "the point number (index into get_points()) of each row of data; -1: unknown"
     at, parts, held = 0, [], 0
-    for chunk, rows in zip(chunks, rows_per_file):
+    for chunk, rows, counts in zip(chunks, rows_per_file, counts_per_file):
         if isinstance(chunk, np.ndarray):  # a partial result: the point of each of its rows, given
             parts.append(chunk.astype(dtype) if len(chunk) == rows else np.full(rows, -1, dtype=dtype))
             held += rows
             continue
         first, n = chunk
-        if rows == n:
+        if counts is not None and len(counts) == n and int(counts.sum()) == rows:
+            parts.append(np.repeat(np.arange(first, first + n, dtype=dtype), counts))
+        elif rows == n:
             parts.append(np.arange(first, first + n, dtype=dtype))
         elif n and rows % n == 0:
             parts.append(np.repeat(np.arange(first, first + n, dtype=dtype), rows // n))

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import secrets
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -12,10 +13,12 @@ import pytest
 from tests.aws.harness import Cloud, HarnessErrors
 from tests.aws.harness.elasticache import ElastiCacheStandIn
 from tests.aws.harness import gaps
-from tests.aws.harness.authz import PolicyEvaluator
+from tests.aws.harness.authz import LAPTOP_KEY, PolicyEvaluator
+from tests.aws.harness.enforce import Enforcement, Identities, admin_front
 from tests.aws.harness.moto_server import MotoServer, ensure_al2023_parameter
 from tests.aws.harness.proxy import FaultProxy
 from tests.aws.harness.runner import InstanceRunner
+from tests.aws.harness.tagging import HARNESS_KEY
 from tests.aws.harness.tls import TlsFiles, make_tls
 
 REGION = "us-east-1"
@@ -56,28 +59,45 @@ def cloud(moto: MotoServer, tls_files: TlsFiles, tmp_path: Path,
           monkeypatch: pytest.MonkeyPatch) -> Iterator[Cloud]:
     """A fresh emulated cloud: moto reset, fault proxy, ElastiCache stand-in, instance runner, env set."""
     moto.reset()
+    with emulated_cloud(moto.url, tls_files, tmp_path / "cloud", monkeypatch) as c:
+        yield c
+
+
+@contextmanager
+def emulated_cloud(moto_url: str, tls_files: TlsFiles, root: Path, monkeypatch: pytest.MonkeyPatch,
+                   ids: Identities | None = None) -> Iterator[Cloud]:
+    """The ``cloud`` fixture on the moto at ``moto_url``. With ``ids`` (a moto enforcing IAM, bootstrapped by
+    harness/enforce.py) the laptop signs as the laptop user, instances with STS sessions of their roles, and
+    the harness's direct clients reach moto through an admin front; ``Cloud.enforcement`` records moto's
+    refusals."""
     errors = HarnessErrors()
-    secret = "mcc-test-secret-" + secrets.token_hex(12)
-    root = tmp_path / "cloud"
-    proxy = FaultProxy(moto.url, errors=errors).start()
+    secret = ids.laptop.secret_key if ids else "mcc-test-secret-" + secrets.token_hex(12)
+    front = admin_front(moto_url, ids.admin, errors) if ids else None
+    direct_url = front.url if front else moto_url
+    proxy = FaultProxy(moto_url, errors=errors).start()
     elasticache = ElastiCacheStandIn(tls_files, root / "elasticache", errors=errors).attach(proxy)
-    runner = InstanceRunner(moto.url, proxy.url, root / "instances", secret_key=secret,
+    runner = InstanceRunner(direct_url, proxy.url, root / "instances", secret_key=secret,
                             ca_bundle=tls_files.bundle, region=REGION, errors=errors)
     for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_CONFIG_FILE",
                  "AWS_SHARED_CREDENTIALS_FILE", "AWS_EC2_METADATA_SERVICE_ENDPOINT"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ids.laptop.access_key if ids else LAPTOP_KEY)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
     monkeypatch.setenv("AWS_REGION", REGION)
     monkeypatch.setenv("AWS_CONFIG_FILE", str(root / "no-aws-config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(root / "no-aws-credentials"))
     monkeypatch.setenv("SSL_CERT_FILE", str(tls_files.bundle))
-    c = Cloud(url=proxy.url, moto_url=moto.url, proxy=proxy, runner=runner, elasticache=elasticache,
+    c = Cloud(url=proxy.url, moto_url=direct_url, proxy=proxy, runner=runner, elasticache=elasticache,
               secret_key=secret, region=REGION, ca_file=str(tls_files.ca_cert), errors=errors)
     c.bucket_policies = gaps.attach_all(proxy, c.client("ec2")).policies
-    c.authz = PolicyEvaluator(c.client, runner, c.bucket_policies, REGION).attach(proxy)
+    c.authz = PolicyEvaluator(c.client, runner, c.bucket_policies, REGION,
+                              laptop_keys=(ids.laptop.access_key,) if ids else ()).attach(proxy)
+    if ids:
+        c.enforcement = Enforcement(ids, lambda: c.client("iam"), lambda: c.client("sts"), c.authz.who,
+                                    harness_keys=(HARNESS_KEY,)).attach(proxy)
+        runner.sessions = c.enforcement.session
     try:
         ensure_al2023_parameter(c.client("ssm"), c.client("ec2"), proxy)
         runner.start()
@@ -86,5 +106,7 @@ def cloud(moto: MotoServer, tls_files: TlsFiles, tmp_path: Path,
         runner.stop()
         elasticache.stop()
         proxy.stop()
+        if front:
+            front.stop()
     assert not errors, "emulated cloud reported errors:\n" + "\n".join(errors)
     assert not c.authz.failures, "AWS would refuse these calls (tests/aws/harness/authz.py):\n" + "\n".join(c.authz.failures)

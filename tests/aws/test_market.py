@@ -1,8 +1,11 @@
-"""Spot prices and vCPU counts asked of EC2 (moto_server over HTTP), and the pure parts on real reply shapes."""
+"""Spot prices and processors asked of EC2 (moto_server over HTTP), and the pure parts on real reply shapes."""
 from __future__ import annotations
 
 import datetime as dt
 
+import pytest
+
+from mcc.errors import MccError
 from mcc.providers.aws import market
 from mcc.providers.aws.clients import AwsContext
 from tests.aws._moto import aws_ctx, aws_env, moto_endpoint  # noqa: F401 - fixtures
@@ -28,13 +31,26 @@ def test_latest_spot_price_per_zone_from_a_history() -> None:
     assert market.spot_price({}, "us-east-1a") is None
 
 
-def test_vcpus_from_describe_instance_types(aws_ctx: AwsContext) -> None:
-    counts = market.instance_vcpus(aws_ctx, ["t3.micro", "c6i.large", "c6i.large"])
-    assert counts == {"t3.micro": 2, "c6i.large": 2}
+def test_processors_from_describe_instance_types(aws_ctx: AwsContext) -> None:
+    cpus = market.instance_cpus(aws_ctx, ["t3.micro", "m5.xlarge", "m5.xlarge", "t2.micro", "c5.metal"])
+    assert cpus == {"t3.micro": market.Cpus(2, 1, 2, (1, 2)), "m5.xlarge": market.Cpus(4, 2, 2, (1, 2)),
+                    "t2.micro": market.Cpus(1, 1, 1, ()), "c5.metal": market.Cpus(96, 48, 2, ())}
+    assert cpus["m5.xlarge"].vcpus_with(True) == 4 and cpus["m5.xlarge"].vcpus_with(False) == 2
+
+
+def test_smt_off_takes_the_physical_cores_or_names_the_type_that_cannot(aws_ctx: AwsContext) -> None:
+    cpus = market.instance_cpus(aws_ctx, ["m5.xlarge", "t2.micro", "c5.metal"])
+    assert market.smt_off("m5.xlarge", cpus["m5.xlarge"]) == {"CoreCount": 2, "ThreadsPerCore": 1}
+    assert market.smt_off("t2.micro", cpus["t2.micro"]) is None  # one thread per core already: nothing to change
+    with pytest.raises(MccError, match=r"'c5.metal' cannot run with `hyperthreading = false`.*ThreadsPerCore only "
+                                       r"its default 2, not 1\. Fix: choose a worker type"):
+        market.smt_off("c5.metal", cpus["c5.metal"])
+    with pytest.raises(MccError, match="did not describe instance type 'no-such.type'"):
+        market.smt_off("no-such.type", None)
 
 
 def test_unknown_type_gives_no_count_and_no_error(aws_ctx: AwsContext) -> None:
-    assert market.instance_vcpus(aws_ctx, ["no-such.type"]) == {}
+    assert market.instance_cpus(aws_ctx, ["no-such.type"]) == {}
 
 
 def test_spot_prices_are_asked_of_the_region(aws_ctx: AwsContext) -> None:

@@ -144,6 +144,19 @@ def check_block(cloud, mcc_home: Path, tmp_path: Path, *, full: bool) -> None:
     assert second != run_id
     after = {(r["kind"], r["physical_id"]) for r in resources(mcc_home) if r["run"] is None}
     assert after == before
+    # hyperthreading=True: the workers keep SMT (no CpuOptions); =False reaches the run's [aws] settings and a
+    # type that cannot turn SMT off is refused before the run exists
+    worker_launches = [r.params for r in cloud.proxy.requests if r.action == "RunInstances"
+                       and (r.access_key or "").startswith("ASIA")]
+    assert worker_launches and not [k for p in worker_launches for k in p if k.startswith("CpuOptions")]
+    (project / "smt.py").write_text(setup_script() + (
+        'launch_master_node(master_template_id=template_id, s3_bucket_name=s3_name, worker_instance_type="c5.metal",\n'
+        '                   entry_point_script="my_script.py", hyperthreading=False, redis_endpoint=redis_endpoint)\n'))
+    refused = run_bounded([sys.executable, "smt.py"], cwd=project, env={**os.environ, "MCC_HOME": str(mcc_home)},
+                          capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+    assert refused.returncode != 0 and "'c5.metal' cannot run with `hyperthreading = false`" in refused.stderr, \
+        refused.stderr[-3000:]
+    assert latest_run_id(mcc_home) == second
 
     started = time.monotonic()
     result = mcc_json("clean", "--all", "--yes", home=mcc_home, timeout=900)
@@ -208,9 +221,9 @@ def test_missing_script_files_and_unknown_arguments(folder: Path) -> None:
     with pytest.raises(mcc.MccError, match="unknown argument.*bogus.*accepts master_template_id, s3_bucket_name"):
         launch_master_node(master_template_id="lt-1", s3_bucket_name=s3_name, entry_point_script="my_script.py",
                            bogus=1)
-    with pytest.raises(mcc.MccError, match="hyperthreading=False"):
+    with pytest.raises(mcc.MccError, match="hyperthreading must be True or False, got 'off'"):
         launch_master_node(master_template_id="lt-1", s3_bucket_name=s3_name, entry_point_script="my_script.py",
-                           hyperthreading=False)
+                           hyperthreading="off")
     with pytest.raises(mcc.MccError, match="launch template 'lt-1' was not made by mcc"):
         launch_master_node(master_template_id="lt-1", s3_bucket_name=s3_name, entry_point_script="my_script.py")
     # the same call in the same folder: the same bucket, no second one
@@ -272,8 +285,6 @@ def setup_counts(home: Path) -> dict[str, int]:
 
 
 def setup_boundary(cloud, tmp_path: Path, baseline: dict[str, int], n: int, at) -> float:
-    import signal as _signal
-
     from tests.aws.test_crash_boundaries import Killer
 
     started, key, home = time.monotonic(), f"setup{n}", tmp_path / f"home-{n}"
@@ -282,15 +293,13 @@ def setup_boundary(cloud, tmp_path: Path, baseline: dict[str, int], n: int, at) 
     env = {**os.environ, "MCC_HOME": str(home), "AWS_ACCESS_KEY_ID": key}
     killer = Killer(at[0], at[1], key)
     cloud.proxy.add_hook(killer)
-    proc = subprocess.Popen([sys.executable, "setup.py"], cwd=project, env=env, text=True, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, start_new_session=True)
-    killer.pid = proc.pid
-    try:
-        _out, err = proc.communicate(timeout=600)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, _signal.SIGKILL)
-        raise
-    assert killer.fired.is_set(), (at, proc.returncode, err[-3000:])
+
+    def arm(proc: subprocess.Popen) -> None:
+        killer.pid = proc.pid
+
+    proc = run_bounded([sys.executable, "setup.py"], cwd=project, env=env, capture_output=True, text=True,
+                       timeout=600, stdin=subprocess.DEVNULL, on_start=arm)
+    assert killer.fired.is_set(), (at, proc.returncode, proc.stderr[-3000:])
     again = run_bounded([sys.executable, "setup.py"], cwd=project, env=env, capture_output=True, text=True,
                         timeout=600, stdin=subprocess.DEVNULL)
     if again.returncode != 0:
@@ -312,7 +321,7 @@ def test_setup_calls_killed_at_every_boundary_then_rerun(cloud, mcc_home: Path, 
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
-    from tests.aws.test_crash_boundaries import LAPTOP_KEY, PHASES, distinct, laptop_mutations
+    from tests.aws.test_crash_boundaries import LAPTOP_KEY, PHASES, crash_sample, distinct, laptop_mutations
 
     if not cloud.elasticache.available():
         pytest.skip("create_redis_server needs the ElastiCache stand-in (a TLS-capable redis-server 7)")
@@ -329,7 +338,7 @@ def test_setup_calls_killed_at_every_boundary_then_rerun(cloud, mcc_home: Path, 
     assert {"security_group", "key_pair", "image", "launch_template", "cache", "bucket"} <= set(baseline), baseline
     assert mcc_json("clean", "--all", "--yes", home=mcc_home, timeout=600)["survivors"] == []
     targets = [(call, phase) for call in calls for phase in PHASES]
-    targets = targets[::int(os.environ.get("MCC_CRASH_SAMPLE") or 1)]
+    targets = targets[::crash_sample()]
     if os.environ.get("MCC_CRASH_ONLY"):  # e.g. "s3:PutObject:before"
         targets = [t for t in targets if ":".join((*t[0], t[1])) == os.environ["MCC_CRASH_ONLY"]]
     with ThreadPoolExecutor(max_workers=3) as pool:

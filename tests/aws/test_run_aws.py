@@ -199,3 +199,34 @@ def test_clean_with_ledger_id_after_the_ledger_is_lost(cloud, mcc_home: Path, tm
     result = mcc_json("clean", "--all", "--yes", "--ledger-id", lost, home=fresh, timeout=600)
     assert result["survivors"] == [] and len(result["adopted"]) >= sum(before.values())
     assert tagged_counts(mcc_home) == {}  # everything tagged with the lost ledger is gone
+
+
+def test_a_launch_cut_short_names_what_may_be_left(cloud, mcc_home: Path, make_project) -> None:
+    """The manager's RunInstances went out, then EC2 refuses to describe it: `mcc run` fails with a message that
+    names the instance recorded before the call (its id never learned: no "instance None"); `mcc resume` adopts
+    that instance instead of launching a second manager, and clean leaves nothing."""
+    launched, armed = threading.Event(), threading.Event()
+    armed.set()
+
+    def watch(call, phase: str) -> bool:
+        if phase == "after" and call.action == "RunInstances" and call.access_key == "testing":
+            launched.set()
+        return False
+
+    cloud.proxy.add_hook(watch)
+    cloud.proxy.fail(lambda s, a: s == "ec2" and a == "DescribeInstances" and launched.is_set() and armed.is_set(),
+                     "UnauthorizedOperation", times=None)
+    project = make_project(8, toml=aws_toml())
+    proc = mcc("run", str(project), home=mcc_home, timeout=300)
+    armed.clear()
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
+    message = " ".join(proc.stderr.split())
+    assert "Still running, as the ledger records: instance manager" in message, message
+    assert "None" not in message, message
+    # the manager launched before the refusal is adopted by the resume (found by its tags), not launched twice
+    done = mcc_json("resume", proc.stderr.split()[1].rstrip(":"), home=mcc_home, timeout=300)
+    assert done["state"] == "completed" and done["done"] == 8, done
+    managers = cloud.client("ec2").describe_instances(Filters=[{"Name": "tag:Name", "Values": ["manager"]}])
+    assert sum(len(r["Instances"]) for r in managers["Reservations"]) == 1
+    assert mcc_json("clean", "--all", "--yes", home=mcc_home, timeout=300)["survivors"] == []
+    assert tagged_counts(mcc_home) == {}

@@ -64,6 +64,10 @@ def test_chatty_entry_keeps_one_capped_copy(mcc_home: Path, make_project) -> Non
     logs = project / "results" / done["run_id"] / "logs"
     total = sum(p.stat().st_size for p in logs.iterdir())
     assert total < 8 << 20, f"{total} bytes of logs"  # was 105 MB (+ 52 MB in the bucket)
+    assert not (logs / "merged.log").exists()  # the merged view is made by `mcc logs RUN`, not stored
+    bucket_logs = mcc_home / "buckets" / done["run_id"] / "logs"
+    for copy in bucket_logs.glob("*.log"):  # the bucket keeps its logs for resume: the same file, one copy
+        assert copy.stat().st_ino == (logs / copy.name).stat().st_ino, copy.name
     worker_log = next(logs.glob("w-*.log")).read_text()
     assert "output of this point cut after 1048576 bytes" in worker_log
 

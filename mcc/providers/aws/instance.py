@@ -48,6 +48,7 @@ class LaunchRequest:
     subnet_id: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     max_price: float | None = None  # spot: the most $/h to pay (EC2 refuses with SpotMaxPriceTooLow above it)
+    cpu_options: dict[str, int] | None = None  # CpuOptions, over the template's (SMT off: market.smt_off)
 
 
 IMDS_V2 = {"HttpTokens": "required", "HttpEndpoint": "enabled", "InstanceMetadataTags": "enabled"}
@@ -97,6 +98,8 @@ def run_instances(ctx: AwsContext, req: LaunchRequest, count: int = 1) -> dict[s
         kwargs["UserData"] = req.user_data  # botocore base64-encodes RunInstances UserData itself
     if req.subnet_id:
         kwargs["SubnetId"] = req.subnet_id
+    if req.cpu_options:
+        kwargs["CpuOptions"] = req.cpu_options
     if req.spot:
         kwargs["InstanceMarketOptions"] = {"MarketType": "spot", "SpotOptions": {
             "SpotInstanceType": "one-time", "InstanceInterruptionBehavior": "terminate"}}

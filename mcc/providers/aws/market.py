@@ -1,4 +1,4 @@
-"""What an instance costs and what it has, asked of EC2 at launch: spot prices and vCPU counts.
+"""What an instance costs and what it has, asked of EC2 at launch: spot prices and processors.
 
 Read-only calls (``DescribeSpotPriceHistory``, ``DescribeInstanceTypes``); a launch never fails
 because of them: a price or a count EC2 does not give is simply unknown (``None``), and
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from mcc.providers.aws.clients import AwsContext
@@ -53,16 +54,55 @@ def spot_price(prices: dict[str, float], zone: str | None) -> float | None:
     return max(prices.values()) if prices else None
 
 
-def instance_vcpus(ctx: AwsContext, instance_types: list[str]) -> dict[str, int]:
-    """Instance type → default vCPUs, from ``DescribeInstanceTypes`` (types EC2 does not know are left out)."""
+@dataclass(frozen=True)
+class Cpus:
+    """An instance type's processors, as ``DescribeInstanceTypes``' ``VCpuInfo`` gives them."""
+
+    vcpus: int                      # DefaultVCpus
+    cores: int                      # DefaultCores: physical cores
+    threads_per_core: int           # DefaultThreadsPerCore
+    valid_threads: tuple[int, ...]  # ValidThreadsPerCore (empty: the type's CPU options cannot be changed)
+
+    def vcpus_with(self, hyperthreading: bool) -> int:
+        """The vCPUs an instance has: all of them, or with SMT off one per physical core."""
+        return self.vcpus if hyperthreading else self.cores
+
+
+def instance_cpus(ctx: AwsContext, instance_types: list[str]) -> dict[str, Cpus]:
+    """Instance type → its processors, from ``DescribeInstanceTypes`` (types EC2 does not know are left out)."""
     try:
         reply = call(ctx.client("ec2").describe_instance_types, InstanceTypes=sorted(set(instance_types)),
                      deadline=LOOKUP_DEADLINE)
     except MccError as exc:
         log.warning("no vCPU count for %s (%s): mcc analyze uses its price table's", instance_types, exc)
         return {}
-    return {t["InstanceType"]: int(t["VCpuInfo"]["DefaultVCpus"])
-            for t in reply.get("InstanceTypes", []) if t.get("VCpuInfo", {}).get("DefaultVCpus")}
+    out = {}
+    for t in reply.get("InstanceTypes", []):
+        info = t.get("VCpuInfo", {})
+        if not info.get("DefaultVCpus"):
+            continue
+        vcpus, threads = int(info["DefaultVCpus"]), int(info.get("DefaultThreadsPerCore") or 1)
+        out[t["InstanceType"]] = Cpus(vcpus, int(info.get("DefaultCores") or vcpus // threads), threads,
+                                      tuple(int(n) for n in info.get("ValidThreadsPerCore") or ()))
+    return out
+
+
+def smt_off(instance_type: str, cpus: Cpus | None) -> dict[str, int] | None:
+    """RunInstances' ``CpuOptions`` launching ``instance_type`` with SMT off (one thread per physical core);
+    None when the type has one thread per core already. MccError when EC2 did not describe the type or the
+    type does not allow ThreadsPerCore=1."""
+    if cpus is None:
+        raise MccError(f"EC2 (DescribeInstanceTypes) did not describe instance type {instance_type!r}, so mcc cannot "
+                       "tell its physical cores, which `hyperthreading = false` launches it with")
+    if cpus.threads_per_core == 1:
+        return None
+    if 1 not in cpus.valid_threads:
+        allowed = ", ".join(map(str, cpus.valid_threads)) or f"only its default {cpus.threads_per_core}"
+        raise MccError(f"instance type {instance_type!r} cannot run with `hyperthreading = false`: EC2 "
+                       f"(DescribeInstanceTypes, ValidThreadsPerCore) allows ThreadsPerCore {allowed}, not 1. Fix: "
+                       "choose a worker type that allows one thread per core (most non-metal c/m/r types, e.g. "
+                       "c6i.large), or keep hyperthreading on")
+    return {"CoreCount": cpus.cores, "ThreadsPerCore": 1}
 
 
 def offered_types(ctx: AwsContext, instance_types: list[str]) -> set[str]:

@@ -11,7 +11,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 PROC = Path("/proc")
 TAG_ENV_PREFIX = "MCC_TAG_"
@@ -217,13 +217,15 @@ def _die_with_parent() -> None:
 
 
 def run_bounded(argv: list[str], *, timeout: float, input: bytes | str | None = None, capture_output: bool = False,
-                check: bool = False, **popen_kwargs: Any) -> subprocess.CompletedProcess:
+                check: bool = False, on_start: Callable[[subprocess.Popen], None] | None = None,
+                **popen_kwargs: Any) -> subprocess.CompletedProcess:
     """``subprocess.run`` that cannot outlast ``timeout``: the child leads its own process group, and on a
     timeout (or any exception, Ctrl-C included) the whole group is killed before the pipes are drained.
 
     ``subprocess.run(..., timeout=)`` kills only the child and then waits, without a limit, for its pipes
     to close: a grandchild that inherited stdout (a worker pool, a shell's background job) makes that
     wait last forever. Raises ``subprocess.TimeoutExpired`` (with what was read) after killing the group.
+    ``on_start`` is given the child as soon as it runs (to signal it from elsewhere meanwhile).
     """
     if capture_output:
         popen_kwargs.setdefault("stdout", subprocess.PIPE)
@@ -232,6 +234,8 @@ def run_bounded(argv: list[str], *, timeout: float, input: bytes | str | None = 
         popen_kwargs["stdin"] = subprocess.PIPE
     proc = subprocess.Popen(argv, start_new_session=True, **popen_kwargs)
     try:
+        if on_start is not None:
+            on_start(proc)
         out, err = proc.communicate(input, timeout=timeout)
     except subprocess.TimeoutExpired:
         _kill_group(proc.pid)

@@ -79,7 +79,7 @@ class Cloud:
     """What the ``cloud`` fixture yields: endpoints, the harness parts and direct moto clients."""
 
     url: str  # the fault proxy: what AWS_ENDPOINT_URL points at
-    moto_url: str  # moto itself, bypassing faults and counts
+    moto_url: str  # moto itself, bypassing faults and counts (under IAM enforcement: its admin front)
     proxy: Any
     runner: Any
     elasticache: Any
@@ -89,6 +89,7 @@ class Cloud:
     errors: HarnessErrors = field(default_factory=HarnessErrors)
     bucket_policies: dict[str, Any] = field(default_factory=dict)  # as sent (moto stores them stripped: gaps.py)
     authz: Any = None  # the policy evaluator on every call (harness/authz.py)
+    enforcement: Any = None  # moto's own IAM enforcement, when on (harness/enforce.py)
     _clients: dict[tuple[str, str], Any] = field(default_factory=dict, repr=False)
 
     def client(self, service: str, region: str | None = None) -> Any:

@@ -126,13 +126,14 @@ class PolicyEvaluator:
     """Attach to the fault proxy; ``failures`` lists every deny and every call the table misses."""
 
     def __init__(self, client: Any, runner: Any, bucket_policies: dict[str, Any], region: str,
-                 user_policy: dict[str, Any] | None = None) -> None:
+                 user_policy: dict[str, Any] | None = None, laptop_keys: tuple[str, ...] = ()) -> None:
         self.client, self.region = client, region
         self._by_region: dict[str, Requests] = {}
         self.requests = self._requests(region)
         self.look = self.requests.look
         self.runner, self.bucket_policies = runner, bucket_policies
         self.user_policy = user_policy or readme_policy()
+        self.laptop_keys = {LAPTOP_KEY, *laptop_keys}  # and, under moto's IAM enforcement, the laptop user's key
         self.failures: list[str] = []
         self.allowed: Counter[tuple[str, str]] = Counter()  # (who, action) → authorisations that passed
         self.unattributed: Counter[str] = Counter()  # calls with a key of no known identity (not judged)
@@ -151,7 +152,7 @@ class PolicyEvaluator:
         return self
 
     def who(self, access_key: str | None) -> tuple[str, list[dict[str, Any]]] | None:
-        if access_key == LAPTOP_KEY or (access_key or "").startswith("laptop"):  # crash sweeps: laptop1, laptop2…
+        if access_key in self.laptop_keys or (access_key or "").startswith("laptop"):  # crash sweeps: laptop1, laptop2…
             return "laptop (README's user policy)", [self.user_policy]
         role = self.runner.credentials.get(access_key or "")
         if role is None:

@@ -14,6 +14,15 @@
   the proxy stores in moto the policy without the statements that hold only for non-TLS requests, keeps the
   policy as sent (``Cloud.bucket_policies``) for tests and for the policy evaluator
   (tests/aws/harness/authz.py), which evaluates the full policy with ``aws:SecureTransport`` true.
+* RunInstances' ``CpuOptions`` (``hyperthreading = false``: one thread per physical core): moto neither
+  stores nor returns them (DescribeInstances has no CpuOptions) and does not check them against the type's
+  ``ValidThreadsPerCore``/``ValidCores``; its DescribeInstanceTypes does give ``VCpuInfo`` (DefaultCores,
+  DefaultThreadsPerCore, ValidThreadsPerCore, the last absent for types like c5.metal that cannot change
+  it, as AWS). Not closed: nothing could show an instance's threads. Tests assert on the RunInstances requests
+  the proxy recorded (their ``CpuOptions.CoreCount``/``CpuOptions.ThreadsPerCore`` params) and on the vCPUs
+  the run recorded; a type that cannot turn SMT off is refused by mcc before launch, from VCpuInfo.
+* moto's own IAM enforcement (resources judged as "*", DeleteObjects on the bucket's ARN, AssumeRole of a
+  service-trusted role): closed in tests/aws/harness/enforce.py, where the enforcing proxy signs requests.
 * Not closed (no API could): moto makes CreateImage's snapshots unencrypted whatever the volume (AWS:
   a snapshot of an encrypted volume is encrypted with its key), and every instance gets moto's default
   /dev/sda1 volume besides the BlockDeviceMappings it was launched with (untagged, unencrypted; AWS maps

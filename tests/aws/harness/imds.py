@@ -2,7 +2,7 @@
 
 Reached through the standard ``AWS_EC2_METADATA_SERVICE_ENDPOINT`` (botocore and any IMDS client that
 honours it). Every GET needs a token from ``PUT /latest/api/token``; role credentials carry the test
-secret (moto accepts any key), so an instance gets credentials only from here, never from its env.
+secret (moto accepts any key; under its IAM enforcement, an STS session moto issued: harness/enforce.py), so an instance gets credentials only from here, never from its env.
 One path is the harness's own: ``POST /harness/power-off``, what the instance's fake ``shutdown`` calls.
 """
 from __future__ import annotations
@@ -43,12 +43,12 @@ class Imds:
     """Threaded HTTP server on a free loopback port; ``endpoint`` is the value for the env variable."""
 
     def __init__(self, identity: InstanceIdentity, *, secret_key: str, access_key: str | None = None,
-                 tags: Callable[[], dict[str, str]] | None = None,
+                 session_token: str | None = None, tags: Callable[[], dict[str, str]] | None = None,
                  on_power_off: Callable[[], None] | None = None) -> None:
         self.identity = identity
         self.secret_key = secret_key
         self.access_key = access_key or "ASIA" + secrets.token_hex(8).upper()
-        self.session_token = "IQoJ" + secrets.token_urlsafe(48)
+        self.session_token = session_token or "IQoJ" + secrets.token_urlsafe(48)
         self.tags = tags  # None: InstanceMetadataTags disabled → tag paths 404, as on EC2
         self.on_power_off = on_power_off  # the harness's fake `shutdown` POSTs /harness/power-off
         self.instance_action: dict[str, str] | None = None

@@ -24,8 +24,9 @@ VALIDATION_ENV = {
 class MotoServer:
     """One ``moto_server`` process; ``reset()`` empties every backend between tests."""
 
-    def __init__(self, log_dir: Path, executable: str | None = None) -> None:
+    def __init__(self, log_dir: Path, executable: str | None = None, env: dict[str, str] | None = None) -> None:
         self.executable = executable or shutil.which("moto_server") or "moto_server"
+        self.env = {**VALIDATION_ENV, **(env or {})}  # e.g. INITIAL_NO_AUTH_ACTION_COUNT (harness/enforce.py)
         self.log_path = Path(log_dir) / "moto_server.log"
         self.proc: subprocess.Popen | None = None
         self.port = 0
@@ -37,7 +38,7 @@ class MotoServer:
     def start(self, timeout: float = 30.0) -> "MotoServer":
         """Start on a free port (retrying if the port was taken meanwhile) and wait until it answers."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-        env.update(VALIDATION_ENV)
+        env.update(self.env)
         for _ in range(3):
             self.port = free_port()
             log = open(self.log_path, "ab")

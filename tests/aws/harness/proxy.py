@@ -133,6 +133,7 @@ class FaultProxy:
         self._hooks: list[Callable[[Call, str], bool]] = []
         self._rewriters: list[Rewriter] = []
         self._request_filters: list[Callable[[_Request], None]] = []
+        self._signer: Any = None  # set_signer: under moto's IAM enforcement (harness/enforce.py)
         self._tokens: dict[tuple[str, str], tuple[dict, int, list, bytes]] = {}
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
@@ -226,6 +227,12 @@ class FaultProxy:
         ``request.params`` stay what the client sent: hooks, observers and counts see the original call."""
         self._request_filters.append(fn)
 
+    def set_signer(self, signer: Any) -> None:
+        """``signer.sign(request, changed)`` right before each forward (``changed``: a request filter rewrote the
+        body), ``signer.retry(request, status, body)`` after moto answered: True forwards the (re-signed) request
+        once more. For a moto that enforces IAM and verifies signatures (tests/aws/harness/enforce.py)."""
+        self._signer = signer
+
     def add_rewriter(self, fn: Rewriter) -> None:
         """``fn(service, action, params, status, body)`` → new body, ``(status, body)``, or None (keep)."""
         self._rewriters.append(fn)
@@ -245,6 +252,15 @@ class FaultProxy:
             return resp.status, resp.reason, list(resp.getheaders()), body
         finally:
             conn.close()
+
+    def _send(self, req: _Request, changed: bool) -> tuple[int, list[tuple[str, str]], bytes]:
+        """Forward (signed by the signer, if any; once more if it asks)."""
+        if self._signer is not None:
+            self._signer.sign(req, changed)
+        status, _reason, headers, body = self._forward(req)
+        if self._signer is not None and self._signer.retry(req, status, body):
+            status, _reason, headers, body = self._forward(req)
+        return status, headers, body
 
     def _idempotent_replay(self, req: _Request) -> tuple[int, list, bytes] | None:
         token = req.params.get("ClientToken") if req.protocol == "ec2" else None
@@ -286,10 +302,11 @@ class FaultProxy:
         if replay is not None:
             status, headers, body = replay
         else:
+            sent = req.body
             for request_filter in list(self._request_filters):
                 request_filter(req)
             try:
-                status, _reason, headers, body = self._forward(req)
+                status, headers, body = self._send(req, changed=req.body != sent)
             except OSError as exc:
                 return 502, [("Content-Type", "text/plain")], f"fault proxy: moto unreachable: {exc}".encode()
             self._remember_token(req, status, headers, body)

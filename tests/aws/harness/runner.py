@@ -5,7 +5,8 @@ running instance it fetches the user data, starts an :class:`~.imds.Imds` for it
 (shebang honoured, else ``bash``) in a new session, cwd and HOME a per-instance directory, with a clean
 env: PATH (the instance's ``bin/`` first), LANG, the IMDS endpoint, ``AWS_ENDPOINT_URL`` (the proxy),
 region, ``SSL_CERT_FILE`` and ``MCC_PYTHON`` (an interpreter where mcc is importable, as on a baked
-image) — and no AWS keys: credentials come from IMDS, when the instance has an instance profile.
+image) — and no AWS keys: credentials come from IMDS, when the instance has an instance profile (under moto's
+IAM enforcement, an STS session of the role from ``sessions``: harness/enforce.py).
 Output goes to ``<instance dir>/console.log``.
 
 ``bin/`` holds ``shutdown``/``poweroff``/``halt`` (stdlib Python) that POST to a harness-only path of
@@ -41,7 +42,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from . import direct_client
 from .imds import Imds, InstanceIdentity
@@ -102,11 +103,12 @@ class InstanceRunner:
 
     def __init__(self, moto_url: str, proxy_url: str, workdir: Path, *, secret_key: str, ca_bundle: Path | str,
                  region: str = "us-east-1", python: str = sys.executable, poll_interval: float = 0.2,
-                 errors: list | None = None) -> None:
+                 errors: list | None = None, sessions: Callable[[str, str], Any] | None = None) -> None:
         self.moto_url, self.proxy_url, self.region = moto_url, proxy_url, region
         self.workdir = Path(workdir)
         self.secret_key, self.ca_bundle, self.python = secret_key, str(ca_bundle), python
         self.poll_interval = poll_interval
+        self.sessions = sessions  # (role, instance id) → an STS session (.access_key, .secret_key, .token) moto issued
         self.errors = errors if errors is not None else []
         self.marker = MARKER_PREFIX + secrets.token_hex(6)  # this runner's processes, no other's
         self.profile_gap_closed: set[str] = set()  # instances given their reservation's profile (moto gap)
@@ -259,7 +261,10 @@ class InstanceRunner:
         encoded = (attr.get("UserData") or {}).get("Value") or ""
         user_data = base64.b64decode(encoded) if encoded else b""
         identity, tags_enabled = self._identity(inst, user_data)
-        imds = Imds(identity, secret_key=self.secret_key, tags=(lambda: self._tags(iid)) if tags_enabled else None,
+        session = self.sessions(identity.role, iid) if self.sessions and identity.role else None
+        keys = {"secret_key": session.secret_key, "access_key": session.access_key,
+                "session_token": session.token} if session else {"secret_key": self.secret_key}
+        imds = Imds(identity, **keys, tags=(lambda: self._tags(iid)) if tags_enabled else None,
                     on_power_off=lambda: self._power_off(iid)).start()
         self.credentials[imds.access_key] = identity.role
         directory = self.workdir / iid
