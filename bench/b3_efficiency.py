@@ -115,11 +115,11 @@ SPIN_20MS = SPIN_ENTRY.format(ms=SECONDS_PER_POINT * 1000, seconds=SECONDS_PER_P
 
 
 def mcc_run(ctx: Context, n: int, entry: str = SPIN_20MS, rows_per_point: int = 1,
-            chunk: int | None = None) -> dict[str, Any]:
+            chunk: int | None = None, repeat: int = 0) -> dict[str, Any]:
     """A whole ``mcc run`` of ``n`` points of ``entry`` (its source; each point gives ``rows_per_point``
     rows whose first column is the point's number), 2 workers, ``chunk`` points per subproblem
-    (None: automatic); cached per invocation."""
-    key = ("mcc-run", n, entry, rows_per_point, chunk)
+    (None: automatic); cached per invocation (``repeat``: a further measurement of the same run)."""
+    key = ("mcc-run", n, entry, rows_per_point, chunk, repeat)
     if key in ctx.cache:
         return ctx.cache[key]
     with tempdir("b3") as root:
