@@ -29,6 +29,7 @@ BENCHMARKS: dict[str, str] = {
     "B8": "b8_original",
     "B9": "b9_slurm",
     "B10": "b10_estimate",
+    "B11": "b11_whole",
 }
 
 

@@ -46,8 +46,8 @@ RQ_MAX_JOBS = 1_000  # RQ runs ~100-250 jobs/s here: its (flat) rate is taken ov
 def auto_chunk(project_dir: Path, points: np.ndarray, workers: int) -> tuple[int, float]:
     """The chunk size ``mcc run`` would choose: mcc's own probe of the first point, then its rule."""
     project = Project(project_dir, points, Entry("function", "entry:compute"), None)
-    seconds = probe_entry(project, 30.0)
-    return auto_chunk_size(seconds, len(points), workers), seconds
+    seconds, result_bytes = probe_entry(project, 30.0)
+    return auto_chunk_size(seconds, len(points), workers, result_bytes), seconds
 
 
 def mcc_dispatch(ctx: Context, n: int, chunk: int | str = "auto", workers: int = WORKERS,

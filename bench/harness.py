@@ -34,6 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 BENCH_UUID = f"bench-{uuid.uuid4().hex[:12]}"
 
 NOOP_ENTRY = "def compute(point):\n    return point\n"
+BIG_ROWS_ENTRY = "import numpy as np\n\ndef compute(point):\n    return np.full((5, 4096), point[0])\n"
 SPIN_ENTRY = textwrap.dedent("""
     import time
 

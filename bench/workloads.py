@@ -1,5 +1,5 @@
 """The per-point functions of the baselines (importable by Pool and RQ workers), identical to the
-entries the mcc projects of the benchmarks use (``harness.NOOP_ENTRY`` / ``harness.SPIN_ENTRY``)."""
+entries the mcc projects of the benchmarks use (``harness.NOOP_ENTRY`` / ``SPIN_ENTRY`` / ``BIG_ROWS_ENTRY``)."""
 from __future__ import annotations
 
 import time
@@ -26,6 +26,11 @@ def spin(point: list[float], seconds: float = 0.02) -> list[float]:
 
 def spin_20ms(point: list[float]) -> list[float]:
     return spin(point, 0.02)
+
+
+def big_rows(point: list[float]) -> np.ndarray:
+    """A 5 × 4096 float64 block per point (160 KB), every value the point's number."""
+    return np.full((5, 4096), point[0])
 
 
 def points(n: int, dims: int = 3) -> np.ndarray:

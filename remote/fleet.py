@@ -89,8 +89,11 @@ class LocalFleet:
         return adopted
 
     def terminate_all(self, reason: str) -> None:
-        for worker_id in list(self.workers):
-            self.terminate_worker(worker_id, reason)
+        """Every worker, side by side (they exit together at the end of a run, not one after the other)."""
+        ended = {wid: self.workers.pop(wid) for wid in list(self.workers)}
+        processes.terminate_all(list(ended.values()), grace=15.0)
+        for worker_id in ended:
+            self._mark_terminated(worker_id, reason)
 
 
 def mark_terminated(store: Store, worker_id: str, reason: str) -> dict[str, Any]:

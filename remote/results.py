@@ -3,12 +3,13 @@
 A worker writes one result file per subproblem (``data`` plus the attributes ``first_point`` and
 ``n_points``; see ``remote.worker._write_result``). HDF5 spends most of a small file's cost in its
 own bookkeeping, and every file of one shape and dtype differs from the others only in its rows and
-the two attribute values. So, per (shape, dtype), :class:`ResultWriter` has HDF5 build the file in
-memory twice with different attribute values, learns where the rows and the two values are, and
-from then on copies those bytes with the new rows and values patched in. The first real file of a
-shape is written by HDF5 itself and compared with the rendering: only if they are identical does
-the shape use the template; anything unexpected (a checksum, values found twice, an unallocated
-dataset) leaves that shape on HDF5's path.
+the two attribute values. So, per (shape, dtype), :class:`ResultWriter` has HDF5 write the first
+file of a shape itself and build one more in memory with other attribute values (and zero rows),
+learns from that probe where the rows and the two values are, and renders the first file from it:
+only if the rendering is HDF5's file byte for byte does the shape use the template (from then on
+its header, the new rows and its trailer are written with the new values patched in, the rows not
+copied); anything unexpected (a checksum, values found twice, an unallocated dataset) leaves that
+shape on HDF5's path. Learning costs two file images and a comparison, in C: ~0.2 s for a 20 MB file.
 
 A subproblem some of whose points failed has a partial result instead (:func:`write_partial`: the
 rows of its other points, which points are missing and how many rows each present point has),
@@ -33,7 +34,7 @@ def hdf5_image(data: np.ndarray, first: Any, n: Any) -> tuple[bytes, int | None]
     """The result file HDF5 writes for these rows and attributes, built in memory; and the rows' offset."""
     fapl = h5p.create(h5p.FILE_ACCESS)
     fapl.set_libver_bounds(h5f.LIBVER_EARLIEST, h5f.LIBVER_LATEST)
-    fapl.set_fapl_core(64 * 1024, False)  # in memory only: nothing touches the disk
+    fapl.set_fapl_core(data.nbytes + 64 * 1024, False)  # in memory only, grown once: nothing touches the disk
     fcpl = h5p.create(h5p.FILE_CREATE)
     fcpl.set_obj_track_times(False)
     fid = h5f.create(b"mcc-result-image.h5", h5f.ACC_TRUNC, fapl=fapl, fcpl=fcpl)
@@ -64,43 +65,65 @@ def fill_result(fid: h5f.FileID, data: np.ndarray, first: Any, n: Any) -> int | 
 
 
 class _Template:
+    """A result file's bytes with the places of its rows and of the two attribute values."""
+
     def __init__(self, image: bytes, data_at: int, nbytes: int, first_at: int, n_at: int) -> None:
-        self.image, self.data_at, self.nbytes, self.first_at, self.n_at = image, data_at, nbytes, first_at, n_at
+        self.head, self.tail = image[:data_at], image[data_at + nbytes :]
+        self.nbytes = nbytes
+        # where each value goes: (offset, in the trailer?) — before the rows is the header
+        self.values = [(at, False) if at < data_at else (at - data_at - nbytes, True) for at in (first_at, n_at)]
+
+    def parts(self, data: np.ndarray, first: Any, n: Any) -> list[Any]:
+        """The file as (header, rows, trailer) buffers, the values patched in; the rows are not copied."""
+        head, tail = bytearray(self.head), bytearray(self.tail)
+        for (at, in_tail), value in zip(self.values, (first, n)):
+            raw = np.asarray(value).tobytes()
+            (tail if in_tail else head)[at : at + len(raw)] = raw
+        rows = memoryview(np.ascontiguousarray(data)).cast("B")
+        assert len(rows) == self.nbytes
+        return [head, rows, tail]
 
     def render(self, data: np.ndarray, first: Any, n: Any) -> bytes:
-        out = bytearray(self.image)
-        out[self.data_at : self.data_at + self.nbytes] = np.ascontiguousarray(data).tobytes()
-        first_b, n_b = np.asarray(first).tobytes(), np.asarray(n).tobytes()
-        out[self.first_at : self.first_at + len(first_b)] = first_b
-        out[self.n_at : self.n_at + len(n_b)] = n_b
-        return bytes(out)
+        return b"".join(self.parts(data, first, n))
 
 
-def _learn(data: np.ndarray, first: Any, n: Any) -> _Template | None:
-    """The template for files like this one, or None if its layout is not the simple one expected."""
+def _learn(data: np.ndarray, first: Any, n: Any, written: bytes) -> _Template | None:
+    """The template for files like ``written`` (what HDF5 wrote for these rows and values), or None if
+    its layout is not the simple one expected.
+
+    One probe image of the same shape, with zero rows and other attribute values, shows where the
+    rows and the values are."""
+    first_b, n_b = np.asarray(first).tobytes(), np.asarray(n).tobytes()
     first_t, n_t = np.asarray(first).dtype, np.asarray(n).dtype
     if data.nbytes == 0 or first_t.itemsize != 8 or n_t.itemsize != 8:
         return None
-    zeros = np.zeros_like(data)
-    images = []
-    for p_first, p_n in _PROBES:
-        image, offset = hdf5_image(zeros, np.array(p_first, dtype=first_t), np.array(p_n, dtype=n_t))
-        if offset is None:
-            return None
-        images.append((image, offset, np.array(p_first, dtype=first_t).tobytes(), np.array(p_n, dtype=n_t).tobytes()))
-    (a, off_a, fa, na), (b, off_b, fb, nb) = images
-    if len(a) != len(b) or off_a != off_b or off_a + data.nbytes > len(a):
+    probes = [(np.array(f, dtype=first_t), np.array(k, dtype=n_t)) for f, k in _PROBES]
+    probes = [(f, k) for f, k in probes if f.tobytes() != first_b and k.tobytes() != n_b]
+    if not probes:
         return None
-    at = {}
-    for name, va, vb in (("first", fa, fb), ("n", na, nb)):
-        k = a.find(va)
-        if k < 0 or a.find(va, k + 1) >= 0 or b[k : k + len(vb)] != vb:
-            return None
-        at[name] = k
-    differ = {i for i in range(len(a)) if a[i] != b[i]}
-    if not differ <= set(range(at["first"], at["first"] + 8)) | set(range(at["n"], at["n"] + 8)):
-        return None  # something else changed with the values (a checksum?): stay with HDF5
-    return _Template(a, off_a, data.nbytes, at["first"], at["n"])
+    p_first, p_n = probes[0]
+    image, offset = hdf5_image(np.zeros_like(data), p_first, p_n)
+    if offset is None or len(image) != len(written) or offset + data.nbytes > len(image):
+        return None
+    end = offset + data.nbytes  # the rows: zeros in the probe image, so no value is found among them
+    at = [_once_outside(image, probe.tobytes(), offset, end) for probe in (p_first, p_n)]
+    if min(at) < 0 or written[at[0] : at[0] + 8] != first_b or written[at[1] : at[1] + 8] != n_b:
+        return None
+    template = _Template(image, offset, data.nbytes, at[0], at[1])
+    # the probe image with these rows and values patched in must be HDF5's file: so no other byte
+    # depends on the values or the rows (a checksum, say), or the shape stays on HDF5's path
+    return template if template.render(data, first, n) == written else None
+
+
+def _once_outside(image: bytes, probe: bytes, start: int, end: int) -> int:
+    """The one place of ``probe`` in ``image`` outside ``[start, end)``; -1 if it is not there or there twice."""
+    hits: list[int] = []
+    for lo, hi in ((0, start), (end, len(image))):
+        k = image.find(probe, lo, hi)
+        while k >= 0 and len(hits) < 2:
+            hits.append(k)
+            k = image.find(probe, k + 1, hi)
+    return hits[0] if len(hits) == 1 else -1
 
 
 class ResultWriter:
@@ -117,23 +140,29 @@ class ResultWriter:
         template = self.templates.get(key, False)
         if template is False:  # first file of this kind: HDF5 writes it, and the template must agree
             self.hdf5_write(path, data, first, n)
-            learned = _learn(data, first, n)
-            if learned is not None and learned.render(data, first, n) != Path(path).read_bytes():
-                learned = None
-            self.templates[key] = learned
+            self.templates[key] = _learn(data, first, n, Path(path).read_bytes())
             return
         if template is None:
             self.hdf5_write(path, data, first, n)
             return
-        image = template.render(data, first, n)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
         try:
-            view = memoryview(image)
-            while view:
-                view = view[os.write(fd, view):]
+            _write_all(fd, template.parts(data, first, n))
         finally:
             os.close(fd)
         self.rendered += 1
+
+
+def _write_all(fd: int, parts: list[Any]) -> None:
+    """Write the buffers in order, in as few calls as the kernel allows (no joined copy)."""
+    views = [memoryview(p).cast("B") for p in parts if len(p)]
+    while views:
+        done = os.writev(fd, views)
+        while views and done >= len(views[0]):
+            done -= len(views[0])
+            views.pop(0)
+        if views and done:
+            views[0] = views[0][done:]
 
 
 def merge_partial(partial: Path, recovered: dict[int, Path], out: Path) -> Path | None:

@@ -81,6 +81,30 @@ def test_larger_than_a_block_and_than_a_small_file(tmp_path: Path, monkeypatch: 
     assert np.array_equal(_read(tmp_path / "out.h5"), np.concatenate(parts))
 
 
+def test_files_split_across_blocks_whatever_their_kind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """1-D, int32, big-endian and float64 files (read by HDF5 or from their bytes), each larger than a
+    block of 8 rows and ending mid-block: every row once, in order."""
+    monkeypatch.setattr(combine, "BLOCK_BYTES", 64)
+    rng = np.random.default_rng(6)
+    parts, files = [], []
+    for k, (dtype, n) in enumerate([("<f8", 13), ("<f8", 13), ("<i4", 14), ("<i4", 14), (">f8", 15), ("<f8", 17),
+                                    ("<f8", 17)]):  # a file like the one before it is read from its bytes
+        values = (rng.random(n) * 100).astype(dtype)
+        name = tmp_path / f"{k}.h5"
+        with h5py.File(name, "w") as fh:
+            fh.create_dataset("data", data=values)
+        parts.append(values.astype(np.float64).reshape(-1, 1))
+        files.append(str(name))
+    opened: list[str] = []
+    real_open = combine.h5f.open
+    monkeypatch.setattr(combine.h5f, "open", lambda name, *a, **k: opened.append(name) or real_open(name, *a, **k))
+    builtin_combine(files, str(tmp_path / "out.h5"))
+    assert len(opened) == 4  # 1, 3 and 6 were read from their bytes
+    assert np.array_equal(_read(tmp_path / "out.h5"), np.concatenate(parts))
+    with h5py.File(tmp_path / "out.h5", "r") as fh:
+        assert fh["data"].chunks == (8, 1)
+
+
 def test_different_widths_are_refused(tmp_path: Path) -> None:
     _write_result(tmp_path / "a.h5", np.zeros((2, 3)), 0, 2)
     _write_result(tmp_path / "b.h5", np.zeros((2, 4)), 2, 2)
@@ -100,6 +124,21 @@ def test_point_index_numbers_every_row_and_small_results_are_stored_at_their_siz
         assert fh["point_index"][...].tolist() == [0, 1, 2, 10, 10, 11, 11, -1, -1, -1, -1, -1]
         assert fh["data"].shape == (12, 2) and fh["data"].chunks is None
     assert (tmp_path / "out.h5").stat().st_size < 8 * 1024  # not a 4 MiB block-sized chunk
+
+
+def test_byte_runs_match_a_plain_loop() -> None:
+    """The ranges of a layout's fixed bytes (vectorised) against the obvious loop."""
+    rng = np.random.default_rng(5)
+    for size in (0, 1, 2, 7, 100):
+        where = rng.random(size) < 0.4
+        loop, start = [], None
+        for i in range(size + 1):
+            if i < size and where[i]:
+                start = i if start is None else start
+            elif start is not None:
+                loop.append((start, i))
+                start = None
+        assert combine._runs(where) == loop
 
 
 def test_point_index_of_points_with_different_row_counts_comes_from_row_counts(tmp_path: Path) -> None:

@@ -58,3 +58,23 @@ def test_child_of_exit_on_sigterm_gets_the_default_action_back() -> None:
     done = run_bounded([sys.executable, "-c", code], timeout=60, capture_output=True, text=True,
                        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert done.returncode == 0, done.stderr
+
+
+def test_terminate_all_ends_every_group_a_sigterm_ignorer_by_sigkill(tmp_path) -> None:
+    from mcc.providers.local import processes
+
+    ready = tmp_path / "ready"
+    stubborn = (f"import signal, time, pathlib; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                f"pathlib.Path({str(ready)!r}).touch(); time.sleep(600)")
+    procs = [processes.spawn([sys.executable, "-c", code], tags={"mcc:test": "terminate_all"})
+             for code in ("import time; time.sleep(600)", stubborn)]
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert ready.exists()
+        processes.terminate_all(procs, grace=0.5)
+        assert not any(processes.is_alive(p) for p in procs)
+    finally:
+        for proc in procs:
+            processes.terminate(proc, grace=0)

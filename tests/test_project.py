@@ -433,6 +433,14 @@ def test_auto_chunk_size_targets_two_seconds():
     assert auto_chunk_size(0.001, 19_710, 8) == 19_710 // 32
 
 
+def test_auto_chunk_size_caps_a_chunks_result_bytes():
+    big = 5 * 4096 * 8  # B11's big rows: a 5 × 4096 float64 array per point
+    assert auto_chunk_size(1e-4, 1000, 2, big) == 2**20 // big == 6
+    assert auto_chunk_size(1e-4, 1000, 2, 24) == 125  # small rows: the balance rule decides, as before
+    assert auto_chunk_size(1e-4, 1000, 2, 2**21) == 1  # one point's rows above the cap: one point a chunk
+    assert auto_chunk_size(5.0, 10**7, 2, 8) == 1
+
+
 def test_auto_chunk_size_degenerate_inputs():
     assert auto_chunk_size(0.0, 10**6, 1) == 10_000
     assert auto_chunk_size(float("nan"), 100, 1) == 25

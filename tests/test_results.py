@@ -5,6 +5,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import pytest
 
 from mcc.remote.results import ResultWriter, hdf5_image
 from mcc.remote.worker import _write_result
@@ -42,6 +43,40 @@ def test_a_template_that_disagrees_with_hdf5_is_not_used(tmp_path: Path) -> None
     for first in range(3):
         writer.write(tmp_path / f"{first}.h5", np.ones((2, 2)), first, 2)
     assert calls == [0, 1, 2] and writer.rendered == 0
+
+
+def test_a_multi_megabyte_shape_gets_its_template(tmp_path: Path) -> None:
+    """A chunk of big rows (here 10 MB) is learned like a small one: its files come from the template."""
+    writer = ResultWriter(_write_result)
+    rows = np.arange(300 * 4096, dtype=np.float64).reshape(300, 4096)
+    for first in (0, 300, 600):
+        writer.write(tmp_path / f"{first}.h5", rows + first, first, 300)
+        _write_result(tmp_path / "ref.h5", rows + first, first, 300)
+        assert (tmp_path / f"{first}.h5").read_bytes() == (tmp_path / "ref.h5").read_bytes()
+    assert writer.rendered == 2
+
+
+def test_a_byte_that_varies_with_the_values_keeps_the_shape_on_hdf5(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """If anything but the two attribute values differs between files of one shape (a checksum, say),
+    the shape is written by HDF5 every time."""
+    from mcc.remote import results
+
+    def checksum(image: bytes, first: object) -> bytes:
+        return image + bytes([int(first) % 251])  # type: ignore[call-overload]  # past HDF5's end of data
+
+    real = results.hdf5_image
+    monkeypatch.setattr(results, "hdf5_image", lambda data, first, n: (checksum(real(data, first, n)[0], first),
+                                                                          real(data, first, n)[1]))
+
+    def hdf5_write(path: Path, data: np.ndarray, first: int, n: int) -> None:
+        path.write_bytes(results.hdf5_image(data, first, n)[0])
+
+    writer = ResultWriter(hdf5_write)
+    for first in range(3):
+        writer.write(tmp_path / f"{first}.h5", np.full((2, 3), float(first)), first, 2)
+        with h5py.File(tmp_path / f"{first}.h5", "r") as fh:
+            assert fh.attrs["first_point"] == first and fh["data"][0, 0] == first
+    assert writer.rendered == 0 and list(writer.templates.values()) == [None]
 
 
 def test_merge_partial_puts_recovered_points_back_in_point_order(tmp_path: Path) -> None:

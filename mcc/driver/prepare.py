@@ -1,7 +1,8 @@
 """Everything checked before any resource exists: settings, project, and one timed probe point.
 
 The probe runs the entry on the first point (a function in-process, a script as a subprocess) so a
-broken entry fails here with a clear message, and so the automatic chunk size is ~2 s of work.
+broken entry fails here with a clear message, and so the automatic chunk size is ~2 s of work (and
+a chunk's result file no bigger than ``MAX_CHUNK_BYTES``).
 :func:`probe_sample` widens it for ``mcc run --estimate``: a few points spread over the sweep, timed
 in a child process (a sampled point may crash or hang the entry: the run's own probe stays the first
 point, which a user's entry is known to survive, and only the estimate pays for the spread).
@@ -20,7 +21,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 from mcc.project.settings import Settings, load_settings
 from mcc.errors import ProjectError
@@ -68,8 +69,8 @@ def prepare(project_dir: str | Path, overrides: Mapping[str, Any] | None = None,
     seconds = None
     chunk = settings.chunk_size
     if chunk is None:
-        seconds = probe_entry(project, min(settings.point_timeout or PROBE_BUDGET, PROBE_BUDGET))
-        chunk = auto_chunk_size(seconds, len(project.points), settings.workers)
+        seconds, result_bytes = probe_entry(project, min(settings.point_timeout or PROBE_BUDGET, PROBE_BUDGET))
+        chunk = auto_chunk_size(seconds, len(project.points), settings.workers, result_bytes)
     return Prepared(settings, project, chunk, seconds)
 
 
@@ -83,11 +84,18 @@ def oversubscription(backend: str, workers: int, cores: int | None = None) -> st
             f"sweep is not faster; `--workers {cores}` fits this machine.")
 
 
-def probe_entry(project: Project, budget: float) -> float:
-    """Seconds the entry takes on the first point (inf if it exceeds ``budget``)."""
+class Probe(NamedTuple):
+    """The entry run on the first point."""
+
+    seconds: float  # inf if it exceeded the budget
+    result_bytes: int  # of its rows as a result file holds them (float64); 0: not known (a script entry, a timeout)
+
+
+def probe_entry(project: Project, budget: float) -> Probe:
+    """The entry on the first point: how long it took (inf if it exceeds ``budget``), how big its rows are."""
     point = project.points[0].tolist()
     if project.entry.kind == "script":
-        return _probe_script(project, point, budget)
+        return Probe(_probe_script(project, point, budget), 0)
     fn = load_function(project.dir, project.entry.target)
     use_alarm = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGALRM, _alarm) if use_alarm else None
@@ -98,7 +106,7 @@ def probe_entry(project: Project, budget: float) -> float:
         result = fn(point)
         elapsed = time.perf_counter() - started
     except _ProbeTimeout:
-        return math.inf
+        return Probe(math.inf, 0)
     except Exception as exc:
         raise failure(exc, project.dir, f"The entry {project.entry.target} on the first point {point}",
                       "Nothing was created. Fix the entry and run again.") from exc
@@ -106,8 +114,7 @@ def probe_entry(project: Project, budget: float) -> float:
         if use_alarm:
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, previous)
-    rows_from_result(result, 0, project.entry.target)
-    return elapsed
+    return Probe(elapsed, rows_from_result(result, 0, project.entry.target).nbytes)
 
 
 def _probe_script(project: Project, point: list[float], budget: float) -> float:

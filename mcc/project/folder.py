@@ -451,10 +451,15 @@ def rows_from_result(result: Any, point_index: int, target: str) -> np.ndarray:
 
 MAX_CHUNK = 10_000
 TARGET_CHUNK_SECONDS = 2.0
+# A chunk's result file up to this size: the combiner reads it whole in one read and copies its rows
+# from the bytes (mcc.work.combine.SMALL_FILE_BYTES), a worker learns its template in milliseconds,
+# and rows of 100 KB a point give enough chunks to balance (B11's big rows: 6 points, not 125).
+MAX_CHUNK_BYTES = 2**20
 
 
-def auto_chunk_size(seconds_per_point: float, n_points: int, workers: int) -> int:
-    """Points per chunk: about 2 s of work, within [1, 10_000], and at least ``4 * workers``
+def auto_chunk_size(seconds_per_point: float, n_points: int, workers: int, bytes_per_point: int = 0) -> int:
+    """Points per chunk: about 2 s of work, within [1, 10_000], at most ``MAX_CHUNK_BYTES`` of result
+    (``bytes_per_point``: the first point's rows; 0 = not known), and at least ``4 * workers``
     chunks whenever there are that many points (so the load balances and a lost chunk is cheap).
 
     ``seconds_per_point`` <= 0 or NaN means "too fast to measure" (the upper bound applies).
@@ -465,6 +470,8 @@ def auto_chunk_size(seconds_per_point: float, n_points: int, workers: int) -> in
         size = 1
     else:
         size = min(MAX_CHUNK, max(1, math.ceil(TARGET_CHUNK_SECONDS / seconds_per_point)))
+    if bytes_per_point > 0:
+        size = min(size, max(1, MAX_CHUNK_BYTES // bytes_per_point))
     balanced = max(1, n_points // (4 * max(1, workers)))
     return max(1, min(size, balanced))
 

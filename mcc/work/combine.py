@@ -189,20 +189,22 @@ class _Layouts:
             return
         offset, shape, dtype = where
         known = self.by_size.get(len(raw))
+        nbytes = int(np.prod(shape)) * dtype.itemsize
         if known is None:
-            vary: set[int] = set()
+            fixed = np.ones(len(raw), dtype=bool)
         else:
             if (known.offset, known.shape, known.dtype) != (offset, shape, dtype):
                 return  # same size, other layout: such files keep going through HDF5
-            checked = {i for start, end in known.spans for i in range(start, end)}
-            vary = set(range(len(raw))) - checked
-            vary |= {i for i in checked if raw[i] != known.template[i]}
+            fixed = np.zeros(len(raw), dtype=bool)
+            for start, end in known.spans:
+                fixed[start:end] = True
+            fixed &= np.frombuffer(raw, dtype=np.uint8) == np.frombuffer(known.template, dtype=np.uint8)
             raw = known.template
-        data = set(range(offset, offset + int(np.prod(shape)) * dtype.itemsize))
-        spans = _spans(len(raw), vary | data)
+        fixed[offset : offset + nbytes] = False  # the rows
+        spans = _runs(fixed)
         self.by_size[len(raw)] = _Layout(raw, offset, shape, dtype, spans,
                                          tuple((start, raw[start:end]) for start, end in spans),
-                                         dtype == np.dtype(np.float64), int(np.prod(shape)) * dtype.itemsize)
+                                         dtype == np.dtype(np.float64), nbytes)
 
 
 def _contiguous(dset: h5d.DatasetID) -> tuple[int, tuple[int, ...], np.dtype] | None:
@@ -217,17 +219,11 @@ def _contiguous(dset: h5d.DatasetID) -> tuple[int, tuple[int, ...], np.dtype] | 
     return offset, tuple(dset.shape), dtype
 
 
-def _spans(size: int, skip: set[int]) -> list[tuple[int, int]]:
-    """The ranges of [0, size) outside ``skip``."""
-    spans, start = [], None
-    for i in range(size + 1):
-        if i < size and i not in skip:
-            if start is None:
-                start = i
-        elif start is not None:
-            spans.append((start, i))
-            start = None
-    return spans
+def _runs(where: np.ndarray) -> list[tuple[int, int]]:
+    """The ``[start, end)`` ranges where the bool array ``where`` is True, in order (vectorised: a
+    file's bytes are up to SMALL_FILE_BYTES positions)."""
+    edges = np.flatnonzero(np.diff(np.concatenate(([0], where.astype(np.int8), [0]))))
+    return [(int(s), int(e)) for s, e in zip(edges[0::2], edges[1::2])]
 
 
 class _BlockWriter:
@@ -237,7 +233,6 @@ class _BlockWriter:
         self.width = width
         rows = max(1, BLOCK_BYTES // (8 * width))
         self.block = np.empty((rows, width), dtype=np.float64)
-        self.bytes = memoryview(self.block).cast("B")  # the same memory, as bytes
         self.row_bytes = 8 * width
         self.checked: _Layout | None = None  # the last layout whose shape passed _check
         self.capacity = len(self.block)
@@ -263,18 +258,16 @@ class _BlockWriter:
     def read_from(self, name: str, dset: h5d.DatasetID) -> None:
         """Append the rows of an open HDF5 dataset (HDF5 converts them to float64)."""
         rows = self._check(name, dset.shape)
-        if rows == 0:
-            return
-        if rows > len(self.block):  # one file larger than the block: read it alone
-            self.flush()
-            own = np.empty((rows, self.width), dtype=np.float64)
-            dset.read(h5s.ALL, h5s.ALL, own)
-            self._append(own)
-            return
-        if self.used + rows > len(self.block):
-            self.flush()
-        dset.read(h5s.ALL, h5s.ALL, self.block[self.used : self.used + rows])
-        self.used += rows
+
+        def copy(at: int, take: int, into: np.ndarray) -> None:
+            if take == rows:
+                dset.read(h5s.ALL, h5s.ALL, into)
+                return
+            space = dset.get_space()
+            space.select_hyperslab((at,) + (0,) * (len(dset.shape) - 1), (take,) + tuple(dset.shape[1:]))
+            dset.read(h5s.create_simple(into.shape), space, into)
+
+        self._fill(rows, copy)
 
     def add_bytes(self, name: str, raw: bytes, layout: _Layout) -> None:
         """Append the rows held in a result file's bytes at ``layout``."""
@@ -282,28 +275,39 @@ class _BlockWriter:
             self._check(name, layout.shape)
             self.checked = layout  # the next file of this layout needs no check
         rows = layout.shape[0]
-        if not layout.float64 or rows > self.capacity:
+        if not layout.float64:
             data = np.frombuffer(raw, dtype=layout.dtype, count=rows * self.width, offset=layout.offset)
             self.add(name, data.reshape(rows, self.width))
             return
-        if self.used + rows > self.capacity:
-            self.flush()
-        start = self.used * self.row_bytes
-        self.bytes[start : start + layout.nbytes] = memoryview(raw)[layout.offset : layout.offset + layout.nbytes]
-        self.used += rows
+        source, size = memoryview(raw)[layout.offset : layout.offset + layout.nbytes], self.row_bytes
+
+        def copy(at: int, take: int, into: np.ndarray) -> None:
+            memoryview(into).cast("B")[:] = source[at * size : (at + take) * size]
+
+        self._fill(rows, copy)
 
     def add(self, name: str, data: np.ndarray) -> None:
         """Append rows already in memory (1-D data is one column)."""
         rows = self._check(name, data.shape)
         data = data.reshape(rows, self.width)
-        if rows > len(self.block):
-            self.flush()
-            self._append(data.astype(np.float64))
-            return
-        if self.used + rows > len(self.block):
-            self.flush()
-        self.block[self.used : self.used + rows] = data
-        self.used += rows
+
+        def copy(at: int, take: int, into: np.ndarray) -> None:
+            into[...] = data[at : at + take]
+
+        self._fill(rows, copy)
+
+    def _fill(self, rows: int, copy: Callable[[int, int, np.ndarray], None]) -> None:
+        """Put ``rows`` rows into the block, ``copy(first row, rows, block slice)`` at a time, writing
+        each block as it fills: every write is one whole chunk of the output (a write across two
+        chunks, or of part of one, makes HDF5 read the chunk back first)."""
+        at = 0
+        while at < rows:
+            take = min(self.capacity - self.used, rows - at)
+            copy(at, take, self.block[self.used : self.used + take])
+            self.used += take
+            at += take
+            if self.used == self.capacity:
+                self.flush()
 
     def _check(self, name: str, shape: tuple[int, ...]) -> int:
         width = _width(name, shape)
