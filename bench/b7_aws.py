@@ -4,9 +4,10 @@ The real manager (``mcc.remote.manager.Manager`` with its real ``Ec2Fleet`` and 
 against ``moto_server`` behind the test harness's fault proxy (tests/aws/harness), with a real
 redis-server as its queue. For each fleet size N the manager seeds the queue, launches N worker
 instances (one RunInstances, N instance records in the bucket: start-up, not counted), and then
-``Manager.tick()`` runs TICKS times. Before every tick each of the N workers heartbeats and acks
-one subproblem while claiming the next (as real workers do, through ``mcc.work.queue``), so every tick
-has fresh queue events to journal, N live instances to check and progress to publish.
+``Manager.tick()`` runs TICKS times. Before every tick each of the N workers, on a Redis connection of its
+own, heartbeats and acks one subproblem while claiming the next (as real workers do, through
+``mcc.work.queue``), so every tick has fresh queue events to journal, N live instances to check and progress
+to publish. Also reported per tick: the manager's CPU (the tick's thread time) and redis-server's (INFO cpu).
 
 Counted per tick: every botocore API call of the manager's clients (the S3 client of its store and
 the EC2 client of its fleet), with a ``before-call`` hook registered on each client's
@@ -34,7 +35,7 @@ from bench import Context, Row
 from bench.harness import BENCH_UUID, REPO, redis_server, tempdir
 
 ID = "B7"
-TITLE = "AWS API efficiency: calls per manager tick, 10 vs 100 workers"
+TITLE = "AWS API efficiency: calls and CPU per manager tick, 10 vs N workers (100; 1,000 with --size 1000)"
 DEFAULT_SIZE = 100
 SMOKE_SIZE = 20  # python -m bench --smoke: does it run here (figures not comparable)
 SMALL = 10
@@ -124,32 +125,45 @@ def measure(n_workers: int, proxy: Any, server: Any, root: Path) -> dict[str, An
     clients = [store.s3, *manager.fleet.ctx._clients.values()]  # every client the manager has made
     for c in clients:
         c.meta.events.register("before-call", count)
-    queue = Queue(server.client(), run_id)
+    queues = {wid: Queue(server.client(), run_id) for wid in workers}  # one connection per worker, as on EC2
     held: dict[str, list[int]] = {wid: [] for wid in workers}
     per_tick: list[dict[str, Any]] = []
     try:
         for _ in range(TICKS):
-            for wid in workers:  # each worker acks what it held and claims one more
-                held[wid] = queue.ack_and_claim(wid, held[wid], 1, spec.lease_seconds)[1]
+            for wid in workers:  # each worker heartbeats, acks what it held and claims one more
+                queues[wid].heartbeat(wid, held[wid], spec.lease_seconds)
+                held[wid] = queues[wid].ack_and_claim(wid, held[wid], 1, spec.lease_seconds)[1]
             calls.clear()
             proxy.reset_counts()
-            t0 = time.perf_counter()
+            redis_before = redis_cpu(server)
+            t0, cpu0 = time.perf_counter(), time.thread_time()
             _, failure = manager.tick()
-            seconds = time.perf_counter() - t0
+            seconds, cpu = time.perf_counter() - t0, time.thread_time() - cpu0
             if failure:
                 raise RuntimeError(f"the manager's tick failed the run: {failure}")
             per_tick.append({"hooked": sum(calls.values()), "proxy": proxy.count(), "calls": dict(calls),
-                             "seconds": seconds, "alive": manager.alive_workers})
+                             "seconds": seconds, "cpu_s": cpu, "redis_cpu_s": redis_cpu(server) - redis_before,
+                             "alive": manager.alive_workers})
         alive = manager.alive_workers
     finally:
         for c in clients:
             c.meta.events.unregister("before-call", count)
         manager.fleet.terminate_all("benchmark over")
-        queue.delete()
+        next(iter(queues.values())).delete()
+        for q in queues.values():
+            q.client.close()
     return {"workers": n_workers, "alive": alive, "ticks": per_tick,
             "hooked": statistics.median(t["hooked"] for t in per_tick),
             "proxy": statistics.median(t["proxy"] for t in per_tick),
-            "calls": per_tick[-1]["calls"], "tick_s": statistics.median(t["seconds"] for t in per_tick)}
+            "calls": per_tick[-1]["calls"], "tick_s": statistics.median(t["seconds"] for t in per_tick),
+            "cpu_s": statistics.median(t["cpu_s"] for t in per_tick),
+            "redis_cpu_s": statistics.median(t["redis_cpu_s"] for t in per_tick)}
+
+
+def redis_cpu(server: Any) -> float:
+    """CPU seconds the queue's redis-server has used (INFO's used_cpu_user + used_cpu_sys)."""
+    info = server.client().info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
 @contextmanager
@@ -191,5 +205,10 @@ def run(size: int | None, ctx: Context) -> list[Row]:
         notes=f"per tick: {breakdown} (botocore before-call hooks; the proxy forwarded the same: "
               f"{small['proxy']:g} and {large['proxy']:g}); every tick of both fleets the same count: "
               f"{'yes' if equal else 'NO'}; workers seen alive {small['alive']}/{SMALL}, {large['alive']}/{big}; "
-              f"tick {small['tick_s'] * 1000:.0f} ms vs {large['tick_s'] * 1000:.0f} ms",
+              f"tick {small['tick_s'] * 1000:.0f} ms vs {large['tick_s'] * 1000:.0f} ms wall (the emulator's "
+              f"DescribeInstances of every live instance dominates), of it the manager's own CPU "
+              f"{small['cpu_s'] * 1000:.0f} ms vs {large['cpu_s'] * 1000:.0f} ms (thread time: the tick's thread, "
+              f"botocore's parse of the instance list included) and redis-server's {small['redis_cpu_s'] * 1000:.0f} ms "
+              f"vs {large['redis_cpu_s'] * 1000:.0f} ms per tick; {big} worker connections heartbeat, ack and claim "
+              f"before every tick",
         data={"small": small, "large": large})]
