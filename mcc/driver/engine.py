@@ -16,8 +16,10 @@ from mcc.errors import MccError, ProviderError
 from mcc.ledger import create_row, fire, models, queries
 from mcc.providers.base import Found, Provider, ResourceSpec, ownership_tags
 
-# How far the cloud's clock may be from the one that stamped the ledger's creation. AWS refuses a signed request
-# whose time is more than 5 minutes off its own (SigV4), so a machine that can call AWS at all is within it.
+# How far the cloud's clock (it stamps creation times) may be from the laptop's, which stamped the ledger's
+# creation. AWS refuses a signed request whose time is more than 5 minutes off its own (SigV4), so a machine that
+# can call AWS at all is within it. Too small a margin would refuse mcc's own first resources; too large lets a
+# resource made just before the ledger be adopted, as every one was before this check.
 CLOCK_SKEW_S = 300.0
 
 # Resource kinds in the order clean deletes them (DESIGN.md "Guaranteed cleanup").
