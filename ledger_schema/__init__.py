@@ -12,13 +12,14 @@ from typing import Any
 
 from mcc.errors import LedgerError
 
-from . import v0001_initial, v0002_attrs_and_journal_cursor, v0003_subproblem_counts, v0004_prices
+from . import v0001_initial, v0002_attrs_and_journal_cursor, v0003_subproblem_counts, v0004_prices, v0005_created_at
 
 MIGRATIONS: list[tuple[int, ModuleType]] = [
     (1, v0001_initial),
     (2, v0002_attrs_and_journal_cursor),
     (3, v0003_subproblem_counts),
     (4, v0004_prices),
+    (5, v0005_created_at),
 ]
 LATEST: int = MIGRATIONS[-1][0]
 

@@ -377,7 +377,7 @@ def ledger_recover(*, home: str | Path | None = None) -> dict[str, Any]:
     import json
 
     from mcc.errors import LedgerDamaged
-    from mcc.ledger.backup import ledger_uuid_of, restore
+    from mcc.ledger.backup import meta_of, restore
     from mcc.driver.context import Context
     from mcc.ledger.db import LEDGER_FILE, default_home
 
@@ -389,12 +389,15 @@ def ledger_recover(*, home: str | Path | None = None) -> dict[str, Any]:
         pass
     else:
         raise MccError(f"The ledger at {path} passes SQLite's check: there is nothing to recover.")
-    old_uuid = ledger_uuid_of(path)
+    old_uuid, old_created = meta_of(path), meta_of(path, "created_at")
     aside, backup = restore(path)
     ledger = open_ledger(root)
     if backup is None and old_uuid and old_uuid != ledger.uuid:
-        with ledger.atomic():
+        with ledger.atomic():  # its creation time too (or none): the sweep must not refuse what the old one made
             models.Meta.update(value=old_uuid).where(models.Meta.key == "ledger_uuid").execute()
+            models.Meta.delete().where(models.Meta.key == "created_at").execute()
+            if old_created:
+                models.Meta.insert(key="created_at", value=old_created).execute()
         ledger = open_ledger(root)
     targets = {("local", "null")} | {(r.backend, json.dumps((r.settings or {}).get("aws"), sort_keys=True))
                                      for r in queries.list_runs()}

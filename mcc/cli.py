@@ -338,7 +338,9 @@ def clean(run_id: str | None, all_: bool, dry_run: bool, yes: bool, regions: str
     extra = {"regions": _region_list(regions), "ledger_id": ledger_id}
     if not dry_run and not yes and sys.stdin.isatty():
         preview = api.clean(run_id, all=all_, dry_run=True, **extra)
-        out.print(f"{len(preview['deleted'])} resource(s) in the ledger, {len(preview['adopted'])} found by the sweep")
+        out.print(f"{len(preview['deleted'])} resource(s) in the ledger, {len(preview['adopted'])} found by the sweep"
+                  + (f", {len(preview['refused'])} refused (older than the ledger: not deleted)"
+                     if preview["refused"] else ""))
         if not click.confirm("delete them?", default=False):
             raise click.Abort()
     try:

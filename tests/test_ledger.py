@@ -189,6 +189,24 @@ def test_migrates_a_version_3_ledger_adds_an_empty_prices_table(home: Path) -> N
         assert migrate(ledger.db) == []
 
 
+def test_migrates_a_version_4_ledger_records_when_it_was_made(home: Path) -> None:
+    """v0005: ``meta.created_at`` is the ledger's first migration (when its uuid was minted), old or new."""
+    home.mkdir(mode=0o700)
+    old = peewee.SqliteDatabase(str(home / "ledger.db"))
+    assert migrate(old, target=4) == [1, 2, 3, 4]
+    old.execute_sql("UPDATE schema_version SET applied_at = 1000.5 + version")
+    old.execute_sql("INSERT INTO meta (key, value) VALUES ('ledger_uuid', 'u-old')")
+    old.close()
+
+    with open_ledger(home) as ledger:
+        assert current_version(ledger.db) == LATEST
+        assert (ledger.uuid, ledger.created_at) == ("u-old", 1001.5)
+        assert migrate(ledger.db) == []
+    before = time.time()
+    with open_ledger(home / "fresh") as fresh:
+        assert before - 1 <= fresh.created_at <= time.time()
+
+
 def test_refuses_a_newer_ledger_and_leaves_it_unchanged(home: Path) -> None:
     open_ledger(home).close()
     path = home / "ledger.db"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -57,7 +58,8 @@ def test_home_that_is_a_file(tmp_path: Path) -> None:
 def test_damage_is_named_on_open_and_recover_restores_the_backup(tmp_path: Path) -> None:
     home = tmp_path / "home"
     ids = _ledger_with_runs(home)
-    uuid = open_ledger(home).uuid
+    ledger = open_ledger(home)
+    uuid, created = ledger.uuid, ledger.created_at
     damage_middle(home / "ledger.db")
     with pytest.raises(LedgerDamaged) as info:
         open_ledger(home)
@@ -65,10 +67,26 @@ def test_damage_is_named_on_open_and_recover_restores_the_backup(tmp_path: Path)
     assert "is damaged" in text and str(backup_path(home / "ledger.db")) in text and "mcc ledger recover" in text
     doc = api.ledger_recover(home=home)
     assert doc["uuid"] == uuid and Path(doc["damaged_copy"]).exists()
-    open_ledger(home)
+    assert open_ledger(home).created_at == created  # the sweep's bound: what it made since is adopted
     assert sorted(r.id for r in queries.list_runs()) == sorted(ids)
     with pytest.raises(MccError, match="nothing to recover"):
         api.ledger_recover(home=home)
+
+
+def test_recover_without_a_backup_keeps_the_ledger_id_and_its_creation_time(tmp_path: Path) -> None:
+    """The fresh ledger takes the damaged one's uuid and ``created_at``: the sweep must not refuse, as older than
+    the fresh file, what the old ledger made."""
+    home = tmp_path / "home"
+    _ledger_with_runs(home)
+    ledger = open_ledger(home)
+    uuid, created = ledger.uuid, ledger.created_at
+    ledger.close()
+    backup_path(home / "ledger.db").unlink()
+    damage_middle(home / "ledger.db")
+    time.sleep(0.01)  # the fresh file's own first migration is later
+    doc = api.ledger_recover(home=home)
+    assert doc["backup"] is None and doc["uuid"] == uuid
+    assert open_ledger(home).created_at == created
 
 
 def test_a_damaged_ledger_never_replaces_the_last_good_backup(tmp_path: Path) -> None:

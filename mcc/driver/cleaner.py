@@ -1,7 +1,12 @@
 """Guaranteed cleanup: delete what the ledger knows in dependency order, sweep for anything else
-tagged with this ledger, delete that too, then verify nothing survives."""
+tagged with this ledger, delete that too, then verify nothing survives.
+
+A resource the sweep finds that was made before the ledger existed (``Engine.predates``) is refused: its
+ledger tag was put on afterwards, so it is reported apart and never deleted, and clean fails naming it.
+"""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,11 +22,12 @@ class CleanReport:
     deleted: list[dict[str, Any]] = field(default_factory=list)
     adopted: list[dict[str, Any]] = field(default_factory=list)
     survivors: list[dict[str, Any]] = field(default_factory=list)
+    refused: list[dict[str, Any]] = field(default_factory=list)
     dry_run: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {"runs": self.runs, "deleted": self.deleted, "adopted": self.adopted,
-                "survivors": self.survivors, "dry_run": self.dry_run}
+                "survivors": self.survivors, "refused": self.refused, "dry_run": self.dry_run}
 
 
 def _describe(row: models.Resource) -> dict[str, Any]:
@@ -30,7 +36,15 @@ def _describe(row: models.Resource) -> dict[str, Any]:
 
 
 def _found(kind: str, f: Found) -> dict[str, Any]:
-    return {"kind": kind, "physical_id": f.physical_id, "tags": f.tags}
+    return {"kind": kind, "physical_id": f.physical_id, "tags": f.tags, "created_at": f.created_at}
+
+
+REFUSED = ("refused: tagged with this ledger after it was created elsewhere (it is older than the ledger) - "
+           "not deleted; remove its mcc:ledger tag or delete it yourself")
+
+
+def _refused(kind: str, f: Found) -> dict[str, Any]:
+    return {**_found(kind, f), "error": REFUSED}
 
 
 def plan(ledger: Ledger, run_id: str | None) -> tuple[list[models.Run], list[models.Resource]]:
@@ -47,7 +61,8 @@ def clean(ledger: Ledger, run_id: str | None = None, *, dry_run: bool = False, r
     """Delete every resource of one run (or of the whole ledger) and prove nothing is left.
 
     ``regions`` adds AWS regions to sweep (``["all"]`` = every enabled region); ``ledger_id`` sweeps for
-    resources tagged with another ledger uuid (a lost ledger file), adopting them into this one.
+    resources tagged with another ledger uuid (a lost ledger file), adopting them into this one (with no
+    creation-time bound: the lost ledger's is unknown). Resources older than this ledger are ``refused``.
     """
     runs, rows = plan(ledger, run_id)
     if ledger_id:
@@ -59,8 +74,12 @@ def clean(ledger: Ledger, run_id: str | None = None, *, dry_run: bool = False, r
         for ctx in contexts.values():
             for kind, provider in ctx.engine.providers.items():
                 known = {r.physical_id for r in rows}
-                report.adopted += [_found(kind, f) for f in provider.sweep(ctx.engine.ledger_uuid, run_id)
-                                   if f.physical_id not in known]
+                for f in provider.sweep(ctx.engine.ledger_uuid, run_id):
+                    if f.physical_id not in known:
+                        if ctx.engine.predates(f):
+                            report.refused.append(_refused(kind, f))
+                        else:
+                            report.adopted.append(_found(kind, f))
         return report
     for run in runs:
         if run.state not in ("cleaning", "cleaned"):
@@ -70,8 +89,10 @@ def clean(ledger: Ledger, run_id: str | None = None, *, dry_run: bool = False, r
         mine = [r for r in rows if r.backend == ctx.backend.name and (r.region or None) == ctx.backend.region]
         errors += ctx.engine.destroy_all(mine, "mcc clean")
         report.deleted += [_describe(r) for r in mine]
-        adopted = ctx.engine.sweep(run_id)
+        refused: list[tuple[str, Found]] = []
+        adopted = ctx.engine.sweep(run_id, refused)
         report.adopted += [_describe(r) for r in adopted]
+        report.refused += [_refused(kind, f) for kind, f in refused]
         errors += ctx.engine.destroy_all(adopted, "mcc clean (found by the sweep)")
     for run in runs:
         inputs_path(ledger, run.id).unlink(missing_ok=True)
@@ -83,11 +104,8 @@ def clean(ledger: Ledger, run_id: str | None = None, *, dry_run: bool = False, r
                 pass
     survivors = _verify(ledger_id or ledger.uuid, contexts, run_id)
     report.survivors = survivors + [{"error": msg, **_describe(row)} for row, msg in errors]
-    if report.survivors:
-        lines = "\n".join(f"  - {s.get('kind')} {s.get('physical_id')} {s.get('error', '')}" for s in report.survivors)
-        raise CleanIncomplete(
-            f"clean finished but {len(report.survivors)} resource(s) tagged with ledger {ledger_id or ledger.uuid} survive:\n"
-            f"{lines}\nRun `mcc clean` again; if they persist, delete them by hand.", report)
+    if report.survivors or report.refused:
+        raise CleanIncomplete(_incomplete(report, ledger_id or ledger.uuid, ledger.created_at), report)
     for run in runs:
         run = queries.get_run(run.id)
         if run.state == "cleaning":
@@ -125,8 +143,28 @@ def _contexts(ledger: Ledger, runs: list[models.Run], rows: list[models.Resource
 
 
 def _verify(ledger_uuid: str, contexts: dict[str, Context], run_id: str | None) -> list[dict[str, Any]]:
+    """What the sweep still finds, except the refused (reported apart)."""
     survivors = []
     for ctx in contexts.values():
         for kind, provider in ctx.engine.providers.items():
-            survivors += [_found(kind, f) for f in provider.sweep(ledger_uuid, run_id)]
+            survivors += [_found(kind, f) for f in provider.sweep(ledger_uuid, run_id) if not ctx.engine.predates(f)]
     return survivors
+
+
+def _when(at: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(at))
+
+
+def _incomplete(report: CleanReport, ledger_uuid: str, created_at: float | None) -> str:
+    """CleanIncomplete's message: the survivors, then the refused, each with what to do."""
+    parts = []
+    if report.survivors:
+        lines = "\n".join(f"  - {s.get('kind')} {s.get('physical_id')} {s.get('error', '')}" for s in report.survivors)
+        parts.append(f"clean finished but {len(report.survivors)} resource(s) tagged with ledger {ledger_uuid} "
+                     f"survive:\n{lines}\nRun `mcc clean` again; if they persist, delete them by hand.")
+    if report.refused:
+        lines = "\n".join(f"  - {s['kind']} {s['physical_id']} (made {_when(s['created_at'])})" for s in report.refused)
+        parts.append(f"refused {len(report.refused)} resource(s) older than this ledger (made {_when(created_at or 0)}):"
+                     f" they were tagged with it after they were created elsewhere. Not "
+                     f"deleted; remove their mcc:ledger tag or delete them yourself:\n{lines}")
+    return "\n".join(parts)

@@ -21,10 +21,12 @@ class Context:
     def open(cls, ledger: Ledger, backend_name: str, aws: dict[str, Any] | None = None,
              ledger_uuid: str | None = None) -> "Context":
         """``ledger_uuid`` (default: the ledger's own) is the tag the backend and engine own resources by:
-        another one sweeps what a lost ledger created."""
+        another one sweeps what a lost ledger created (whose creation time is unknown: no ``not_before``)."""
         owner = ledger_uuid or ledger.uuid
         backend = get_backend(backend_name, ledger.home, owner, aws)
-        return cls(ledger, backend, Engine(owner, backend.name, backend.providers, region=backend.region))
+        not_before = ledger.created_at if owner == ledger.uuid else None
+        return cls(ledger, backend, Engine(owner, backend.name, backend.providers, region=backend.region,
+                                           not_before=not_before))
 
     @classmethod
     def for_run(cls, ledger: Ledger, run: models.Run) -> "Context":

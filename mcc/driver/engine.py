@@ -4,7 +4,8 @@ ensure():  planned → creating (spec, key and tags recorded) → provider call 
            On resume a row found in ``creating`` is looked up first (find-before-create): found → adopted
            into ``active``; not found → created again with the same key.
 destroy(): → deleting → provider delete ("not found" counts as deleted) → deleted.
-sweep():   resources carrying this ledger's tag that the ledger does not know → rows in ``adopted``.
+sweep():   resources carrying this ledger's tag that the ledger does not know → rows in ``adopted``, except
+           those made before the ledger existed (``predates``): refused, never adopted or deleted.
 """
 from __future__ import annotations
 
@@ -14,6 +15,12 @@ from typing import Any, Iterable, Mapping
 from mcc.errors import MccError, ProviderError
 from mcc.ledger import create_row, fire, models, queries
 from mcc.providers.base import Found, Provider, ResourceSpec, ownership_tags
+
+# How far the cloud's clock (it stamps creation times) may be from the laptop's, which stamped the ledger's
+# creation. AWS refuses a signed request whose time is more than 5 minutes off its own (SigV4), so a machine that
+# can call AWS at all is within it. Too small a margin would refuse mcc's own first resources; too large lets a
+# resource made just before the ledger be adopted, as every one was before this check.
+CLOCK_SKEW_S = 300.0
 
 # Resource kinds in the order clean deletes them (DESIGN.md "Guaranteed cleanup").
 DELETE_ORDER = [
@@ -26,9 +33,11 @@ class Engine:
     """Drives providers under the write-ahead rule; the only code that pairs a world call with a ledger write."""
 
     def __init__(self, ledger_uuid: str, backend: str, providers: Mapping[str, Provider], actor: str = "local",
-                 region: str | None = None) -> None:
+                 region: str | None = None, not_before: float | None = None) -> None:
+        """``not_before``: when the ledger that owns ``ledger_uuid`` was made (None: unknown, no bound)."""
         self.ledger_uuid, self.backend, self.actor, self.region = ledger_uuid, backend, actor, region
         self.providers = dict(providers)
+        self.not_before = not_before
 
     def provider(self, kind: str) -> Provider:
         try:
@@ -132,8 +141,20 @@ class Engine:
                 errors.append((row, str(exc)))
         return errors
 
-    def sweep(self, run_id: str | None = None) -> list[models.Resource]:
-        """Find resources tagged with this ledger that no live row accounts for; record them as ``adopted``."""
+    def predates(self, found: Found) -> bool:
+        """True when ``found`` existed before this engine's ledger did (by more than ``CLOCK_SKEW_S``): the ledger
+        cannot have made it, so its ledger tag was put on afterwards, elsewhere. False when either time is
+        unknown (kinds whose API tells no creation time: security groups, local resources)."""
+        return (self.not_before is not None and found.created_at is not None
+                and found.created_at < self.not_before - CLOCK_SKEW_S)
+
+    def sweep(self, run_id: str | None = None,
+              refused: list[tuple[str, Found]] | None = None) -> list[models.Resource]:
+        """Find resources tagged with this ledger that no live row accounts for; record them as ``adopted``.
+
+        One that ``predates`` the ledger is left alone (not adopted, so nothing deletes it) and appended to
+        ``refused`` as ``(kind, found)``. Kinds without a creation time are adopted as their tags say.
+        """
         adopted = []
         for kind in sorted(self.providers, key=_order):
             for found in self.provider(kind).sweep(self.ledger_uuid, run_id):
@@ -141,6 +162,10 @@ class Engine:
                     (models.Resource.physical_id == found.physical_id) & (models.Resource.kind == kind)
                 )
                 if row is not None and row.state != "deleted":
+                    continue
+                if self.predates(found):
+                    if refused is not None:
+                        refused.append((kind, found))
                     continue
                 key = f"sweep:{kind}:{found.physical_id}:{time.time_ns()}"
                 adopted.append(create_row(

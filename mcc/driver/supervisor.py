@@ -172,7 +172,8 @@ def after_failure(ctx: Context, run: models.Run) -> str:
         for kind in ("instance", "cache"):
             provider = ctx.engine.provider(kind)
             for found in provider.sweep(ctx.engine.ledger_uuid, run.id):
-                provider.delete(found.physical_id, found.attrs)
+                if not ctx.engine.predates(found):  # older than the ledger: tagged afterwards, not ours
+                    provider.delete(found.physical_id, found.attrs)
     return (f"The run's queue and processes were stopped; `mcc resume {run.id}` continues it from where it "
             f"stopped ({run.state}).")
 

@@ -105,12 +105,13 @@ def make_backup(conn: sqlite3.Connection, ledger_path: Path) -> Path:
     return dest
 
 
-def ledger_uuid_of(path: Path) -> str | None:
-    """The ledger uuid a (possibly damaged) file still names, if its meta table can be read."""
+def meta_of(path: Path, key: str = "ledger_uuid") -> str | None:
+    """A ``meta`` value (the ledger uuid, its ``created_at``) a (possibly damaged) file still names, if it can
+    be read."""
     try:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
         try:
-            row = conn.execute("SELECT value FROM meta WHERE key='ledger_uuid'").fetchone()
+            row = conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
         finally:
             conn.close()
     except sqlite3.Error:

@@ -44,6 +44,12 @@ class Ledger:
         self.read_only = read_only
         self.db = models.db
 
+    @property
+    def created_at(self) -> float | None:
+        """When this ledger was made (UNIX seconds, ``meta.created_at``); None when it does not say."""
+        row = Meta.get_or_none(Meta.key == "created_at")
+        return float(row.value) if row is not None else None
+
     def atomic(self) -> Any:
         """A transaction (a savepoint when nested); takes the write lock when it begins."""
         return self.db.atomic()

@@ -168,7 +168,7 @@ class BaseModel(Model):
 
 
 class Meta(BaseModel):
-    """Key/value facts about the ledger itself (``ledger_uuid``)."""
+    """Key/value facts about the ledger itself (``ledger_uuid``, ``created_at``)."""
 
     key = CharField(primary_key=True)
     value = TextField()

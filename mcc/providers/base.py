@@ -23,11 +23,16 @@ class ResourceSpec:
 
 @dataclass(frozen=True)
 class Found:
-    """A resource as it exists in the world: its physical id and what describe tells about it."""
+    """A resource as it exists in the world: its physical id and what describe tells about it.
+
+    ``created_at`` (UNIX seconds) is a time the resource already existed at, no earlier than its creation (its
+    creation or launch time, or a last-modified one); None for kinds whose API tells none.
+    """
 
     physical_id: str
     attrs: dict[str, Any] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
+    created_at: float | None = None
 
 
 class Provider(Protocol):

@@ -563,3 +563,85 @@ def test_clean_removes_planted_resources_of_this_ledger_only(cloud, mcc_home: Pa
     assert {t["Key"]: t["Value"] for t in kept["Tags"]}["mcc:ledger"] == other
     s3.head_bucket(Bucket=untagged_bucket)
     assert not {p for _, p in adopted} & {foreign_group, untagged_bucket}
+
+
+def _set_ledger_created_at(home: Path, when: float) -> None:
+    """Stamp the ledger as made at ``when``: emulated resources are made at real time, seconds apart, and a
+    test must not wait out the clock skew the sweep allows."""
+    with sqlite3.connect(home / "ledger.db") as con:
+        assert con.execute("UPDATE meta SET value=? WHERE key='created_at'", (repr(when),)).rowcount == 1
+
+
+def test_clean_refuses_what_was_made_before_the_ledger(cloud, mcc_home: Path, tmp_path: Path) -> None:
+    """A key pair, role and parameter made before the ledger, then given its tag (CreateTags, TagRole,
+    AddTagsToResource on foreign resources), are refused by clean: kept, reported apart, exit non-zero naming
+    them. A key pair made after the ledger is deleted. `--ledger-id` (the lost ledger's uuid, from a newer
+    ledger) applies no such bound and removes all of them."""
+    from mcc.driver.engine import CLOCK_SKEW_S
+    from tests.conftest import mcc
+
+    ec2, iam, ssm = cloud.client("ec2"), cloud.client("iam"), cloud.client("ssm")
+    suffix = uuid.uuid4().hex[:8]
+    old_key, new_key, old_role = f"planted-old-{suffix}", f"planted-new-{suffix}", f"mcc-planted-{suffix}"
+    old_param = f"/mcc/planted-{suffix}"
+    ec2.create_key_pair(KeyName=old_key)
+    iam.create_role(RoleName=old_role, Path="/mcc/", AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}]}))
+    iam.put_role_policy(RoleName=old_role, PolicyName="foreign", PolicyDocument=json.dumps(
+        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:ListAllMyBuckets", "Resource": "*"}]}))
+    ssm.put_parameter(Name=old_param, Value="foreign", Type="String")
+    old_pair = ec2.describe_key_pairs(KeyNames=[old_key])["KeyPairs"][0]
+    made = [old_pair["CreateTime"].timestamp(), iam.get_role(RoleName=old_role)["Role"]["CreateDate"].timestamp(),
+            ssm.get_parameter(Name=old_param)["Parameter"]["LastModifiedDate"].timestamp()]
+    wait_for(lambda: time.time() > max(made) + 1.5, timeout=10)  # the new key pair is made in a later second
+
+    mcc_json("ledger", "show", home=mcc_home)  # the ledger is made
+    mine = ledger_uuid(mcc_home)
+    tag = {"Key": "mcc:ledger", "Value": mine}
+    ec2.create_tags(Resources=[old_pair["KeyPairId"]], Tags=[tag])
+    iam.tag_role(RoleName=old_role, Tags=[tag])
+    ssm.add_tags_to_resource(ResourceType="Parameter", ResourceId=old_param, Tags=[tag])
+    ec2.create_key_pair(KeyName=new_key, TagSpecifications=[{"ResourceType": "key-pair", "Tags": [tag]}])
+    new_made = ec2.describe_key_pairs(KeyNames=[new_key])["KeyPairs"][0]["CreateTime"].timestamp()
+    assert new_made > max(made)
+    # as if the ledger had been made CLOCK_SKEW_S after midway: the old ones predate it beyond the skew
+    _set_ledger_created_at(mcc_home, (max(made) + new_made) / 2 + CLOCK_SKEW_S)
+
+    dry = mcc_json("clean", "--all", "--dry-run", "--regions", "us-east-1", home=mcc_home, timeout=120)
+    assert ("key_pair", new_key) in {(a["kind"], a["physical_id"]) for a in dry["adopted"]}
+    assert {("key_pair", old_key), ("role", old_role), ("role_policy", f"{old_role}/foreign"),
+            ("parameter", old_param)} == {(r["kind"], r["physical_id"]) for r in dry["refused"]}
+
+    proc = mcc("clean", "--all", "--yes", "--json", "--regions", "us-east-1", home=mcc_home, timeout=300)
+    assert proc.returncode == 3, (proc.returncode, proc.stderr)
+    report = json.loads(proc.stdout)
+    refused = {(r["kind"], r["physical_id"]) for r in report["refused"]}
+    print(f"\n[clean] refused {sorted(refused)}; adopted {[(a['kind'], a['physical_id']) for a in report['adopted']]}"
+          f"\n{proc.stderr.strip()}")
+    assert refused == {("key_pair", old_key), ("role", old_role), ("role_policy", f"{old_role}/foreign"),
+                       ("parameter", old_param)}
+    assert report["survivors"] == [] and "Traceback" not in proc.stderr
+    message = " ".join(proc.stderr.split())
+    assert "refused 4 resource(s) older than this ledger (made " in message, message
+    assert "tagged with it after they were created elsewhere. Not deleted; remove their mcc:ledger tag" in message
+    assert {r["error"] for r in report["refused"]} == {"refused: tagged with this ledger after it was created "
+                                                      "elsewhere (it is older than the ledger) - not deleted; remove "
+                                                      "its mcc:ledger tag or delete it yourself"}
+    assert all(name in message for name in (old_key, old_role, old_param)), message
+    assert ("key_pair", new_key) in {(a["kind"], a["physical_id"]) for a in report["adopted"]}
+    assert ec2.describe_key_pairs(Filters=[{"Name": "key-name", "Values": [new_key]}])["KeyPairs"] == []
+    # the refused are untouched: the key, the role with its inline policy, the parameter
+    assert ec2.describe_key_pairs(KeyNames=[old_key])["KeyPairs"][0]["KeyPairId"] == old_pair["KeyPairId"]
+    assert iam.list_role_policies(RoleName=old_role)["PolicyNames"] == ["foreign"]
+    assert ssm.get_parameter(Name=old_param)["Parameter"]["Value"] == "foreign"
+    assert mcc("clean", "--all", "--yes", "--regions", "us-east-1", home=mcc_home, timeout=300).returncode == 3  # still refused, still named
+
+    # `--ledger-id` from a ledger made long after: no bound, everything tagged with the lost uuid goes
+    fresh = tmp_path / "another-laptop"
+    mcc_json("ledger", "show", home=fresh)
+    _set_ledger_created_at(fresh, time.time() + 86400)
+    result = mcc_json("clean", "--all", "--yes", "--ledger-id", mine, home=fresh, timeout=300)
+    assert result["survivors"] == [] and result["refused"] == []
+    assert {("key_pair", old_key), ("role", old_role), ("parameter", old_param)} <= {
+        (a["kind"], a["physical_id"]) for a in result["adopted"]}
+    assert ec2.describe_key_pairs(Filters=[{"Name": "key-name", "Values": [old_key]}])["KeyPairs"] == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import stat
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any, Callable
@@ -91,6 +92,9 @@ FACTORIES: dict[str, Callable[[AwsContext, Path], tuple[Any, ResourceSpec]]] = {
 }
 
 
+NO_CREATION_TIME = {"security_group"}  # EC2 tells none for a group
+
+
 def _ids(found: list[Found]) -> set[str]:
     return {f.physical_id for f in found}
 
@@ -98,6 +102,7 @@ def _ids(found: list[Found]) -> set[str]:
 @pytest.mark.parametrize("kind", sorted(FACTORIES))
 def test_lifecycle(kind: str, aws_ctx: AwsContext, tmp_path: Path) -> None:
     provider, spec = FACTORIES[kind](aws_ctx, tmp_path / "a")
+    started = time.time()
     created = provider.create(spec)
     assert created.physical_id and created.tags["mcc:ledger"] == aws_ctx.ledger_uuid
     found = provider.find(spec)
@@ -113,6 +118,12 @@ def test_lifecycle(kind: str, aws_ctx: AwsContext, tmp_path: Path) -> None:
     assert created.physical_id in _ids(provider.sweep(aws_ctx.ledger_uuid, "run-1"))
     assert created.physical_id not in _ids(provider.sweep(aws_ctx.ledger_uuid, "run-2"))
     assert other.physical_id in _ids(other_provider.sweep(other_ctx.ledger_uuid))
+    # the sweep tells when each was made (what clean's refusal of resources older than the ledger needs)
+    made = next(f for f in provider.sweep(aws_ctx.ledger_uuid) if f.physical_id == created.physical_id).created_at
+    if kind in NO_CREATION_TIME:
+        assert made is None, made
+    else:  # whole seconds in some answers
+        assert made is not None and started - 1 <= made <= time.time() + 1, (made, started)
 
     provider.delete(created.physical_id, created.attrs)
     after = provider.describe(created.physical_id, created.attrs)
@@ -249,6 +260,9 @@ def test_image_bake_and_snapshots(aws_ctx: AwsContext) -> None:
     assert image.attrs["builder_id"] == builder
     assert provider.find(spec).physical_id == image.physical_id
     assert _ids(provider.sweep(aws_ctx.ledger_uuid)) == {image.physical_id}
+    made = [f.created_at for f in provider.sweep(aws_ctx.ledger_uuid)] + [
+        f.created_at for f in SnapshotProvider(aws_ctx).sweep(aws_ctx.ledger_uuid)]  # CreationDate: ISO 8601 text
+    assert all(m is not None and m <= time.time() + 1 for m in made), made
 
     snapshots = SnapshotProvider(aws_ctx)
     snap_id = image.attrs["snapshot_ids"][0]

@@ -11,7 +11,7 @@ import json
 from typing import Any
 
 from mcc.errors import ProviderError
-from mcc.providers.aws.clients import AwsContext, aws_tags, tag_dict
+from mcc.providers.aws.clients import AwsContext, aws_tags, epoch, tag_dict
 from mcc.providers.aws.errors import AwsNotFound, call, error_code
 from mcc.providers.base import TAG_ENTITY, TAG_LEDGER, TAG_RUN, Found, ResourceSpec
 
@@ -94,7 +94,7 @@ class BucketProvider:
         for bucket in [b for page in pages for b in page.get("Buckets", []) if b["Name"].startswith("mcc-")]:
             tags = self._tags(bucket["Name"])
             if tags and tags.get(TAG_LEDGER) == ledger_uuid and (run_id is None or tags.get(TAG_RUN) == run_id):
-                found.append(self._found(bucket["Name"], tags))
+                found.append(self._found(bucket["Name"], tags, epoch(bucket.get("CreationDate"))))
         return found
 
     def _tags(self, name: str) -> dict[str, str] | None:
@@ -108,9 +108,10 @@ class BucketProvider:
                 return {}
             raise
 
-    def _found(self, name: str, tags: dict[str, str]) -> Found:
+    def _found(self, name: str, tags: dict[str, str], created: float | None = None) -> Found:
+        """``created``: ListBuckets' CreationDate (only the sweep lists buckets; describe tells no time)."""
         return Found(name, {"name": name, "region": self.ctx.region, "arn": f"arn:aws:s3:::{name}",
-                            "url": f"s3://{name}/"}, tags)
+                            "url": f"s3://{name}/"}, tags, created)
 
 
 def abort_uploads(s3: Any, bucket: str) -> int:

@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from mcc.errors import ProviderError
-from mcc.providers.aws.clients import AwsContext, aws_tags, tag_dict
+from mcc.providers.aws.clients import AwsContext, aws_tags, epoch, tag_dict
 from mcc.providers.aws.errors import AwsNotFound, call, error_code
 from mcc.providers.aws.parameter import read_secret
 from mcc.providers.base import TAG_ENTITY, TAG_LEDGER, TAG_RUN, Found, ResourceSpec
@@ -105,4 +105,4 @@ class CacheProvider:
                 tags = tag_dict(call(self.ec.list_tags_for_resource, ResourceName=group["ARN"])["TagList"])
             except AwsNotFound:
                 pass
-        return Found(group["ReplicationGroupId"], attrs, tags)
+        return Found(group["ReplicationGroupId"], attrs, tags, epoch(group.get("ReplicationGroupCreateTime")))

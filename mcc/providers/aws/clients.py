@@ -5,6 +5,7 @@ The standard credential and region chain applies (profiles, SSO, environment); `
 """
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,6 +52,19 @@ def aws_tags(tags: dict[str, str]) -> list[dict[str, str]]:
 def tag_dict(tags: list[dict[str, str]] | None) -> dict[str, str]:
     """[{"Key": "k", "Value": "v"}] → {"k": "v"}."""
     return {t["Key"]: t["Value"] for t in tags or []}
+
+
+def epoch(value: Any) -> float | None:
+    """A describe's timestamp (a datetime from botocore, or an ISO 8601 string such as an image's
+    ``CreationDate``) as UNIX seconds; None when absent or unreadable."""
+    if isinstance(value, str):
+        try:
+            value = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    if not isinstance(value, dt.datetime):
+        return None
+    return (value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)).timestamp()
 
 
 def tag_specifications(resource_types: list[str], tags: dict[str, str]) -> list[dict[str, Any]]:

@@ -10,7 +10,7 @@ import json
 from typing import Any
 
 from mcc.errors import ProviderError
-from mcc.providers.aws.clients import AwsContext, aws_tags, tag_dict
+from mcc.providers.aws.clients import AwsContext, aws_tags, epoch, tag_dict
 from mcc.providers.aws.errors import AwsNotFound, call
 from mcc.providers.base import TAG_ENTITY, TAG_LEDGER, TAG_RUN, Found, ResourceSpec
 
@@ -129,8 +129,8 @@ class RolePolicyProvider:
                 names = call(self.iam.list_role_policies, RoleName=role.physical_id)["PolicyNames"]
             except AwsNotFound:
                 continue
-            found += [Found(f"{role.physical_id}/{n}", {"role_name": role.physical_id, "policy_name": n}, role.tags)
-                      for n in names]
+            found += [Found(f"{role.physical_id}/{n}", {"role_name": role.physical_id, "policy_name": n}, role.tags,
+                            role.created_at) for n in names]  # no time of its own: no earlier than its role
         return found
 
 
@@ -197,11 +197,11 @@ def _ignore_missing(fn: Any, **kwargs: Any) -> None:
 
 
 def _role_found(role: dict[str, Any], tags: dict[str, str]) -> Found:
-    return Found(role["RoleName"], {"name": role["RoleName"], "arn": role["Arn"]}, tags)
+    return Found(role["RoleName"], {"name": role["RoleName"], "arn": role["Arn"]}, tags, epoch(role.get("CreateDate")))
 
 
 def _profile_found(profile: dict[str, Any]) -> Found:
     roles = [r["RoleName"] for r in profile.get("Roles", [])]
     attrs = {"name": profile["InstanceProfileName"], "arn": profile["Arn"], "role_names": roles,
              "role_name": roles[0] if roles else None}
-    return Found(profile["InstanceProfileName"], attrs, tag_dict(profile.get("Tags")))
+    return Found(profile["InstanceProfileName"], attrs, tag_dict(profile.get("Tags")), epoch(profile.get("CreateDate")))

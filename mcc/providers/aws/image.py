@@ -20,7 +20,7 @@ import time
 from typing import Any, Callable
 
 from mcc.errors import ProviderError
-from mcc.providers.aws.clients import AwsContext, tag_dict, tag_specifications
+from mcc.providers.aws.clients import AwsContext, epoch, tag_dict, tag_specifications
 from mcc.providers.aws.errors import AwsDependency, AwsNotFound, call, error_code
 from mcc.providers.aws.instance import describe_instances, ownership, tag_filters
 from mcc.providers.base import TAG_ENTITY, TAG_LEDGER, Found, ResourceSpec
@@ -197,10 +197,10 @@ def _snapshot_ids(image: dict[str, Any]) -> list[str]:
 def _found(image: dict[str, Any], builder_id: str | None) -> Found:
     attrs = {"image_id": image["ImageId"], "name": image.get("Name"), "state": image.get("State"),
              "snapshot_ids": _snapshot_ids(image), "builder_id": builder_id}
-    return Found(image["ImageId"], attrs, tag_dict(image.get("Tags")))
+    return Found(image["ImageId"], attrs, tag_dict(image.get("Tags")), epoch(image.get("CreationDate")))
 
 
 def _snapshot_found(snap: dict[str, Any]) -> Found:
     attrs = {"snapshot_id": snap["SnapshotId"], "state": snap.get("State"), "volume_size": snap.get("VolumeSize"),
              "encrypted": bool(snap.get("Encrypted")), "kms_key_id": snap.get("KmsKeyId")}
-    return Found(snap["SnapshotId"], attrs, tag_dict(snap.get("Tags")))
+    return Found(snap["SnapshotId"], attrs, tag_dict(snap.get("Tags")), epoch(snap.get("StartTime")))

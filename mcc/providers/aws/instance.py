@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mcc.errors import ProviderError
-from mcc.providers.aws.clients import AwsContext, client_token, tag_dict, tag_specifications
+from mcc.providers.aws.clients import AwsContext, client_token, epoch, tag_dict, tag_specifications
 from mcc.providers.aws.errors import AwsNotFound, call
 from mcc.providers.aws.images import encrypted_root
 from mcc.providers.base import TAG_ENTITY, TAG_LEDGER, TAG_RUN, Found, ResourceSpec
@@ -169,7 +169,9 @@ def _found(instances: list[dict[str, Any]]) -> Found:
     attrs = {"instance_ids": ids, "state": state, "status": STATES.get(state),
              "private_ip": first.get("PrivateIpAddress"), "public_ip": first.get("PublicIpAddress"),
              "instance_type": first.get("InstanceType")}
-    return Found(",".join(ids), attrs, tag_dict(first.get("Tags")))
+    launched = [epoch(i.get("LaunchTime")) for i in instances]  # the last start: no earlier than the launch
+    created = max(launched) if None not in launched else None
+    return Found(",".join(ids), attrs, tag_dict(first.get("Tags")), created)
 
 
 class InstanceProvider:

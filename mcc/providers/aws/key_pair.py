@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from mcc.errors import ProviderError
-from mcc.providers.aws.clients import AwsContext, tag_dict, tag_specifications
+from mcc.providers.aws.clients import AwsContext, epoch, tag_dict, tag_specifications
 from mcc.providers.aws.errors import AwsNotFound, call
 from mcc.providers.aws.instance import ownership, tag_filters
 from mcc.providers.base import TAG_ENTITY, TAG_LEDGER, Found, ResourceSpec
@@ -94,4 +94,4 @@ class KeyPairProvider:
 
 def _found(pair: dict[str, Any], path: str | None) -> Found:
     attrs = {"key_name": pair["KeyName"], "key_pair_id": pair.get("KeyPairId"), "key_path": path}
-    return Found(pair["KeyName"], attrs, tag_dict(pair.get("Tags")))
+    return Found(pair["KeyName"], attrs, tag_dict(pair.get("Tags")), epoch(pair.get("CreateTime")))

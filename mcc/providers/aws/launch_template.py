@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mcc.providers.aws.clients import AwsContext, client_token, tag_dict, tag_specifications
+from mcc.providers.aws.clients import AwsContext, client_token, epoch, tag_dict, tag_specifications
 from mcc.providers.aws.errors import AwsNotFound, call
 from mcc.providers.aws.images import encrypted_root
 from mcc.providers.aws.instance import LAUNCHED, ownership, tag_filters
@@ -88,4 +88,4 @@ class LaunchTemplateProvider:
 def _found(template: dict[str, Any]) -> Found:
     attrs = {"launch_template_id": template["LaunchTemplateId"], "name": template["LaunchTemplateName"],
              "version": template.get("LatestVersionNumber")}
-    return Found(template["LaunchTemplateId"], attrs, tag_dict(template.get("Tags")))
+    return Found(template["LaunchTemplateId"], attrs, tag_dict(template.get("Tags")), epoch(template.get("CreateTime")))

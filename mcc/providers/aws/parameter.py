@@ -11,7 +11,7 @@ import secrets
 from typing import Any
 
 from mcc.errors import ProviderError
-from mcc.providers.aws.clients import AwsContext, aws_tags, tag_dict
+from mcc.providers.aws.clients import AwsContext, aws_tags, epoch, tag_dict
 from mcc.providers.aws.errors import AwsNotFound, call, error_code
 from mcc.providers.base import TAG_ENTITY, TAG_LEDGER, TAG_RUN, Found, ResourceSpec
 
@@ -66,7 +66,8 @@ class ParameterProvider:
             tags = call(self.ssm.list_tags_for_resource, ResourceType="Parameter", ResourceId=physical_id)["TagList"]
         except AwsNotFound:
             return None
-        return _found(physical_id, param.get("ARN"), param.get("Version"), tag_dict(tags))
+        return _found(physical_id, param.get("ARN"), param.get("Version"), tag_dict(tags),
+                      epoch(param.get("LastModifiedDate")))
 
     def delete(self, physical_id: str, attrs: dict[str, Any]) -> None:
         try:
@@ -87,5 +88,6 @@ class ParameterProvider:
         return found
 
 
-def _found(name: str, arn: str | None, version: int | None, tags: dict[str, str]) -> Found:
-    return Found(name, {"name": name, "arn": arn, "version": version}, tags)
+def _found(name: str, arn: str | None, version: int | None, tags: dict[str, str], modified: float | None) -> Found:
+    """``modified`` (its last write, no earlier than its creation) stands for the creation time SSM does not tell."""
+    return Found(name, {"name": name, "arn": arn, "version": version}, tags, modified)

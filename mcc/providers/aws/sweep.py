@@ -5,6 +5,10 @@ where the service has them, the /mcc/ path for IAM). The Resource Groups Tagging
 key pairs, launch templates, IAM roles and instance profiles, and lists what AWS keeps for a while after
 deletion (terminated instances, closed spot requests); the tests cross-check clean with it
 (tests/aws/harness/tagging.py), mcc itself needs no ``tag:GetResources``.
+
+Each ``Found`` carries the creation time its describe tells (``created_at``: LaunchTime, CreateTime,
+CreationDate, StartTime, CreateDate, ReplicationGroupCreateTime; an SSM parameter's LastModifiedDate, which
+is no earlier than its creation; none for security groups), so the engine refuses what predates the ledger.
 """
 from __future__ import annotations
 
