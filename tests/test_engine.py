@@ -65,6 +65,23 @@ def test_crash_before_create_call_creates_once(engine: Engine) -> None:
     assert resumed.state == "active" and len(live(engine)) == 1
 
 
+def test_current_adopts_what_a_failed_create_made_and_replaces_a_failed_delete(engine: Engine) -> None:
+    """A create that failed after its call went out (the process runs, the row says ``failed``): the next
+    ``current`` adopts it under the same key. A row whose delete failed is replaced under a new key."""
+    tags = ownership_tags(engine.ledger_uuid, None, "role", "role")
+    row = fire(create_row(models.Resource, kind="instance", name="role", backend="local", idempotency_key="role",
+                          spec=SLEEPER, tags=tags, attrs={}, state="planned"), "begin_create")
+    made = engine.provider("instance").create(engine.spec_of(row))  # the call went out...
+    fire(row, "create_failed", reason="the wait after the call failed")  # ...and its wait did not
+    again = engine.current(None, "instance", "role", SLEEPER)
+    assert (again.idempotency_key, again.state, again.physical_id) == ("role", "active", made.physical_id)
+    assert len(live(engine)) == 1
+    failed = fire(fire(again, "begin_delete"), "delete_failed", reason="the terminate call failed")
+    replaced = engine.current(None, "instance", "role", SLEEPER)
+    assert replaced.idempotency_key == "role-2" and replaced.state == "active"
+    assert queries.resource_by_key("role").state == "failed" == failed.state  # left for clean to finish
+
+
 def test_destroy_resumes_and_missing_counts_as_deleted(engine: Engine) -> None:
     row = engine.ensure(None, "instance", "d", "key-d", SLEEPER)
     row = fire(row, "begin_delete")  # ... died before the delete call

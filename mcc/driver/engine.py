@@ -87,7 +87,9 @@ class Engine:
 
         Keys are ``base_key``, ``base_key-2``, …: one row per physical resource, ever. A row whose create
         failed keeps its key: the failure may have come after the call went out (RunInstances answered, the
-        wait for it to run did not), and ``ensure`` adopts what its tags find before it creates again.
+        wait for it to run did not), and ``ensure`` adopts what its tags find before it creates again. A row
+        whose delete failed (it has its physical id) is not brought back: a new key replaces it, and clean
+        finishes its delete.
         """
         run_id = run.id if run is not None else None
         owner = models.Resource.run.is_null() if run_id is None else models.Resource.run == run_id
@@ -96,7 +98,8 @@ class Engine:
             .order_by(models.Resource.id)
         )
         current = rows[-1] if rows else None
-        if current is not None and current.state not in ("deleting", "deleted"):
+        failed_delete = current is not None and current.state == "failed" and bool(current.physical_id)
+        if current is not None and current.state not in ("deleting", "deleted") and not failed_delete:
             if current.state == "active" and self.describe(current) is None:
                 self.destroy(current, "found dead")
             else:  # a failed create may have gone out (a wait after the call failed): ensure finds before it creates
