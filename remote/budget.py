@@ -7,11 +7,21 @@ recorded at launch. The records are read from the bucket once, at start; after t
 launches and terminations keep them (no calls per tick that grow with the fleet).
 
 Each tick the manager asks two questions, both about ``spend(at)``: everything billed by time ``at`` if
-what runs now keeps running until then (a running instance bills at least its 60 s):
+what runs now keeps running until then (a running instance bills at least its 60 s), with a *reserve* kept
+back for the case that this manager dies (a SIGKILL, a lost instance) in the middle of it all:
 
-- may k more workers start? Only if spend(next check) + k new 60-second minimums stays within the cap;
+- may k more workers start? Only if spend(next check) + the reserve + k new workers' share of it (their
+  60-second minimum and their tail, below) stays within the cap;
 - must the run drain? When spend(next check + the time to finish the subproblems in hand and shut down)
-  would cross the cap: the queue stops leasing, the workers finish what they hold, the run stops.
+  + the reserve would cross the cap: the queue stops leasing, the workers finish what they hold, the run
+  stops.
+
+The reserve is what the run can still bill once this manager is gone and before anything stops it: a
+replacement manager's 60-second minimum (the laptop relaunches one; it finds the run over its projection,
+drains at once and combines what is done), and every running worker's *tail* — a worker with no manager
+keeps its instance until it gives up on an empty or unreachable queue (``RunSpec.idle_exit_seconds``).
+With the laptop gone too, nobody relaunches, and the workers' tails are all that is billed. The laptop
+refuses to launch a manager whose minimum would cross the cap (mcc/driver/budget.py).
 """
 from __future__ import annotations
 
@@ -43,21 +53,26 @@ def spend(intervals: Iterable[Interval], at: float) -> float:
                for i in intervals)
 
 
-def launch_allowance(budget: float, spent_next: float, worker_usd_per_hour: float | None, wanted: int) -> int:
-    """How many of ``wanted`` workers can start without the cap being crossed by their 60-second minimum."""
+def launch_allowance(budget: float, spent_next: float, per_worker_usd: float, wanted: int) -> int:
+    """How many of ``wanted`` workers can start without the cap being crossed, each costing ``per_worker_usd``
+    at least (its 60-second minimum and its share of the reserve)."""
     if wanted <= 0:
         return 0
-    minute = pricing.instance_cost(0, worker_usd_per_hour)
-    if minute <= 0:
+    if per_worker_usd <= 0:
         return wanted
-    return max(0, min(wanted, int((budget - spent_next) // minute)))
+    return max(0, min(wanted, int((budget - spent_next) // per_worker_usd)))
+
+
+def tail_usd(usd_per_hour: float | None, tail_seconds: float) -> float:
+    """What one worker bills with no manager, before it exits on its own (0 when unpriced)."""
+    return (usd_per_hour or 0.0) * tail_seconds / 3600.0
 
 
 class BudgetGuard:
     """The cap of one run, as the manager enforces it (see the module doc)."""
 
     def __init__(self, store: Store, aws: dict[str, Any], manager_started: float, tick_seconds: float,
-                 seconds_per_subproblem: float) -> None:
+                 seconds_per_subproblem: float, tail_seconds: float = 0.0) -> None:
         doc = get_json(store, BUDGET) or {}
         self.budget = float(doc["budget_usd"]) if doc.get("budget_usd") is not None else None
         self.prior = float(doc.get("prior_usd") or 0.0)
@@ -67,6 +82,7 @@ class BudgetGuard:
                                 default=None)
         self.tick = tick_seconds
         self.sub_seconds = seconds_per_subproblem
+        self.tail = tail_seconds  # a worker's life with no manager (RunSpec.idle_exit_seconds)
         self.records: dict[str, Interval] = {}
         if self.budget is not None:
             for key in store.list(INSTANCES):
@@ -88,24 +104,31 @@ class BudgetGuard:
         at = time.time() if at is None else at
         return self.prior + spend([self.manager, *self.records.values()], at)
 
+    def reserve(self) -> float:
+        """What the run may still bill if this manager dies now (see the module doc): a replacement manager's
+        60-second minimum and the tail of every running worker."""
+        running = sum(tail_usd(i.usd_per_hour, self.tail) for i in self.records.values() if i.end is None)
+        return pricing.instance_cost(0, self.manager.usd_per_hour) + running
+
     def allow(self, wanted: int, now: float | None = None) -> int:
         """Workers that may start now (all of ``wanted`` without a budget)."""
         if self.budget is None:
             return wanted
         now = time.time() if now is None else now
-        allowed = launch_allowance(self.budget, self.spent(now + self.tick), self.worker_price, wanted)
+        per_worker = pricing.instance_cost(0, self.worker_price) + tail_usd(self.worker_price, self.tail)
+        allowed = launch_allowance(self.budget - self.reserve(), self.spent(now + self.tick), per_worker, wanted)
         if allowed < wanted:
             log.info("budget: launching %d of %d wanted worker(s); more would cross $%.6f (spent $%.6f)",
                      allowed, wanted, self.budget, self.spent(now))
         return allowed
 
     def must_drain(self, now: float | None = None) -> bool:
-        """True when finishing the work in hand after the next check would cross the cap."""
+        """True when finishing the work in hand after the next check, with the reserve kept, would cross the cap."""
         if self.budget is None:
             return False
         now = time.time() if now is None else now
         horizon = 2 * self.tick + self.sub_seconds + SHUTDOWN_SECONDS
-        return self.spent(now + horizon) > self.budget
+        return self.spent(now + horizon) + self.reserve() > self.budget
 
 
 def make_guard(rt: Any, fleet: Any, manager_id: str) -> BudgetGuard | None:
@@ -118,5 +141,6 @@ def make_guard(rt: Any, fleet: Any, manager_id: str) -> BudgetGuard | None:
     started = fleet.launch_time(manager_id) or time.time()
     chunk = max((n for _, n in rt.spec.chunks), default=1)
     per_point = float(rt.spec.extra.get("seconds_per_point") or 0.0)
-    guard = BudgetGuard(rt.store, aws, started, rt.spec.tick_seconds, max(rt.spec.lease_seconds, chunk * per_point))
+    guard = BudgetGuard(rt.store, aws, started, rt.spec.tick_seconds, max(rt.spec.lease_seconds, chunk * per_point),
+                        tail_seconds=rt.spec.idle_exit_seconds)
     return guard if guard.active else None

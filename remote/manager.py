@@ -65,8 +65,11 @@ class Manager:
             self.launched_at[wid] = time.time()
             self.log.info("adopted running worker %s", wid)
         self._ensure_seeded()
-        self.q.restore_withheld()  # a run resumed with a larger budget leases again what its drain set aside
         self.budget = make_guard(self.rt, self.fleet, self.resource_id)
+        if self.budget is not None:
+            self.q.lease_only_under_manager()  # with this manager gone, its workers stop leasing (the reserve)
+        if self.budget is None or not self.budget.must_drain():
+            self.q.restore_withheld()  # a run resumed with a larger budget leases again what its drain set aside
         self.cursor = (self.rt.redis.get(self.key + "journal_cursor") or b"0-0").decode()
         while True:
             prog, failure = self.tick()
@@ -298,7 +301,7 @@ class Manager:
         )
         put_json(self.rt.store, FINAL, final)
         self._publish("finished", prog)
-        self.rt.redis.delete(self.key + "manager_lock")
+        self.rt.redis.delete(self.q.keys["manager_lock"])
         self.log.info("finished: %s", final["state"])
         return 0
 
@@ -316,7 +319,7 @@ class Manager:
 
     def _acquire_lock(self) -> None:
         ttl = max(int(self.spec.lease_seconds), 5)
-        key, mine = self.key + "manager_lock", self._lock_value()
+        key, mine = self.q.keys["manager_lock"], self._lock_value()
         while not self.rt.redis.set(key, mine, nx=True, ex=ttl):
             holder = self.rt.redis.get(key)
             if holder is not None and _holder_gone(holder.decode()):
@@ -328,7 +331,7 @@ class Manager:
         self.lock_value = mine
 
     def _renew_lock(self) -> None:
-        self.rt.redis.set(self.key + "manager_lock", self.lock_value, ex=max(int(self.spec.lease_seconds), 5))
+        self.rt.redis.set(self.q.keys["manager_lock"], self.lock_value, ex=max(int(self.spec.lease_seconds), 5))
 
 
 _DELETE_IF_EQUAL = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"

@@ -111,9 +111,14 @@ def drive(ctx: Context, run: models.Run, *, detach: bool = False, keep: bool = F
             urls = ctx.backend.provision(ctx.engine, run)  # a dead queue is replaced here
             store = store_of(ctx, run)
             if store is not None:
-                from mcc.driver.budget import publish
+                from mcc.driver.budget import manager_refused, publish, spent_usd
 
-                publish(store, run)  # the cap and the spend so far, for the manager to enforce on its own
+                if publish(store, run):  # the cap and the spend so far, for the manager to enforce on its own
+                    aws = urls["extra"]["aws"]
+                    refused = manager_refused(run, aws["on_demand_prices"].get(aws["manager_type"]), spent_usd(run))
+                    if refused:
+                        run = fire(run, "stop_budget", reason=refused)
+                        continue
             ctx.backend.launch_manager(ctx.engine, run, urls)
             run = fire(run, "start")
         elif state in ("running", "combining"):

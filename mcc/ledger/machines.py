@@ -43,8 +43,9 @@ TRANSITIONS: dict[str, list[dict[str, Any]]] = {
         _t("collect", "combining", "collecting"),
         _t("complete", "collecting", "completed"),
         _t("complete_with_failures", "collecting", "completed_with_failures"),
-        # the budget ran out: the partial results are collected; `mcc resume RUN --budget N` goes on
-        _t("stop_budget", "collecting", "stopped_budget"),
+        # the budget ran out: the partial results are collected (or, when even a new manager's minimum would
+        # cross it, left in the bucket); `mcc resume RUN --budget N` goes on
+        _t("stop_budget", ["collecting", "launching"], "stopped_budget"),
         _t("raise_budget", "stopped_budget", "provisioning"),
         _t("fail", _ALIVE_RUN, "failed"),
         _t("cancel", ["draft", *_ALIVE_RUN], "cancelled"),

@@ -341,6 +341,12 @@ class Queue:
         requeued one is moved aside by the next call. Returns how many ids moved."""
         return int(self.client.eval(lua.MOVE_ALL, 2, self.keys["pending"], self.keys["withheld"], "LEFT", "RIGHT"))
 
+    def lease_only_under_manager(self) -> None:
+        """From now on a claim leases nothing while no manager holds the run's lock (key ``manager_lock``,
+        renewed every tick): workers left without a manager go idle and exit instead of computing on
+        unsupervised. A run with a budget asks for it, so its spend stays bounded with its manager gone."""
+        self.client.hset(self.keys["meta"], "supervised", "1")
+
     def restore_withheld(self) -> int:
         """Put what :meth:`withhold` set aside back at the front of the pending list, in order."""
         return int(self.client.eval(lua.MOVE_ALL, 2, self.keys["withheld"], self.keys["pending"], "RIGHT", "LEFT"))

@@ -9,11 +9,11 @@ EVENTS_MAXLEN = 1_000_000  # the events stream is trimmed to about this many ent
 
 # Order of KEYS passed to every script.
 KEY_NAMES = ("pending", "leased", "owner", "attempts", "done", "dead", "errors",
-             "sizes", "progress", "workers", "events", "meta", "partial")
+             "sizes", "progress", "workers", "events", "meta", "partial", "manager_lock")
 
 PRELUDE = """
 local K_PENDING, K_LEASED, K_OWNER, K_ATTEMPTS, K_DONE, K_DEAD, K_ERRORS,
-      K_SIZES, K_PROGRESS, K_WORKERS, K_EVENTS, K_META, K_PARTIAL = unpack(KEYS)
+      K_SIZES, K_PROGRESS, K_WORKERS, K_EVENTS, K_META, K_PARTIAL, K_MANAGER_LOCK = unpack(KEYS)
 local function now()
   local t = redis.call('TIME')
   local s, us = tonumber(t[1]), tonumber(t[2])
@@ -39,9 +39,13 @@ local function spend(sub, reason)
   redis.call('RPUSH', K_PENDING, sub)
   return 'retry', att
 end
--- Lease up to n pending subproblems to worker (done/dead/leased ids met in pending are dropped).
+-- Lease up to n pending subproblems to worker (done/dead/leased ids met in pending are dropped);
+-- nothing while the run leases only under a live manager (meta 'supervised') and none holds the lock.
 local function claim(worker, n, lease_ms, now_ms, ts)
   local out = {}
+  if redis.call('HGET', K_META, 'supervised') == '1' and redis.call('EXISTS', K_MANAGER_LOCK) == 0 then
+    return out
+  end
   while #out < n do
     local sub = redis.call('LPOP', K_PENDING)
     if not sub then break end
