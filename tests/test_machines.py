@@ -40,7 +40,7 @@ CONTRACT = {
         collect: combining -> collecting
         complete: collecting -> completed
         complete_with_failures: collecting -> completed_with_failures
-        stop_budget: collecting -> stopped_budget
+        stop_budget: collecting launching -> stopped_budget
         raise_budget: stopped_budget -> provisioning
         fail: provisioning launching running combining collecting -> failed
         cancel: draft provisioning launching running combining collecting -> cancelled
