@@ -387,7 +387,8 @@ def _budget_reason(run: models.Run, final: dict[str, Any]) -> str:
     p = final.get("progress", {})
     left = (run.points or 0) - p.get("done_points", 0) - p.get("dead_points", 0)
     return (f"budget: spent ${final.get('spent_usd', 0):.6f} of ${final.get('budget_usd', 0):.6f} "
-            f"(the manager's projection of the work in hand would have crossed it); {left} point(s) left. "
+            f"(the manager's projection of the work in hand, with its reserve for a lost manager, would have "
+            f"crossed it); {left} point(s) left. "
             f"`mcc resume {run.id} --budget N` continues with a larger cap.")
 
 
