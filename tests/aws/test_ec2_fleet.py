@@ -34,7 +34,8 @@ def _fleet(ctx: AwsContext, client: Any, tmp_path: Path) -> Ec2Fleet:  # noqa: F
     return Ec2Fleet(rt, ctx, aws, user_data="")
 
 
-def test_a_tick_asks_only_for_workers_that_are_not_running(aws_ctx: AwsContext, client, tmp_path: Path) -> None:  # noqa: F811
+def test_a_tick_asks_only_for_workers_that_are_not_running(aws_ctx: AwsContext, client,  # noqa: F811
+                                                            tmp_path: Path) -> None:
     fleet = _fleet(aws_ctx, client, tmp_path)
     ec2 = aws_ctx.client("ec2")
     ids = fleet.launch_workers(4)
