@@ -1,7 +1,8 @@
 """Workers as EC2 instances, launched by the manager instance with its instance profile.
 
 The same four verbs as the local fleet. One DescribeInstances call per tick covers every worker, so
-API calls per tick do not grow with the fleet; capacity and quota errors shrink the fleet instead of
+API calls per tick do not grow with the fleet, and it asks only for the workers that are NOT running, so
+neither does its reply (see ``query_workers``); capacity and quota errors shrink the fleet instead of
 failing the run (with backoff); every instance carries the ledger's tags inside its RunInstances call.
 
 Diversified capacity: ``worker_types`` (ordered preference) x ``subnets`` are the launch options. A
@@ -25,7 +26,7 @@ from mcc.providers.aws.clients import AwsContext
 from mcc.providers.aws import market
 from mcc.providers.aws.errors import AwsCapacity
 from mcc.providers.aws.instance import (
-    LaunchRequest, describe_instances, launch_overrides, query_instances, run_instances, terminate_instances,
+    STATES, LaunchRequest, describe_instances, launch_overrides, query_instances, run_instances, terminate_instances,
 )
 from mcc.providers.base import ownership_tags
 from mcc.remote.fleet import mark_terminated
@@ -34,6 +35,8 @@ from mcc.work.runspec import INSTANCES, instance_key
 from mcc.work.stores import get_json, put_json
 
 ALIVE = {"pending", "running"}
+NOT_RUNNING = [s for s in STATES if s != "running"]  # what a tick asks EC2 about (query_workers)
+STOPPED = {"stopping", "stopped"}  # a worker in these never works for the run again: terminated, not left stopped
 SPOT_PRICE_TTL = 300.0  # seconds a spot price lookup is reused across launch batches
 log = logging.getLogger("manager")
 
@@ -160,11 +163,43 @@ class Ec2Fleet:
             }
             put_json(self.rt.store, instance_key(iid), self.records[iid])
 
+    def _worker_tags(self) -> dict[str, str]:
+        return {"mcc:run": self.rt.spec.run_id, "mcc:role": "worker"}
+
     def query_workers(self) -> dict[str, bool]:
-        """worker id → alive, from ONE paginated DescribeInstances for every worker of the run."""
-        states = query_instances(self.ctx, {"mcc:run": self.rt.spec.run_id, "mcc:role": "worker"})
+        """worker id → alive, from ONE paginated DescribeInstances of the run's workers that are not running.
+
+        The reply holds the exceptions only: pending (launched, not yet running: alive), stopping/stopped,
+        shutting-down and terminated (dead: a spot interruption, a stop or a termination behind the
+        manager's back). A known worker absent from it is running. So the reply, and botocore's parse of
+        it (0.6–1 ms of CPU per instance: nearly all of a 1,000-worker tick when every instance came
+        back), grows with the run's instances in those states (EC2 keeps listing a terminated one for a
+        while, usually under an hour), not with the fleet. A stopped worker is terminated (one call for
+        all of them) so that it does not stay in every later reply, nor cost its disk.
+
+        How late a death is noticed: at the first tick after EC2 reports the instance in one of those
+        states, i.e. within one tick of EC2 itself (``tick_seconds`` plus the tick's own time). A worker
+        absent from the reply that is not running after all (EC2 no longer lists it, or does not list it
+        yet) is caught by the manager's heartbeat checks: replaced ``boot_seconds`` after its launch if it
+        never heartbeated, ``stall_after`` (3 leases by default) after its last heartbeat otherwise. Its
+        leases go back to the queue on their own when they expire (``lease_seconds`` after the last
+        heartbeat), whatever the manager has noticed. ``adopt_workers`` asks the full question instead.
+        """
+        return self._update(query_instances(self.ctx, self._worker_tags(), states=NOT_RUNNING), absent="running")
+
+    def _query_all(self) -> dict[str, bool]:
+        """worker id → alive, from the full DescribeInstances of the run's live workers (absent = gone):
+        what a new manager asks once, for workers it has only records of."""
+        return self._update(query_instances(self.ctx, self._worker_tags()), absent="terminated")
+
+    def _update(self, states: dict[str, str], absent: str) -> dict[str, bool]:
+        """The known workers' states from a reply (``absent``: the state of one not in it); worker id → alive.
+        Stopped workers are terminated, in one call."""
+        stopped = [iid for iid in self.known if states.get(iid) in STOPPED]
+        if stopped:
+            terminate_instances(self.ctx, stopped)
         for iid in list(self.known):
-            self.known[iid] = states.get(iid, "terminated")
+            self.known[iid] = states.get(iid, absent)
         return {iid: state in ALIVE for iid, state in self.known.items()}
 
     def terminate_worker(self, worker_id: str, reason: str) -> None:
@@ -180,7 +215,7 @@ class Ec2Fleet:
             record = get_json(self.rt.store, key) or {}
             if record.get("role") == "worker" and "terminated_at" not in record:
                 self.known[record["worker_id"]] = "pending"
-        alive = self.query_workers()
+        alive = self._query_all()
         for iid, ok in list(alive.items()):
             if not ok:
                 self.forget_worker(iid, "found terminated by a new manager")

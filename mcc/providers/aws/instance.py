@@ -128,11 +128,14 @@ def describe_instances(ctx: AwsContext, *, ids: list[str] | None = None,
     return out
 
 
-def query_instances(ctx: AwsContext, tags: dict[str, str], include_gone: bool = False) -> dict[str, str]:
+def query_instances(ctx: AwsContext, tags: dict[str, str], include_gone: bool = False,
+                    states: list[str] | None = None) -> dict[str, str]:
     """{instance id: EC2 state name} for every instance carrying ``tags``, in ONE paginated call.
 
-    ``STATES[state]`` maps the EC2 state to ours; terminated/shutting-down are left out unless asked."""
-    states = None if include_gone else LIVE_STATES
+    ``STATES[state]`` maps the EC2 state to ours; terminated/shutting-down are left out unless asked.
+    ``states`` asks for exactly those EC2 states instead (the reply, and its parse, holds only them)."""
+    if states is None:
+        states = None if include_gone else LIVE_STATES
     return {i["InstanceId"]: i["State"]["Name"] for i in describe_instances(ctx, tags=tags, states=states)}
 
 
