@@ -81,6 +81,9 @@ def test_private_run_has_no_public_address_and_its_endpoints_go_with_it(cloud, m
         (443, [ec2.describe_vpcs(VpcIds=[subnet["VpcId"]])["Vpcs"][0]["CidrBlock"]])]
     assert not [r for r in cloud.proxy.requests if r.action == "CreateTags" and r.access_key == "testing"]
 
+    # two interface endpoints in one zone, each less than an hour: two endpoint-hours at us-east-1's $0.01
+    assert mcc_json("analyze", out["run_id"], home=mcc_home)["cost_breakdown"]["vpc endpoints"] == pytest.approx(0.02)
+
     assert mcc_json("clean", "--all", "--yes", home=mcc_home, timeout=300)["survivors"] == []
     assert tagged_counts(mcc_home) == {}
 
