@@ -88,26 +88,30 @@ def test_private_run_has_no_public_address_and_its_endpoints_go_with_it(cloud, m
     assert tagged_counts(mcc_home) == {}
 
 
-def test_endpoint_create_killed_on_either_side_is_adopted_on_resume(cloud, tmp_path: Path, make_project,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    """SIGKILL just before and just after the first CreateVpcEndpoint (written ahead, not or unheard made): the
-    resumed run adopts what its tags find, one endpoint per service ever, every point once, clean leaves none."""
+@pytest.mark.parametrize("target", [("CreateVpcEndpoint", "before"), ("CreateVpcEndpoint", "after"),
+                                    ("DeleteVpcEndpoints", "after")])
+def test_endpoint_calls_killed_on_either_side_are_resumed_without_a_duplicate(
+        target: tuple[str, str], cloud, tmp_path: Path, make_project, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGKILL just before or just after the first CreateVpcEndpoint (written ahead, not made or made unheard),
+    or just after the run's first DeleteVpcEndpoints (its teardown): the resumed run adopts what its tags find
+    or finishes the delete; one endpoint per service ever, every point once, none left live; clean leaves none."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     project = make_project(N, toml=private_toml(cloud))
-    for n, phase in enumerate(("before", "after")):
-        key, home = f"laptop{n}", tmp_path / f"home-{phase}"
-        killed(cloud, home, (("ec2", "CreateVpcEndpoint"), phase), key, ["run", str(project), "--json"])
-        resumed = mcc_json("resume", latest_run_id(home), home=home, timeout=300, env={"AWS_ACCESS_KEY_ID": key})
-        assert resumed["state"] == "completed", phase
-        exactly_once(resumed["result"])
-        rows = endpoint_rows(home)
-        assert sorted(r["idempotency_key"].rsplit("/", 1)[-1] for r in rows) == ["ec2", "s3", "ssm"], (phase, rows)
-        made = [e for e in cloud.client("ec2").describe_vpc_endpoints(
-            Filters=[{"Name": "tag:mcc:run", "Values": [resumed["run_id"]]}])["VpcEndpoints"]]
-        assert len(made) == 3 and {r["physical_id"] for r in rows} == {e["VpcEndpointId"] for e in made}, (phase, made)
-        again = mcc("clean", "--all", "--yes", "--json", home=home, timeout=300, env={"AWS_ACCESS_KEY_ID": key})
-        assert again.returncode == 0, again.stderr[-3000:]
-        assert tagged_counts(home) == {}, phase
+    key, home = "laptop-crash", tmp_path / "home"
+    killed(cloud, home, (("ec2", target[0]), target[1]), key, ["run", str(project), "--json"])
+    resumed = mcc_json("resume", latest_run_id(home), home=home, timeout=300, env={"AWS_ACCESS_KEY_ID": key})
+    assert resumed["state"] == "completed", target
+    exactly_once(resumed["result"])
+    rows = endpoint_rows(home)
+    assert sorted(r["idempotency_key"].rsplit("/", 1)[-1] for r in rows) == ["ec2", "s3", "ssm"], (target, rows)
+    assert {r["state"] for r in rows} == {"deleted"}, rows
+    made = cloud.client("ec2").describe_vpc_endpoints(
+        Filters=[{"Name": "tag:mcc:run", "Values": [resumed["run_id"]]}])["VpcEndpoints"]
+    assert len(made) == 3 and {r["physical_id"] for r in rows} == {e["VpcEndpointId"] for e in made}, (target, made)
+    assert {e["State"].lower() for e in made} == {"deleted"}
+    again = mcc("clean", "--all", "--yes", "--json", home=home, timeout=300, env={"AWS_ACCESS_KEY_ID": key})
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert tagged_counts(home) == {}, target
 
 
 def test_private_without_a_way_to_install_is_refused_before_anything_exists(cloud, mcc_home: Path,

@@ -75,8 +75,14 @@ class VpcEndpointProvider:
         return _found(endpoints[0]) if endpoints else None
 
     def delete(self, physical_id: str, attrs: dict[str, Any]) -> None:
-        """Delete and wait until it is gone (its network interfaces hold the endpoints' security group)."""
-        reply = call(self.ec2.delete_vpc_endpoints, VpcEndpointIds=[physical_id])
+        """Delete and wait until it is gone (its network interfaces hold the endpoints' security group). One already
+        gone is not asked again (a delete resumed after it went through)."""
+        if self.describe(physical_id, attrs) is None:
+            return
+        try:
+            reply = call(self.ec2.delete_vpc_endpoints, VpcEndpointIds=[physical_id])
+        except AwsNotFound:  # the endpoint, or the gateway's route, went away meanwhile
+            return
         failed = [u for u in reply.get("Unsuccessful") or []
                   if u.get("Error", {}).get("Code") != "InvalidVpcEndpoint.NotFound"]
         if failed:
