@@ -3,7 +3,8 @@ baked image: mcc/backends/aws_image.py); per run two IAM roles scoped to the run
 which launches workers, and the workers', which only reads inputs and writes outputs) with their instance
 profiles, a launch template (encrypted root volume), the queue password in SSM, and either the queue's CA
 parameter in SSM (the queue on the manager: TLS with a per-run CA the manager makes and writes there) or an
-ElastiCache cluster (TLS), and the manager instance. Workers are launched by the manager (remote/ec2_fleet)."""
+ElastiCache cluster (TLS), with ``public_ip = false`` and ``egress = "endpoints"`` the run's VPC endpoints
+(mcc/backends/aws_network.py), and the manager instance. Workers are launched by the manager (remote/ec2_fleet)."""
 from __future__ import annotations
 
 from pathlib import Path
