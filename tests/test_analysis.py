@@ -245,6 +245,19 @@ def test_ebs_s3_and_recorded_costs(ledger) -> None:
     assert a["instances"] == 0 and a["instance_seconds"] == 0
 
 
+def test_interface_endpoints_cost_whole_hours_per_zone_gateways_nothing(ledger) -> None:
+    """`public_ip = false`: an interface endpoint in two zones for 1.5 h is 2 zones x 2 hours at $0.01; the S3
+    gateway endpoint of the same run is free."""
+    run = create_row(Run, id="r-private", backend="aws", project_dir="/nowhere", settings={"region": "us-east-1"})
+    for service, spec in (("ssm", {"endpoint_type": "Interface", "subnet_ids": ["subnet-a", "subnet-b"]}),
+                          ("s3", {"endpoint_type": "Gateway", "route_table_ids": ["rtb-a"]})):
+        create_row(Resource, run=run.id, kind="vpc_endpoint", name=service, backend="aws", region="us-east-1",
+                   idempotency_key=f"{run.id}/endpoint/{service}", state="adopted", spec=spec,
+                   attrs={"launched_at": 0.0, "terminated_at": 5400.0})
+    a = analysis.analyze_run("r-private", now=6000.0)
+    assert a["cost_breakdown"] == pytest.approx({"vpc endpoints": 2 * 2 * 0.01})
+
+
 # -- the live cost: projection, figures from the ledger, the meter --------------------------------------
 
 def test_projected_cost_is_so_far_plus_remaining_time_at_the_burn_rate() -> None:

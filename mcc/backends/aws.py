@@ -3,7 +3,8 @@ baked image: mcc/backends/aws_image.py); per run two IAM roles scoped to the run
 which launches workers, and the workers', which only reads inputs and writes outputs) with their instance
 profiles, a launch template (encrypted root volume), the queue password in SSM, and either the queue's CA
 parameter in SSM (the queue on the manager: TLS with a per-run CA the manager makes and writes there) or an
-ElastiCache cluster (TLS), and the manager instance. Workers are launched by the manager (remote/ec2_fleet)."""
+ElastiCache cluster (TLS), with ``public_ip = false`` and ``egress = "endpoints"`` the run's VPC endpoints
+(mcc/backends/aws_network.py), and the manager instance. Workers are launched by the manager (remote/ec2_fleet)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -50,8 +51,12 @@ class AwsBackend:
         return self._identity
 
     def preflight(self) -> None:
-        """Credentials and region work (checked before any resource is created)."""
+        """Credentials and region work, and a NAT named for a private run routes (before any resource is created)."""
         self.identity()
+        if not self.settings.public_ip and self.settings.egress == "nat":
+            from mcc.providers.aws.network import require_nat
+
+            require_nat(self.ctx, [n for n in self.settings.candidate_subnets if n])
 
     def _short(self) -> str:
         return self.ledger_uuid.replace("-", "")[:12]
@@ -92,8 +97,17 @@ class AwsBackend:
                 engine, store=S3Store(bucket, client=self.ctx.client("s3")), wheel=self.wheel(),
                 requirements=list(s.requirements), region=r, short=self._short(), account=self.identity()["Account"],
                 security_group_id=rows["security_group"].physical_id, instance_type=s.manager_type,
-                base_image_id=base, root=root_volume(self.ctx, base), kms_key_id=s.ebs_kms_key)
+                base_image_id=base, root=root_volume(self.ctx, base), kms_key_id=s.ebs_kms_key,
+                network=self._builder_network())
         return rows
+
+    def _builder_network(self) -> dict[str, Any]:
+        """Where the image builder goes: it installs from PyPI, so it keeps a public address unless the run's
+        subnets reach the internet through the user's NAT (``egress = "nat"``)."""
+        s = self.settings
+        if s.public_ip or s.egress != "nat":
+            return {}
+        return {"public_ip": False, "subnet_id": s.candidate_subnets[0]}
 
     # -- per run -----------------------------------------------------------------------------------
     def provision(self, engine: Engine, run: models.Run) -> dict[str, Any]:
@@ -107,7 +121,9 @@ class AwsBackend:
         shared = self.provision_shared(engine) if not ("bucket" in own and "security_group" in own) else {}
         bucket_row = own.get("bucket") or shared["bucket"]
         bucket = bucket_row.attrs.get("name") or bucket_row.physical_id
-        group_id = (own.get("security_group") or shared["security_group"]).physical_id
+        group = own.get("security_group") or shared["security_group"]
+        group_id = group.physical_id
+        subnets = self._network(engine, run, group)
         prefix = f"runs/{run.id}/"
         param_path = f"/mcc/{self.ledger_uuid}/{run.id}/"
         cache = own.get("cache")
@@ -144,7 +160,7 @@ class AwsBackend:
         key_name = s.key_name or (shared["key_pair"].physical_id if "key_pair" in shared else None)
         template = engine.ensure(run.id, "launch_template", name, f"{run.id}/launch_template", {
             "name": name, "image_id": image_id, "instance_type": s.candidate_types[0],
-            "security_group_id": group_id,
+            "security_group_id": group_id, "public_ip": s.public_ip,
             "instance_profile_arn": worker_profile.attrs.get("arn"),
             **root_volume(self.ctx, image_id), "kms_key_id": s.ebs_kms_key,
             "key_name": key_name,
@@ -166,16 +182,33 @@ class AwsBackend:
         store_url = f"s3://{bucket}/{prefix}"
         wheel = self._upload_inputs(self.store(store_url), run)
         aws = {"region": r, "launch_template_id": template.physical_id, "worker_type": s.worker_type,
-               "manager_type": s.manager_type, "spot": s.spot, "subnet_id": s.subnet_id, "wheel": wheel,
+               "manager_type": s.manager_type, "spot": s.spot, "subnet_id": subnets[0], "wheel": wheel,
+               "public_ip": s.public_ip, "security_group_id": group_id,
                "requirements": list(s.requirements), "max_lifetime_seconds": int(s.max_lifetime_hours * 3600),
                "instance_profile_arn": worker_profile.attrs.get("arn"),
-               "manager_profile_arn": profile.attrs.get("arn"), **self._fleet_options()}
+               "manager_profile_arn": profile.attrs.get("arn"), **self._fleet_options(subnets)}
         extra = {"backend": "aws", "queue": queue, "aws": aws, "worker_boot_seconds": s.boot_seconds,
                  "seconds_per_point": run.spec.get("seconds_per_point")}
         return {"store_url": store_url, "extra": extra,
                 "tick_seconds": self.tick_seconds}
 
-    def _fleet_options(self) -> dict[str, Any]:
+    def _network(self, engine: Engine, run: models.Run, group: models.Resource) -> list[str | None]:
+        """The run's subnets in order; with ``public_ip = false`` and ``egress = "endpoints"``, its VPC endpoints
+        made first (mcc/backends/aws_network.py)."""
+        from mcc.backends.aws_network import ensure_endpoints, run_subnets
+        from mcc.providers.aws.security_group import default_vpc_id
+
+        s = self.settings
+        if s.public_ip:
+            return s.candidate_subnets
+        vpc_id = group.attrs.get("vpc_id") or s.vpc_id or default_vpc_id(self.ctx)
+        subnets = run_subnets(self.ctx, s, vpc_id)
+        if s.private_endpoints:
+            ensure_endpoints(engine, run, self.ctx, vpc_id=vpc_id, subnets=[n for n in subnets if n],
+                             short=self._short())
+        return subnets
+
+    def _fleet_options(self, subnets: list[str | None]) -> dict[str, Any]:
         """What the manager's fleet needs to diversify and to price: the worker types in order, the subnets,
         the spot cap, SMT on or off, and the on-demand $/h of every type it may launch (recorded now, so the manager prices
         its workers as the laptop does, with the laptop gone)."""
@@ -184,7 +217,7 @@ class AwsBackend:
         s, table = self.settings, pricing.load_table()
         types = s.candidate_types
         prices = {t: table["regions"].get(self.region, {}).get(t) for t in [*types, s.manager_type]}
-        return {"worker_types": types, "subnets": [n for n in s.candidate_subnets if n],
+        return {"worker_types": types, "subnets": [n for n in subnets if n],
                 "max_spot_price": s.max_spot_price, "on_demand_prices": prices, "hyperthreading": s.hyperthreading}
 
     def wait_cache(self, engine: Engine, row: models.Resource, timeout: float = 1800.0) -> models.Resource:
@@ -220,19 +253,22 @@ class AwsBackend:
                                      queue_server=urls["extra"]["queue"]["mode"] == "manager")
         return engine.current(run, "instance", f"{run.id}/manager", {
             "launch_template_id": aws["launch_template_id"], "instance_type": self.settings.manager_type,
-            "user_data": user_data, "count": 1, "spot": False, "subnet_id": self.settings.candidate_subnets[0],
+            "user_data": user_data, "count": 1, "spot": False,
+            "subnet_id": (aws.get("subnets") or [self.settings.candidate_subnets[0]])[0],
+            "public_ip": aws.get("public_ip", True), "security_group_id": aws.get("security_group_id"),
             # a run provisioned before the manager had its own role: its one profile
             "instance_profile_arn": aws.get("manager_profile_arn", aws["instance_profile_arn"]),
         }, name="manager")
 
     def teardown(self, engine: Engine, run: models.Run) -> None:
-        """Stop the run's compute and queue: manager, workers (found by tags), cache, secret."""
+        """Stop the run's compute and queue: manager, workers (found by tags), cache, secret, VPC endpoints (billed
+        per hour)."""
         rows = models.Resource.select().where(
-            (models.Resource.run == run.id) & models.Resource.kind.in_(["instance", "cache", "parameter"])
+            (models.Resource.run == run.id) & models.Resource.kind.in_(["instance", "cache", "parameter", "vpc_endpoint"])
             & models.Resource.state.not_in(["deleted"]))
         engine.destroy_all(list(rows), "run finished")
         for row in engine.sweep(run.id):
-            if row.kind in ("instance", "cache"):
+            if row.kind in ("instance", "cache", "vpc_endpoint"):
                 engine.destroy(row, "run finished")
 
 

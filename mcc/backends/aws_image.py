@@ -66,12 +66,14 @@ def baked_image(region: str, digest: str) -> models.Resource | None:
 
 def ensure_image(engine: Engine, *, store: S3Store, wheel: Path, requirements: list[str], region: str, short: str,
                  account: str, security_group_id: str, instance_type: str, base_image_id: str,
-                 root: dict[str, Any], kms_key_id: str | None = None) -> models.Resource:
+                 root: dict[str, Any], kms_key_id: str | None = None,
+                 network: dict[str, Any] | None = None) -> models.Resource:
     """The baked image for this wheel and these requirements (baked now if needed); idempotent, resumable.
 
     ``store`` is the ledger's bucket in ``region`` (its root): the wheel goes under ``images/<digest>/``. The
     builder's root volume (``root``: images.root_volume of the base image) is encrypted (``kms_key_id``, else aws/ebs), so
-    the image's snapshots are too.
+    the image's snapshots are too. ``network``: the builder's ``subnet_id`` and ``public_ip`` (by default EC2's
+    default subnet, with a public address: the builder installs from PyPI).
     """
     digest, wheel_key, user_data = builder_script(store.bucket, wheel, requirements, region)
     image = baked_image(region, digest)
@@ -84,7 +86,7 @@ def ensure_image(engine: Engine, *, store: S3Store, wheel: Path, requirements: l
             "image_id": base_image_id, "security_group_id": security_group_id, "instance_type": instance_type,
             "instance_profile_arn": profile.attrs.get("arn"), "shutdown_behavior": "stop", "count": 1,
             **root, "kms_key_id": kms_key_id,
-            "user_data": user_data,
+            "user_data": user_data, **(network or {}),
         }, name="image-builder")
         suffix = builder.idempotency_key[len(builder_base):]  # "" or "-2", "-3"…: one image row per builder
         try:

@@ -11,6 +11,7 @@ from typing import Any, Mapping
 from mcc.errors import ConfigError
 
 QUEUES = ("manager", "elasticache")
+EGRESS = ("endpoints", "nat")
 
 
 @dataclass(frozen=True)
@@ -35,11 +36,19 @@ class AwsSettings:
     subnets: list[str] | None = None     # subnets (one per zone) to try in order; None = subnet_id / the default
     max_spot_price: float | None = None  # $/h: a worker type whose spot price is above it is skipped
     budget_usd: float | None = None      # the most the run may cost (enforced by the manager)
+    public_ip: bool = True               # false: no instance gets a public IPv4 address (billed per hour)
+    egress: str = "endpoints"            # with public_ip = false, how instances reach AWS: "endpoints" (mcc makes
+                                         # VPC endpoints per run) or "nat" (the named subnets route through your NAT)
 
     @property
     def candidate_types(self) -> list[str]:
         """The worker types the manager tries, in order of preference."""
         return list(self.worker_types) if self.worker_types is not None else [self.worker_type]
+
+    @property
+    def private_endpoints(self) -> bool:
+        """True when mcc makes the run's VPC endpoints (no public address, no NAT named)."""
+        return not self.public_ip and self.egress == "endpoints"
 
     @property
     def candidate_subnets(self) -> list[str | None]:
@@ -112,6 +121,26 @@ def aws_settings(table: Mapping[str, Any] | None, source: str = "mcc.toml [aws]"
     if settings.budget_usd is not None and not settings.budget_usd > 0:
         raise ConfigError(f"{source}: `budget_usd` (--budget) must be an amount in USD > 0, got {settings.budget_usd}. "
                           "Fix: e.g. budget_usd = 25, or leave it out for no cap.")
+    _check_private(settings, source)
     if settings.max_spot_price is not None and not settings.max_spot_price > 0:
         raise ConfigError(f"{source}: `max_spot_price` must be a price in USD per hour > 0, got {settings.max_spot_price}.")
     return settings
+
+
+def _check_private(settings: AwsSettings, source: str) -> None:
+    """``public_ip = false`` only with a way for instances to reach what they need (checked before anything exists)."""
+    if settings.egress not in EGRESS:
+        raise ConfigError(f"{source}: `egress` must be one of {', '.join(EGRESS)}, got {settings.egress!r}.")
+    if settings.public_ip:
+        return
+    if settings.egress == "nat" and not settings.candidate_subnets[0]:
+        raise ConfigError(f'{source}: `egress = "nat"` needs the subnets whose route table reaches the internet '
+                          'through your NAT. Fix: name them, e.g. subnets = ["subnet-0abc"] (or subnet_id = '
+                          '"subnet-0abc"), or use egress = "endpoints".')
+    if settings.egress == "endpoints" and not (settings.custom_image or settings.image_id):
+        raise ConfigError(f"{source}: `public_ip = false` with egress = \"endpoints\" leaves instances no way to PyPI, "
+                          "where a plain image installs mcc and the requirements at boot. Fix: set custom_image = true "
+                          "(mcc bakes them into an image once; the image builder alone keeps a public address for the "
+                          "bake; or image_id = an image with mcc installed), or name subnets that reach the internet "
+                          'through your NAT: egress = "nat" with subnets = ["subnet-..."], or keep public_ip = true. '
+                          "Nothing was created.")

@@ -24,7 +24,8 @@ CLOCK_SKEW_S = 300.0
 
 # Resource kinds in the order clean deletes them (DESIGN.md "Guaranteed cleanup").
 DELETE_ORDER = [
-    "job", "instance", "cache", "parameter", "launch_template", "image", "snapshot", "security_group", "key_pair",
+    "job", "instance", "cache", "parameter", "launch_template", "image", "snapshot", "vpc_endpoint",
+    "security_group", "key_pair",
     "instance_profile", "role_policy", "role", "bucket", "directory", "setup_group",
 ]
 

@@ -101,7 +101,8 @@ def instance_rows(run: models.Run, *, table: dict[str, Any] | None = None,
 
 
 def _other_costs(run: models.Run, now: float) -> dict[str, float]:
-    """ElastiCache node-hours, EBS and S3 storage, and any cost a resource recorded itself."""
+    """ElastiCache node-hours, interface VPC endpoint hours, EBS and S3 storage, and any cost a resource recorded
+    itself."""
     costs: dict[str, float] = defaultdict(float)
     for row in queries.resources(run_id=run.id):
         attrs = row.attrs or {}
@@ -114,6 +115,10 @@ def _other_costs(run: models.Run, now: float) -> dict[str, float]:
         if row.kind == "cache" and row.backend != "local":
             per_hour = attrs.get("price_per_hour") or pricing.cache_price(attrs.get("node_type", ""), region)
             costs["elasticache"] += pricing.cache_cost(seconds, per_hour) * int(attrs.get("num_nodes") or 1)
+        if row.kind == "vpc_endpoint" and (row.spec or {}).get("endpoint_type") == "Interface":
+            # billed per endpoint per zone per hour, like a cache node in whole hours (gateway endpoints are free)
+            per_hour = pricing.packaged_table().get("vpc_endpoint", {}).get("interface_az_hour", {}).get(region or "")
+            costs["vpc endpoints"] += pricing.cache_cost(seconds, per_hour) * len(row.spec.get("subnet_ids") or [None])
         if attrs.get("ebs_gb"):
             per_gb = attrs.get("ebs_price_per_gb_month") or pricing.packaged_table()["ebs"]["gp3_gb_month"].get(region or "")
             costs["ebs"] += pricing.storage_cost(float(attrs["ebs_gb"]), seconds, per_gb)

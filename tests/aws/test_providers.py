@@ -22,7 +22,9 @@ from mcc.providers.aws.image import ImageProvider, SnapshotProvider
 from mcc.providers.aws.key_pair import KeyPairProvider
 from mcc.providers.aws.launch_template import LaunchTemplateProvider
 from mcc.providers.aws.parameter import ParameterProvider, read_secret
-from mcc.providers.aws.security_group import SecurityGroupProvider
+from mcc.providers.aws.network import default_subnet
+from mcc.providers.aws.security_group import SecurityGroupProvider, default_vpc_id
+from mcc.providers.aws.vpc_endpoint import VpcEndpointProvider
 from tests.aws.harness.tagging import sweep_tagged
 from mcc.providers.base import Found, ResourceSpec
 from tests.aws._moto import aws_ctx, aws_env, make_spec, moto_endpoint, new_ctx  # noqa: F401 - fixtures
@@ -89,6 +91,9 @@ FACTORIES: dict[str, Callable[[AwsContext, Path], tuple[Any, ResourceSpec]]] = {
     "cache": lambda c, d: (CacheProvider(c, delete_wait=0), make_spec(c, "cache", "queue", {
         "cluster_id": f"mcc-{_uid()}", "node_type": "cache.t3.micro", "security_group_id": _group(c).physical_id,
         "auth_token_parameter": _token(c)})),
+    "vpc_endpoint": lambda c, d: (VpcEndpointProvider(c, poll=0.1), make_spec(c, "vpc_endpoint", "ssm", {
+        "vpc_id": default_vpc_id(c), "service_name": f"com.amazonaws.{c.region}.ssm", "endpoint_type": "Interface",
+        "subnet_ids": [default_subnet(c, default_vpc_id(c))], "security_group_id": _group(c).physical_id})),
 }
 
 

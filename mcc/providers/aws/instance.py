@@ -57,19 +57,30 @@ IMDS_V2 = {"HttpTokens": "required", "HttpEndpoint": "enabled", "InstanceMetadat
 def launch_overrides(params: dict[str, Any]) -> dict[str, Any]:
     """Settings repeated in RunInstances although the launch template has them: the instance profile and
     the shutdown behaviour (``terminate`` unless ``shutdown_behavior`` says ``stop``, as for the image
-    builder) must hold even where a template's data is not applied (seen in emulators). Without a
+    builder) must hold even where a template's data is not applied (seen in emulators). With ``public_ip``
+    False, the primary network interface asks for no public address (``security_group_id`` goes there). Without a
     template, the image, security group, IMDSv2 options and the encrypted root volume (``root_device``,
     ``kms_key_id``) come from ``params`` too."""
     extra: dict[str, Any] = {"InstanceInitiatedShutdownBehavior": params.get("shutdown_behavior") or "terminate"}
     if params.get("instance_profile_arn"):
         extra["IamInstanceProfile"] = {"Arn": params["instance_profile_arn"]}
+    if params.get("public_ip") is False:
+        extra["NetworkInterfaces"] = [private_interface(params["security_group_id"])]
     if not params.get("launch_template_id"):
-        extra.update(ImageId=params["image_id"], SecurityGroupIds=[params["security_group_id"]],
-                     MetadataOptions=IMDS_V2)
+        extra.update(ImageId=params["image_id"], MetadataOptions=IMDS_V2)
+        if "NetworkInterfaces" not in extra:
+            extra["SecurityGroupIds"] = [params["security_group_id"]]
         if params.get("root_device"):
             extra["BlockDeviceMappings"] = encrypted_root(params["root_device"], params.get("root_size"),
                                                           params.get("kms_key_id"))
     return extra
+
+
+def private_interface(security_group_id: str) -> dict[str, Any]:
+    """The primary network interface of an instance without a public IPv4 address (RunInstances then takes the
+    security group and the subnet inside it, never beside it)."""
+    return {"DeviceIndex": 0, "AssociatePublicIpAddress": False, "Groups": [security_group_id],
+            "DeleteOnTermination": True}
 
 
 # What RunInstances creates, each authorised by AWS on its own ARN (Service Authorization Reference, Amazon
@@ -96,7 +107,9 @@ def run_instances(ctx: AwsContext, req: LaunchRequest, count: int = 1) -> dict[s
         kwargs["InstanceType"] = req.instance_type
     if req.user_data:
         kwargs["UserData"] = req.user_data  # botocore base64-encodes RunInstances UserData itself
-    if req.subnet_id:
+    if req.subnet_id and "NetworkInterfaces" in kwargs:
+        kwargs["NetworkInterfaces"] = [{**kwargs["NetworkInterfaces"][0], "SubnetId": req.subnet_id}]
+    elif req.subnet_id:
         kwargs["SubnetId"] = req.subnet_id
     if req.cpu_options:
         kwargs["CpuOptions"] = req.cpu_options
@@ -181,7 +194,8 @@ class InstanceProvider:
     """kind ``instance``: physical id is the instance id (ids joined by "," when ``count`` > 1).
 
     params: ``launch_template_id`` (or, without one, ``image_id`` and ``security_group_id``), ``instance_type``,
-    ``user_data``, ``count``, ``spot``, ``subnet_id``, ``instance_profile_arn``, ``shutdown_behavior``."""
+    ``user_data``, ``count``, ``spot``, ``subnet_id``, ``instance_profile_arn``, ``shutdown_behavior``, ``public_ip``
+    (False: no public address; ``security_group_id`` then too)."""
 
     kind = "instance"
 

@@ -1,5 +1,5 @@
 """kind ``launch_template``: how every mcc instance boots — IMDSv2 only, terminate on shutdown, the fleet's
-role and security group, encrypted root volumes, and tags on the instance, its volumes and its network
+role and security group (with ``public_ip`` False: in a primary network interface without a public address), encrypted root volumes, and tags on the instance, its volumes and its network
 interface from the first second."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 from mcc.providers.aws.clients import AwsContext, client_token, epoch, tag_dict, tag_specifications
 from mcc.providers.aws.errors import AwsNotFound, call
 from mcc.providers.aws.images import encrypted_root
-from mcc.providers.aws.instance import LAUNCHED, ownership, tag_filters
+from mcc.providers.aws.instance import LAUNCHED, ownership, private_interface, tag_filters
 from mcc.providers.base import TAG_ENTITY, TAG_LEDGER, Found, ResourceSpec
 
 TAG_LIFETIME = "mcc:max-lifetime-hours"
@@ -20,13 +20,16 @@ def template_data(params: dict[str, Any], tags: dict[str, str]) -> dict[str, Any
         "ImageId": params["image_id"],
         "InstanceType": params["instance_type"],
         "IamInstanceProfile": {"Arn": params["instance_profile_arn"]},
-        "SecurityGroupIds": [params["security_group_id"]],
         "MetadataOptions": {"HttpTokens": "required", "HttpEndpoint": "enabled", "InstanceMetadataTags": "enabled"},
         "InstanceInitiatedShutdownBehavior": "terminate",
         # Not spot-instances-request: a template naming a type its launch does not create fails the launch
         # (the manager is on-demand); a spot launch adds that tag in RunInstances itself.
         "TagSpecifications": tag_specifications(LAUNCHED, tags),
     }
+    if params.get("public_ip") is False:  # the group goes inside the interface: EC2 refuses it beside one
+        data["NetworkInterfaces"] = [private_interface(params["security_group_id"])]
+    else:
+        data["SecurityGroupIds"] = [params["security_group_id"]]
     if params.get("key_name"):
         data["KeyName"] = params["key_name"]
     if params.get("root_device"):

@@ -22,10 +22,11 @@ def default_vpc_id(ctx: AwsContext) -> str:
     return vpcs[0]["VpcId"]
 
 
-def ingress_rules(group_id: str, queue_port: int, ssh_cidr: str | None,
+def ingress_rules(group_id: str, queue_port: int | None, ssh_cidr: str | None,
                   extra: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
-    """The group's ingress: the queue port from the group itself, SSH only from ``ssh_cidr``, and the ``extra``
-    IpPermissions a user asked for by name (the original mCC's ``ips``/``ports``; never a world-open SSH)."""
+    """The group's ingress: the queue port from the group itself (none when ``queue_port`` is None: the VPC
+    endpoints' group), SSH only from ``ssh_cidr``, and the ``extra`` IpPermissions asked for by name (the original
+    mCC's ``ips``/``ports``, the endpoints' HTTPS from the VPC; never a world-open SSH)."""
     if ssh_cidr in ("0.0.0.0/0", "::/0"):
         raise ProviderError("ssh_cidr must name your own network (e.g. 203.0.113.7/32), never the whole internet")
     for rule in extra or []:
@@ -33,11 +34,17 @@ def ingress_rules(group_id: str, queue_port: int, ssh_cidr: str | None,
         if world and rule.get("FromPort", 0) <= 22 <= rule.get("ToPort", 65535):
             raise ProviderError("an ingress rule opens SSH (port 22) to 0.0.0.0/0; name your own network instead")
     rules = [{"IpProtocol": "tcp", "FromPort": queue_port, "ToPort": queue_port,
-              "UserIdGroupPairs": [{"GroupId": group_id, "Description": "mcc queue, fleet members only"}]}]
+              "UserIdGroupPairs": [{"GroupId": group_id, "Description": "mcc queue, fleet members only"}]}
+             ] if queue_port is not None else []
     if ssh_cidr:
         rules.append({"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22,
                       "IpRanges": [{"CidrIp": ssh_cidr, "Description": "mcc ssh"}]})
     return rules + list(extra or [])
+
+
+def _queue_port(params: dict[str, Any]) -> int | None:
+    port = params.get("queue_port", 6379)
+    return None if port is None else int(port)
 
 
 class SecurityGroupProvider:
@@ -51,12 +58,12 @@ class SecurityGroupProvider:
 
     def create(self, spec: ResourceSpec) -> Found:
         p = spec.params
-        ingress_rules("", int(p.get("queue_port", 6379)), p.get("ssh_cidr"), p.get("ingress"))  # refused before it exists
+        ingress_rules("", _queue_port(p), p.get("ssh_cidr"), p.get("ingress"))  # refused before it exists
         vpc_id = p.get("vpc_id") or default_vpc_id(self.ctx)
         group_id = call(self.ec2.create_security_group, GroupName=p["name"], VpcId=vpc_id,
                         Description=f"mcc {spec.name}"[:255],
                         TagSpecifications=tag_specifications(["security-group"], spec.tags))["GroupId"]
-        self._authorize(group_id, ingress_rules(group_id, int(p.get("queue_port", 6379)), p.get("ssh_cidr"), p.get("ingress")))
+        self._authorize(group_id, ingress_rules(group_id, _queue_port(p), p.get("ssh_cidr"), p.get("ingress")))
         found = self.describe(group_id, {})
         if found is None:
             raise ProviderError(f"security group {group_id} vanished right after it was created")
@@ -79,7 +86,7 @@ class SecurityGroupProvider:
         if not groups:
             return None
         group_id = groups[0]["GroupId"]  # found after a crash mid-create: make sure the rules are there
-        self._authorize(group_id, ingress_rules(group_id, int(p.get("queue_port", 6379)), p.get("ssh_cidr"), p.get("ingress")))
+        self._authorize(group_id, ingress_rules(group_id, _queue_port(p), p.get("ssh_cidr"), p.get("ingress")))
         return _found(groups[0])
 
     def describe(self, physical_id: str, attrs: dict[str, Any]) -> Found | None:

@@ -7,7 +7,7 @@ deletion (terminated instances, closed spot requests); the tests cross-check cle
 (tests/aws/harness/tagging.py), mcc itself needs no ``tag:GetResources``.
 
 Each ``Found`` carries the creation time its describe tells (``created_at``: LaunchTime, CreateTime,
-CreationDate, StartTime, CreateDate, ReplicationGroupCreateTime; an SSM parameter's LastModifiedDate, which
+CreationDate, StartTime, CreateDate, CreationTimestamp, ReplicationGroupCreateTime; an SSM parameter's LastModifiedDate, which
 is no earlier than its creation; none for security groups), so the engine refuses what predates the ledger.
 """
 from __future__ import annotations
@@ -21,9 +21,10 @@ from mcc.providers.aws.key_pair import KeyPairProvider
 from mcc.providers.aws.launch_template import LaunchTemplateProvider
 from mcc.providers.aws.parameter import ParameterProvider
 from mcc.providers.aws.security_group import SecurityGroupProvider
+from mcc.providers.aws.vpc_endpoint import VpcEndpointProvider
 
 KIND_CLASSES: dict[str, type] = {cls.kind: cls for cls in (
-    InstanceProvider, CacheProvider, LaunchTemplateProvider, ImageProvider, SnapshotProvider,
+    InstanceProvider, CacheProvider, LaunchTemplateProvider, ImageProvider, SnapshotProvider, VpcEndpointProvider,
     SecurityGroupProvider, KeyPairProvider, InstanceProfileProvider, RolePolicyProvider, RoleProvider,
     ParameterProvider, BucketProvider,
 )}

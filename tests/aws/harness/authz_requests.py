@@ -14,7 +14,8 @@ from tests.aws.harness.authz_table import ACTIONS, key_allowed
 
 EC2_PREFIXES = {"i-": "instance", "sg-": "security-group", "snap-": "snapshot", "ami-": "image", "vol-": "volume",
                 "eni-": "network-interface", "lt-": "launch-template", "key-": "key-pair", "subnet-": "subnet",
-                "sir-": "spot-instances-request", "vpc-": "vpc"}
+                "sir-": "spot-instances-request", "vpc-": "vpc",
+                "vpce-": "vpc-endpoint", "rtb-": "route-table"}
 REGIONAL_ONLY = {"image", "snapshot"}  # ARNs without an account: arn:aws:ec2:<region>::image/ami-…
 S3_OBJECT = {"PutObject": "PutObject", "CreateMultipartUpload": "PutObject", "UploadPart": "PutObject",
              "CompleteMultipartUpload": "PutObject", "GetObject": "GetObject", "HeadObject": "GetObject",
@@ -134,8 +135,13 @@ class Requests:
             extra = {"ec2:Encrypted": (encrypted,)} if t == "volume" else {}
             out.append(self.check("ec2:RunInstances", t, self.ec2_arn(t, "*"), {**req_ctx(specs.get(t, {})), **lt, **extra}))
         image = p.get("ImageId") or data.get("ImageId")
-        used = [("image", image)] + [("security-group", g) for g in (listed(p, "SecurityGroupId") or data.get("SecurityGroupIds", []))]
-        used.append(("subnet", p.get("SubnetId") or self.look.default_subnet()))
+        # a primary network interface (no public address) takes the groups and the subnet instead
+        interface = (data.get("NetworkInterfaces") or [{}])[0]
+        groups = (listed(p, "SecurityGroupId") or listed(p, "NetworkInterface.1.SecurityGroupId")
+                  or data.get("SecurityGroupIds") or interface.get("Groups", []))
+        used = [("image", image)] + [("security-group", g) for g in groups]
+        used.append(("subnet", p.get("SubnetId") or p.get("NetworkInterface.1.SubnetId") or interface.get("SubnetId")
+                     or self.look.default_subnet()))
         if p.get("KeyName") or data.get("KeyName"):
             used.append(("key-pair", p.get("KeyName") or data.get("KeyName")))
         if template_id:
@@ -207,6 +213,18 @@ class Requests:
 
     def _ec2_DeleteLaunchTemplate(self, call: Any) -> list[Check]:
         return self._on("ec2:DeleteLaunchTemplate", "launch-template", call.params["LaunchTemplateId"])
+
+    def _ec2_CreateVpcEndpoint(self, call: Any) -> list[Check]:
+        p, specs = call.params, tag_specs(call.params)
+        used = [("vpc", p["VpcId"])] + [("route-table", r) for r in listed(p, "RouteTableId")]
+        used += [("subnet", n) for n in listed(p, "SubnetId")] + [("security-group", g) for g in listed(p, "SecurityGroupId")]
+        return [self.check("ec2:CreateVpcEndpoint", "vpc-endpoint", self.ec2_arn("vpc-endpoint", "*"),
+                           req_ctx(specs.get("vpc-endpoint", {}))),
+                *[c for t, rid in used for c in self._on("ec2:CreateVpcEndpoint", t, rid)],
+                *self._created("CreateVpcEndpoint", specs, ["vpc-endpoint"])]
+
+    def _ec2_DeleteVpcEndpoints(self, call: Any) -> list[Check]:
+        return [c for vid in listed(call.params, "VpcEndpointId") for c in self._on("ec2:DeleteVpcEndpoints", "vpc-endpoint", vid)]
 
     # -- S3 ------------------------------------------------------------------------------------------
     def _s3(self, call: Any) -> list[Check]:

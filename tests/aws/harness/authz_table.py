@@ -39,7 +39,7 @@ ACTIONS: dict[str, dict[str, list[str]]] = {
     # CreateTags: ec2:CreateAction is set when the tags come inside a create call's TagSpecifications.
     "ec2:CreateTags": {t: REQ + RES + ["ec2:CreateAction"] for t in (
         "instance", "volume", "network-interface", "spot-instances-request", "image", "snapshot",
-        "security-group", "key-pair", "launch-template")},
+        "security-group", "key-pair", "launch-template", "vpc-endpoint")},
     "ec2:TerminateInstances": {"instance": RES},
     "ec2:CreateImage": {"image": REQ, "instance": RES, "snapshot": REQ},
     "ec2:DeregisterImage": {"image": RES},
@@ -51,13 +51,18 @@ ACTIONS: dict[str, dict[str, list[str]]] = {
     "ec2:DeleteKeyPair": {"key-pair": RES},
     "ec2:CreateLaunchTemplate": {"launch-template": REQ},
     "ec2:DeleteLaunchTemplate": {"launch-template": RES},
+    # CreateVpcEndpoint: vpc-endpoint* (aws:RequestTag), vpc*, and the route-table, security-group and subnet it
+    # names; DeleteVpcEndpoints: vpc-endpoint*.
+    "ec2:CreateVpcEndpoint": {"vpc-endpoint": REQ, "vpc": RES, "route-table": RES, "security-group": RES,
+                              "subnet": RES},
+    "ec2:DeleteVpcEndpoints": {"vpc-endpoint": RES},
     **{f"ec2:{a}": {"*": []} for a in (
         "DescribeImages", "DescribeInstances", "DescribeInstanceStatus", "DescribeInstanceTypes",
         "DescribeInstanceTypeOfferings",
         "DescribeKeyPairs", "DescribeLaunchTemplates", "DescribeLaunchTemplateVersions",
         "DescribeNetworkInterfaces", "DescribeRegions", "DescribeSecurityGroups", "DescribeSnapshots",
         "DescribeSpotPriceHistory", "DescribeSubnets", "DescribeTags", "DescribeVpcs",
-        "DescribeInstanceAttribute")},
+        "DescribeInstanceAttribute", "DescribeVpcEndpoints", "DescribeRouteTables")},
     # -- S3 ---------------------------------------------------------------------------------------------
     **{f"s3:{a}": {"object": []} for a in (
         "GetObject", "PutObject", "DeleteObject", "DeleteObjectVersion", "AbortMultipartUpload")},

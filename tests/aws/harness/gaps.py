@@ -21,6 +21,13 @@
   it, as AWS). Not closed: nothing could show an instance's threads. Tests assert on the RunInstances requests
   the proxy recorded (their ``CpuOptions.CoreCount``/``CpuOptions.ThreadsPerCore`` params) and on the vCPUs
   the run recorded; a type that cannot turn SMT off is refused by mcc before launch, from VCpuInfo.
+* ``public_ip = false``: moto models the request (an interface with ``AssociatePublicIpAddress`` false gets no
+  ``PublicIpAddress``) and makes VPC endpoints (``available`` at once, private DNS recorded, the gateway's
+  route added) but routes nothing: an emulated instance reaches moto and PyPI whatever its address and
+  endpoints, and DNS resolves as before. Not closed (nothing could cut an emulated instance off): tests assert
+  on the RunInstances requests the proxy recorded, the instances' described addresses and the endpoints mcc
+  made (tests/aws/test_private_network_aws.py); the emulated instances import mcc already (``MCC_PYTHON``), as
+  on a baked image, which is what mcc requires of a private run without a NAT.
 * moto's own IAM enforcement (resources judged as "*", DeleteObjects on the bucket's ARN, AssumeRole of a
   service-trusted role): closed in tests/aws/harness/enforce.py, where the enforcing proxy signs requests.
 * Not closed (no API could): moto makes CreateImage's snapshots unencrypted whatever the volume (AWS:

@@ -29,7 +29,7 @@ ARN_KINDS: dict[tuple[str, str], str] = {
     ("ec2", "instance"): "instance", ("ec2", "security-group"): "security_group", ("ec2", "key-pair"): "key_pair",
     ("ec2", "launch-template"): "launch_template", ("ec2", "image"): "image", ("ec2", "snapshot"): "snapshot",
     ("elasticache", "replicationgroup"): "cache", ("ssm", "parameter"): "parameter", ("s3", ""): "bucket",
-    ("iam", "role"): "role", ("iam", "instance-profile"): "instance_profile",
+    ("iam", "role"): "role", ("iam", "instance-profile"): "instance_profile", ("ec2", "vpc-endpoint"): "vpc_endpoint",
 }
 
 
