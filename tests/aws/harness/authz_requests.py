@@ -268,6 +268,8 @@ class Requests:
                 [self.check("iam:TagInstanceProfile", "instance-profile", arn, req_ctx(tags))] if tags else [])
         if a in ("ListRoles", "ListInstanceProfiles"):
             return [self.check(f"iam:{a}", "*", "*")]
+        if a == "GetPolicy":
+            return [self.check("iam:GetPolicy", "policy", p["PolicyArn"])]
         if a == "CreateServiceLinkedRole":
             service = p["AWSServiceName"]
             arn = f"{iam}:role/aws-service-role/{service}/*"

@@ -85,6 +85,7 @@ ACTIONS: dict[str, dict[str, list[str]]] = {
     **{f"iam:{a}": {"instance-profile": ["iam:ResourceTag/${TagKey}"]} for a in (
         "GetInstanceProfile", "DeleteInstanceProfile", "AddRoleToInstanceProfile",
         "RemoveRoleFromInstanceProfile")},
+    "iam:GetPolicy": {"policy": []},
     "iam:ListRoles": {"*": []},
     "iam:ListInstanceProfiles": {"*": []},
     "iam:CreateServiceLinkedRole": {"role": ["iam:AWSServiceName"]},
