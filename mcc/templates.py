@@ -159,7 +159,8 @@ def create_custom_image(ec2: Any, security_group_id: str, keyname: str | None = 
         setup.engine, store=S3Store(bucket.attrs.get("name") or bucket.physical_id, client=setup.backend.ctx.client("s3")),
         wheel=wheel, requirements=requirements, region=r, short=setup.short, account=setup.backend.identity()["Account"],
         security_group_id=group.physical_id, instance_type=instance_type, base_image_id=base,
-        root=root_volume(setup.backend.ctx, base), kms_key_id=setup.backend.settings.ebs_kms_key)
+        root=root_volume(setup.backend.ctx, base), kms_key_id=setup.backend.settings.ebs_kms_key,
+        boundary=setup.backend.boundary())
     return image.physical_id
 
 
@@ -171,6 +172,7 @@ def create_launch_template(ec2: Any, custom_ami_id: str, security_group_id: str,
     profile's role has no permissions at all; a run started from it (mcc.launch.launch_master_node) takes the
     image, group and key from it and gives its instances the run's own least-privilege role.
     """
+    from mcc.providers.aws.iam import role_params
     from mcc.providers.aws.images import root_volume
 
     setup = _ec2_setup(ec2)
@@ -185,7 +187,7 @@ def create_launch_template(ec2: Any, custom_ami_id: str, security_group_id: str,
             "copy": copy}
     key = setup.key("launch_template", args)
     name = f"mcc-{setup.short}-{key.rsplit('/', 1)[-1]}"
-    role = setup.ensure("role", name, f"{key}/role", {"name": name})
+    role = setup.ensure("role", name, f"{key}/role", role_params(name, setup.backend.boundary()))
     profile = setup.ensure("instance_profile", name, f"{key}/instance_profile", {"name": name, "role_name": role.physical_id})
     return setup.ensure("launch_template", name, key, {
         "name": name, "image_id": image.physical_id, "instance_type": instance_type,

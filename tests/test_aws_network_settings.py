@@ -1,5 +1,5 @@
 """`public_ip` and `egress` under [aws]: what is accepted, what is refused (and how), and what a private launch asks
-EC2 for (pure functions: the emulated runs are tests/aws/test_private_network_aws.py)."""
+EC2 for (pure functions: the emulated runs are tests/aws/test_private_network_aws.py); and `permissions_boundary`."""
 from __future__ import annotations
 
 import pytest
@@ -26,6 +26,8 @@ def test_default_is_a_public_address_and_private_needs_a_way_to_install() -> Non
     ({"public_ip": False, "egress": "nat"}, '`egress = "nat"` needs the subnets'),
     ({"egress": "igw"}, "`egress` must be one of endpoints, nat, got 'igw'"),
     ({"public_ip": "no"}, "`public_ip` must be bool"),
+    ({"permissions_boundary": "arn:aws:iam::123456789012:policy/mcc/x"},
+     "`permissions_boundary` must be the name of a managed policy under the path /mcc/"),
 ])
 def test_bad_private_settings_name_the_file_the_key_and_the_fix(table: dict, needle: str) -> None:
     with pytest.raises(ConfigError) as info:
@@ -62,3 +64,9 @@ def test_internet_route_is_a_default_route_not_through_an_internet_gateway() -> 
     assert internet_route(table(GatewayId="igw-1")) is None
     assert internet_route({"Routes": [{"DestinationCidrBlock": "0.0.0.0/0", "NatGatewayId": "nat-1",
                                        "State": "blackhole"}]}) is None
+
+
+def test_permissions_boundary_defaults_to_mccs_and_may_be_turned_off() -> None:
+    assert aws_settings({}).permissions_boundary == "mcc-boundary"
+    assert aws_settings({"permissions_boundary": ""}).permissions_boundary == ""
+    assert aws_settings({"permissions_boundary": "team-mcc-boundary"}).permissions_boundary == "team-mcc-boundary"

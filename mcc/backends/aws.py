@@ -51,12 +51,24 @@ class AwsBackend:
         return self._identity
 
     def preflight(self) -> None:
-        """Credentials and region work, and a NAT named for a private run routes (before any resource is created)."""
+        """Credentials and region work, the roles' permissions boundary exists, and a NAT named for a private run
+        routes (before any resource is created)."""
         self.identity()
+        if self.boundary():
+            from mcc.providers.aws.iam import require_boundary
+
+            require_boundary(self.ctx, self.boundary())
         if not self.settings.public_ip and self.settings.egress == "nat":
             from mcc.providers.aws.network import require_nat
 
             require_nat(self.ctx, [n for n in self.settings.candidate_subnets if n])
+
+    def boundary(self) -> str | None:
+        """The ARN of the permissions boundary every role mcc creates carries (None: ``permissions_boundary = ""``)."""
+        from mcc.providers.aws.policy import boundary_arn
+
+        name = self.settings.permissions_boundary
+        return boundary_arn(self.identity()["Account"], name) if name else None
 
     def _short(self) -> str:
         return self.ledger_uuid.replace("-", "")[:12]
@@ -98,7 +110,7 @@ class AwsBackend:
                 requirements=list(s.requirements), region=r, short=self._short(), account=self.identity()["Account"],
                 security_group_id=rows["security_group"].physical_id, instance_type=s.manager_type,
                 base_image_id=base, root=root_volume(self.ctx, base), kms_key_id=s.ebs_kms_key,
-                network=self._builder_network())
+                network=self._builder_network(), boundary=self.boundary())
         return rows
 
     def _builder_network(self) -> dict[str, Any]:
@@ -111,6 +123,7 @@ class AwsBackend:
 
     # -- per run -----------------------------------------------------------------------------------
     def provision(self, engine: Engine, run: models.Run) -> dict[str, Any]:
+        from mcc.providers.aws.iam import role_params
         from mcc.providers.aws.images import base_image_id, root_volume
         from mcc.providers.aws.policy import manager_policy, worker_policy
 
@@ -132,7 +145,7 @@ class AwsBackend:
         name, worker_name = f"mcc-{run.id}", f"mcc-{run.id}-worker"
         # Two identities: workers (the user's code runs there) read inputs and write outputs, nothing else;
         # only the manager launches and terminates, only this ledger's instances, passing the worker role.
-        worker_role = engine.ensure(run.id, "role", worker_name, f"{run.id}/worker/role", {"name": worker_name})
+        worker_role = engine.ensure(run.id, "role", worker_name, f"{run.id}/worker/role", role_params(worker_name, self.boundary()))
         engine.ensure(run.id, "role_policy", f"{worker_name}/worker-access", f"{run.id}/worker/role_policy", {
             "role_name": worker_name, "policy_name": "worker-access",
             "policy": worker_policy(bucket, prefix, r, account, secret_path)})
@@ -141,7 +154,7 @@ class AwsBackend:
         # the queue on the manager speaks TLS: its CA certificate goes to workers through this parameter,
         # which the manager writes at start-up (the private keys never leave the manager)
         ca_name = f"{param_path}queue-ca" if cache is None and s.queue == "manager" else None
-        engine.ensure(run.id, "role", name, f"{run.id}/role", {"name": name})
+        engine.ensure(run.id, "role", name, f"{run.id}/role", role_params(name, self.boundary()))
         engine.ensure(run.id, "role_policy", f"{name}/run-access", f"{run.id}/role_policy", {
             "role_name": name, "policy_name": "run-access",
             "policy": manager_policy(bucket, prefix, self.ledger_uuid, r, account, worker_role.attrs.get("arn", ""),

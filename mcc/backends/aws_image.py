@@ -20,6 +20,7 @@ from typing import Any
 from mcc.driver.engine import Engine
 from mcc.errors import MccError
 from mcc.ledger import models
+from mcc.providers.aws.iam import role_params
 from mcc.providers.aws.image import TAG_READY
 from mcc.providers.aws.policy import builder_policy
 from mcc.remote.bootstrap import render_builder_user_data
@@ -67,13 +68,14 @@ def baked_image(region: str, digest: str) -> models.Resource | None:
 def ensure_image(engine: Engine, *, store: S3Store, wheel: Path, requirements: list[str], region: str, short: str,
                  account: str, security_group_id: str, instance_type: str, base_image_id: str,
                  root: dict[str, Any], kms_key_id: str | None = None,
-                 network: dict[str, Any] | None = None) -> models.Resource:
+                 network: dict[str, Any] | None = None, boundary: str | None = None) -> models.Resource:
     """The baked image for this wheel and these requirements (baked now if needed); idempotent, resumable.
 
     ``store`` is the ledger's bucket in ``region`` (its root): the wheel goes under ``images/<digest>/``. The
     builder's root volume (``root``: images.root_volume of the base image) is encrypted (``kms_key_id``, else aws/ebs), so
     the image's snapshots are too. ``network``: the builder's ``subnet_id`` and ``public_ip`` (by default EC2's
-    default subnet, with a public address: the builder installs from PyPI).
+    default subnet, with a public address: the builder installs from PyPI). ``boundary``: the permissions
+    boundary ARN the builder's role carries.
     """
     digest, wheel_key, user_data = builder_script(store.bucket, wheel, requirements, region)
     image = baked_image(region, digest)
@@ -81,7 +83,7 @@ def ensure_image(engine: Engine, *, store: S3Store, wheel: Path, requirements: l
     if image is None:
         if not store.exists(wheel_key):
             store.put_file(wheel_key, wheel)
-        profile = _builder_identity(engine, store.bucket, region, short, account)
+        profile = _builder_identity(engine, store.bucket, region, short, account, boundary)
         builder = engine.current(None, "instance", builder_base, {
             "image_id": base_image_id, "security_group_id": security_group_id, "instance_type": instance_type,
             "instance_profile_arn": profile.attrs.get("arn"), "shutdown_behavior": "stop", "count": 1,
@@ -107,11 +109,12 @@ def ensure_image(engine: Engine, *, store: S3Store, wheel: Path, requirements: l
     return image
 
 
-def _builder_identity(engine: Engine, bucket: str, region: str, short: str, account: str) -> models.Resource:
+def _builder_identity(engine: Engine, bucket: str, region: str, short: str, account: str,
+                      boundary: str | None) -> models.Resource:
     """The builder's role, its inline policy and instance profile (shared by the ledger's bakes in a region)."""
     name = f"mcc-{short}-builder-{region}"
     policy = builder_policy(bucket, IMAGES, engine.ledger_uuid, region, account, TAG_READY)
-    engine.ensure(None, "role", name, f"aws:{region}:builder/role", {"name": name})
+    engine.ensure(None, "role", name, f"aws:{region}:builder/role", role_params(name, boundary))
     engine.ensure(None, "role_policy", f"{name}/image-builder", f"aws:{region}:builder/role_policy",
                   {"role_name": name, "policy_name": "image-builder", "policy": policy})
     return engine.ensure(None, "instance_profile", name, f"aws:{region}:builder/instance_profile",

@@ -39,6 +39,8 @@ class AwsSettings:
     public_ip: bool = True               # false: no instance gets a public IPv4 address (billed per hour)
     egress: str = "endpoints"            # with public_ip = false, how instances reach AWS: "endpoints" (mcc makes
                                          # VPC endpoints per run) or "nat" (the named subnets route through your NAT)
+    permissions_boundary: str = "mcc-boundary"  # the managed policy (path /mcc/) every role mcc creates carries;
+                                                # "" = none (README's user policy then refuses CreateRole)
 
     @property
     def candidate_types(self) -> list[str]:
@@ -122,6 +124,9 @@ def aws_settings(table: Mapping[str, Any] | None, source: str = "mcc.toml [aws]"
         raise ConfigError(f"{source}: `budget_usd` (--budget) must be an amount in USD > 0, got {settings.budget_usd}. "
                           "Fix: e.g. budget_usd = 25, or leave it out for no cap.")
     _check_private(settings, source)
+    if settings.permissions_boundary and not re.fullmatch(r"[\w+=,.@-]{1,128}", settings.permissions_boundary):
+        raise ConfigError(f"{source}: `permissions_boundary` must be the name of a managed policy under the path /mcc/ "
+                          f'(like "mcc-boundary"), or "" for none; got {settings.permissions_boundary!r}.')
     if settings.max_spot_price is not None and not settings.max_spot_price > 0:
         raise ConfigError(f"{source}: `max_spot_price` must be a price in USD per hour > 0, got {settings.max_spot_price}.")
     return settings

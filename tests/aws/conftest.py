@@ -13,7 +13,7 @@ import pytest
 from tests.aws.harness import Cloud, HarnessErrors
 from tests.aws.harness.elasticache import ElastiCacheStandIn
 from tests.aws.harness import gaps
-from tests.aws.harness.authz import LAPTOP_KEY, PolicyEvaluator
+from tests.aws.harness.authz import LAPTOP_KEY, PolicyEvaluator, ensure_boundary
 from tests.aws.harness.enforce import Enforcement, Identities, admin_front
 from tests.aws.harness.moto_server import MotoServer, ensure_al2023_parameter
 from tests.aws.harness.proxy import FaultProxy
@@ -100,6 +100,7 @@ def emulated_cloud(moto_url: str, tls_files: TlsFiles, root: Path, monkeypatch: 
         runner.sessions = c.enforcement.session
     try:
         ensure_al2023_parameter(c.client("ssm"), c.client("ec2"), proxy)
+        ensure_boundary(c.client("iam"))  # as the account's administrator, once (README: AWS setup, step 4)
         runner.start()
         yield c
     finally:

@@ -13,7 +13,7 @@ import pytest
 from mcc.providers.aws import policy
 from mcc.providers.aws.clients import tag_specifications
 from mcc.providers.aws.instance import launched_types
-from tests.aws.harness.authz import readme_policy
+from tests.aws.harness.authz import readme_boundary, readme_policy
 from tests.aws.harness.authz_policy import Check, condition_holds, decide
 from tests.aws.harness.authz_requests import Requests, UnknownCall
 from tests.aws.harness.proxy import Call
@@ -23,6 +23,8 @@ BUCKET, PREFIX, PARAMS = "mcc-abc-us-east-1", "runs/r1/", f"/mcc/{LEDGER}/r1/"
 WORKER_ROLE = f"arn:aws:iam::{ACCOUNT}:role/mcc/mcc-r1-worker"
 OURS = {"mcc:ledger": LEDGER, "mcc:run": "r1", "mcc:entity": "r1/workers", "Name": "r1-worker"}
 # moto-like ids the fake lookup knows, and their tags
+BOUNDARY = policy.boundary_arn(ACCOUNT)
+BOUNDED = {"mcc-r1": BOUNDARY, "mcc-other": f"arn:aws:iam::{ACCOUNT}:policy/mcc/wider"}  # roles' boundaries
 TAGS = {"lt-1": OURS, "sg-1": OURS, "ami-1": {}, "subnet-1": {}, "i-ours": OURS, "i-foreign": {"team": "x"},
         "snap-1": OURS, "sg-foreign": {}}
 
@@ -49,7 +51,7 @@ class FakeLookup:
         return [f"arn:aws:iam::{ACCOUNT}:role/mcc/{name}"]
 
     def role(self, name: str) -> dict[str, Any]:
-        return {"arn": f"arn:aws:iam::{ACCOUNT}:role/mcc/{name}", "tags": {}, "boundary": None}
+        return {"arn": f"arn:aws:iam::{ACCOUNT}:role/mcc/{name}", "tags": {}, "boundary": BOUNDED.get(name)}
 
     def profile_arn(self, name: str) -> str:
         return f"arn:aws:iam::{ACCOUNT}:instance-profile/mcc/{name}"
@@ -189,6 +191,64 @@ def test_readme_policy_fits_a_customer_managed_policy() -> None:
     policy 2,048 (README says to create a managed one)."""
     size = len(re.sub(r"\s", "", json.dumps(readme_policy())))
     assert 2048 < size <= 6144, size
+
+
+def iam_call(action: str, **params: str) -> Call:
+    return Call("iam", action, dict(params), "ASIA", "POST", "/")
+
+
+def test_readme_policy_creates_and_writes_roles_only_with_mccs_boundary() -> None:
+    """Issue 15 §3: no holder of the user policy can mint a role broader than the boundary (CreateRole and
+    PutRolePolicy carry ``iam:PermissionsBoundary``; nothing may change a role's boundary or a managed policy)."""
+    user = readme_policy()
+    create = {"RoleName": "mcc-r2", "Path": "/mcc/", "AssumeRolePolicyDocument": "{}"}
+    assert not denied([user], iam_call("CreateRole", **create, PermissionsBoundary=BOUNDARY))
+    assert denied([user], iam_call("CreateRole", **create))
+    assert denied([user], iam_call("CreateRole", **create, PermissionsBoundary=f"arn:aws:iam::{ACCOUNT}:policy/mcc/wider"))
+    put = {"PolicyName": "p", "PolicyDocument": json.dumps({"Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]})}
+    assert not denied([user], iam_call("PutRolePolicy", RoleName="mcc-r1", **put))
+    assert denied([user], iam_call("PutRolePolicy", RoleName="mcc-other", **put))  # another boundary
+    assert denied([user], iam_call("PutRolePolicy", RoleName="mcc-unbounded", **put))  # none at all
+    assert not denied([user], iam_call("GetPolicy", PolicyArn=BOUNDARY))
+    role = f"arn:aws:iam::{ACCOUNT}:role/mcc/mcc-r1"
+    for action, resource in (("CreatePolicy", BOUNDARY), ("CreatePolicyVersion", BOUNDARY),
+                             ("SetDefaultPolicyVersion", BOUNDARY), ("AttachRolePolicy", role),
+                             ("PutRolePermissionsBoundary", role), ("DeleteRolePermissionsBoundary", role)):
+        assert decide([user], Check(f"iam:{action}", resource, "x")) == "implicit", action
+
+
+def test_the_readme_boundary_is_the_one_mcc_names_and_holds_every_mcc_role() -> None:
+    """README's second block is ``boundary_policy()``; every call mcc's roles make, judged against it, passes."""
+    boundary = readme_boundary()
+    assert boundary == policy.boundary_policy()
+    assert len(re.sub(r"\s", "", json.dumps(boundary))) <= 6144  # a customer managed policy
+    for spot in (False, True):
+        assert not denied([boundary], worker_launch(spot))
+    assert not denied([boundary], ec2_call("TerminateInstances", InstanceIds=["i-ours"]))
+    for check in (Check("s3:PutObject", f"arn:aws:s3:::{BUCKET}/{PREFIX}results/w1.h5", "object"),
+                  Check("s3:ListBucket", f"arn:aws:s3:::{BUCKET}", "bucket", {"s3:prefix": (PREFIX,)}),
+                  Check("ssm:GetParameter", f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter{PARAMS}queue-password", "parameter"),
+                  Check("ssm:PutParameter", f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter{PARAMS}queue-ca", "parameter"),
+                  Check("ec2:CreateTags", f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance/i-ours", "instance",
+                        {"ec2:ResourceTag/mcc:ledger": (LEDGER,), "aws:TagKeys": ("mcc:ready",)})):
+        assert decide([boundary], check) == "allow", check.describe()
+
+
+def test_the_boundary_refuses_what_no_mcc_role_needs() -> None:
+    """Inside the boundary, even a role whose inline policy allows everything cannot write IAM, launch untagged,
+    terminate a foreign instance, tag one, or touch a bucket that is not mcc's."""
+    boundary, everything = policy.boundary_policy(), {"Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+    role = f"arn:aws:iam::{ACCOUNT}:role/mcc/mcc-r1"
+    for check in (Check("iam:CreateRole", role, "role"), Check("iam:PutRolePolicy", role, "role"),
+                  Check("iam:PassRole", f"arn:aws:iam::{ACCOUNT}:role/admin", "role",
+                        {"iam:PassedToService": ("ec2.amazonaws.com",)}),
+                  Check("s3:GetObject", "arn:aws:s3:::payroll/2026.csv", "object"),
+                  Check("ec2:CreateTags", f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance/i-foreign", "instance",
+                        {"aws:TagKeys": ("mcc:ledger",)})):
+        assert decide([everything], check) == "allow" and decide([boundary], check) == "implicit", check.describe()
+    assert denied([boundary], ec2_call("TerminateInstances", InstanceIds=["i-foreign"]))
+    untagged = ec2_call("RunInstances", MinCount=1, MaxCount=1, LaunchTemplate={"LaunchTemplateId": "lt-1"})
+    assert any(":instance/*" in d for d in denied([boundary], untagged))
 
 
 def test_condition_operators() -> None:

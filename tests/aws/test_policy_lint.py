@@ -30,6 +30,7 @@ def policies() -> dict[str, dict[str, Any]]:
     account, region = "123456789012", "us-east-1"
     return {
         "README user policy": readme_policy(),
+        "permissions boundary": policy.boundary_policy(),
         "manager role": policy.manager_policy("mcc-abc-us-east-1", "runs/r1/", "L1", region, account,
                                               f"arn:aws:iam::{account}:role/mcc/mcc-r1-worker", "/mcc/L1/r1/",
                                               f"arn:aws:kms:{region}:{account}:key/1234abcd-12ab-34cd-56ef-1234567890ab",
@@ -85,14 +86,20 @@ def test_the_manager_cannot_escalate() -> None:
         "arn:aws:iam::123456789012:role/mcc/mcc-r1-worker"]
 
 
-def test_the_readme_policy_escalation_is_the_documented_one() -> None:
-    """Known gap (README "What this policy does not yet do"): without a permissions boundary, a holder can
-    create an mcc-* role with any policy and pass it. This pins exactly that finding and nothing else; a
-    boundary condition on CreateRole/PutRolePolicy makes ``escalations`` empty and this test must change."""
+def test_the_readme_policy_cannot_escalate() -> None:
+    """With the permissions boundary (README, AWS setup step 4) a holder can create and write mcc-* roles only
+    inside the boundary: ``escalations`` is empty. parliament's action-only auditors still name the pair."""
     doc = policies()["README user policy"]
-    assert escalations(doc) == ["can rewrite and pass arn:aws:iam::*:role/mcc/mcc-*"]
+    assert escalations(doc) == []
     issues = {issue for issue, _ in findings(doc)}
     assert issues <= {"PRIVILEGE_ESCALATION", "PERMISSIONS_MANAGEMENT_ACTIONS", "RESOURCE_STAR"}, issues
+
+
+def test_the_boundary_writes_no_iam_and_passes_only_mcc_roles() -> None:
+    doc = policies()["permissions boundary"]
+    assert escalations(doc) == []
+    iam = [a for st in doc["Statement"] for a in _list(st["Action"]) if a.startswith("iam:")]
+    assert iam == ["iam:PassRole"]
 
 
 def test_escalation_check_can_fail_and_pass() -> None:

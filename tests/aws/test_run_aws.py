@@ -12,6 +12,9 @@ import numpy as np
 import pytest
 
 from mcc.providers.aws.clients import AwsContext
+from mcc.providers.aws.policy import boundary_arn
+from tests.aws.harness.authz import ACCOUNT
+from tests.aws.test_smt_aws import MUTATING
 from tests.aws.harness.tagging import sweep_tagged
 from tests.aws.conftest import aws_toml
 from tests.conftest import combined_rows, ledger_uuid, mcc, mcc_json
@@ -115,6 +118,10 @@ def assert_secure_defaults(cloud, run_id: str, seen: dict[str, dict]) -> None:
     assert cloud.client("s3").get_bucket_policy(Bucket=bucket)["Policy"]  # stored (gaps.py says how)
     judged = {who for who, _ in cloud.authz.allowed}
     assert {"laptop (README's user policy)", f"role {roles['manager']}", f"role {roles['worker']}"} <= judged
+    # every role carries mcc's permissions boundary, and the evaluator judged the roles' calls against it too
+    for name in roles.values():
+        assert iam.get_role(RoleName=name)["Role"]["PermissionsBoundary"]["PermissionsBoundaryArn"] == boundary_arn(ACCOUNT)
+    assert {f"role {roles['manager']}", f"role {roles['worker']}"} <= {who for who, _ in cloud.authz.bounded}
 
 
 def test_run_on_emulated_cloud_exactly_once_then_clean(cloud, mcc_home: Path, make_project) -> None:
@@ -230,3 +237,20 @@ def test_a_launch_cut_short_names_what_may_be_left(cloud, mcc_home: Path, make_p
     assert sum(len(r["Instances"]) for r in managers["Reservations"]) == 1
     assert mcc_json("clean", "--all", "--yes", home=mcc_home, timeout=300)["survivors"] == []
     assert tagged_counts(mcc_home) == {}
+
+
+def test_a_missing_permissions_boundary_is_refused_before_anything_is_created(cloud, mcc_home: Path,
+                                                                               make_project) -> None:
+    """README's user policy creates roles only with mcc's boundary, which an administrator makes once: without
+    it `mcc run` says so and how to make it (or to opt out) before any mutating call; the ledger holds nothing."""
+    cloud.client("iam").delete_policy(PolicyArn=boundary_arn(ACCOUNT))
+    project = make_project(4, toml=AWS_TOML)
+    mark = len(cloud.proxy.requests)
+    proc = mcc("run", str(project), home=mcc_home, timeout=120)
+    message = " ".join(proc.stderr.split())
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"the permissions boundary {boundary_arn(ACCOUNT)} does not exist" in message, proc.stderr
+    assert "aws iam create-policy --path /mcc/ --policy-name mcc-boundary" in message, proc.stderr
+    assert 'permissions_boundary = ""' in message and "Nothing was created" in message, proc.stderr
+    assert not [c.action for c in cloud.proxy.requests[mark:] if (c.action or "").startswith(MUTATING)]
+    assert not (mcc_home / "ledger.db").exists() or not mcc_json("ledger", "show", home=mcc_home)["resources"]

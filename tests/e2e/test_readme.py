@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import h5py
+from mcc.providers.aws.policy import boundary_policy
 from mcc.providers.local.processes import run_bounded
 import pytest
 
@@ -298,7 +299,8 @@ def aws_calls() -> dict[str, str]:
 
 
 def test_iam_policy_covers_every_aws_call() -> None:
-    [(_, body)] = blocks("json")
+    [(_, body), (_, boundary)] = blocks("json")  # the user policy, then the roles' permissions boundary
+    assert json.loads(boundary) == boundary_policy()
     policy = json.loads(body)
     assert policy["Version"] == "2012-10-17"
     listed = set()

@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from mcc.errors import ProviderError
+from mcc.errors import ConfigError, ProviderError
 from mcc.providers.aws.clients import AwsContext, aws_tags, epoch, tag_dict
 from mcc.providers.aws.errors import AwsNotFound, call
+from mcc.providers.aws.policy import boundary_setup
 from mcc.providers.base import TAG_ENTITY, TAG_LEDGER, TAG_RUN, Found, ResourceSpec
 
 PATH = "/mcc/"
@@ -32,11 +33,17 @@ def _document(doc: Any) -> dict[str, Any]:
     return json.loads(doc) if isinstance(doc, str) else doc
 
 
+def role_params(name: str, boundary: str | None) -> dict[str, Any]:
+    """The spec params of the role ``name`` carrying the permissions boundary ``boundary`` (an ARN, or None)."""
+    return {"name": name, "permissions_boundary": boundary}
+
+
 class RoleProvider:
     """kind ``role``: physical id is the role name; the trust lets EC2 instances assume it.
 
     ``policy_document`` (optional) is put as the inline policy ``mcc-inline`` right after create; the
-    usual shape is a separate ``role_policy`` row."""
+    usual shape is a separate ``role_policy`` row. ``permissions_boundary`` (a managed policy's ARN, or None)
+    is set inside CreateRole: README's user policy allows creating a role only with mcc's boundary."""
 
     kind = "role"
 
@@ -45,8 +52,10 @@ class RoleProvider:
 
     def create(self, spec: ResourceSpec) -> Found:
         name = spec.params["name"]
+        boundary = spec.params.get("permissions_boundary")
         role = call(self.iam.create_role, RoleName=name, Path=PATH, AssumeRolePolicyDocument=json.dumps(EC2_TRUST),
-                    Description=f"mcc {spec.name}"[:1000], Tags=aws_tags(spec.tags))["Role"]
+                    Description=f"mcc {spec.name}"[:1000], Tags=aws_tags(spec.tags),
+                    **({"PermissionsBoundary": boundary} if boundary else {}))["Role"]
         if spec.params.get("policy_document"):
             call(self.iam.put_role_policy, RoleName=name, PolicyName="mcc-inline",
                  PolicyDocument=json.dumps(spec.params["policy_document"]))
@@ -189,6 +198,19 @@ class InstanceProfileProvider:
         return found
 
 
+def require_boundary(ctx: AwsContext, arn: str, source: str = "mcc.toml [aws] permissions_boundary") -> None:
+    """Refuse (before anything is created) a permissions boundary that does not exist: CreateRole would fail
+    half-way through a run's resources, and only an administrator can make it."""
+    iam = ctx.client("iam")
+    try:
+        call(iam.get_policy, PolicyArn=arn)
+    except AwsNotFound:
+        raise ConfigError(
+            f"{source}: the permissions boundary {arn} does not exist. Every IAM role mcc creates carries it, and "
+            f"README's user policy lets mcc create roles only with it. Fix: {boundary_setup(arn.rsplit('/', 1)[-1])}. "
+            "Nothing was created.") from None
+
+
 def _ignore_missing(fn: Any, **kwargs: Any) -> None:
     try:
         call(fn, **kwargs)
@@ -197,7 +219,9 @@ def _ignore_missing(fn: Any, **kwargs: Any) -> None:
 
 
 def _role_found(role: dict[str, Any], tags: dict[str, str]) -> Found:
-    return Found(role["RoleName"], {"name": role["RoleName"], "arn": role["Arn"]}, tags, epoch(role.get("CreateDate")))
+    boundary = (role.get("PermissionsBoundary") or {}).get("PermissionsBoundaryArn")
+    return Found(role["RoleName"], {"name": role["RoleName"], "arn": role["Arn"], "permissions_boundary": boundary},
+                 tags, epoch(role.get("CreateDate")))
 
 
 def _profile_found(profile: dict[str, Any]) -> Found:

@@ -12,11 +12,17 @@ and SSM likewise; tests/aws/harness/authz.py evaluates every call of the emulate
   ``security-group``, ``key-pair`` and, launched from a template, ``launch-template`` (whose
   ``ec2:LaunchTemplate`` key then rides on every resource of the call).
 - CreateTags inside a create call carries ``ec2:CreateAction`` (the create's name).
+
+Every role mcc creates also carries the permissions boundary ``mcc-boundary`` (path ``/mcc/``; an administrator
+makes it once from :func:`boundary_policy`, printed in README). A role's effective permissions are what its
+inline policy *and* the boundary allow, so a holder of README's user policy — which may create and write roles
+only with that boundary — cannot mint a role broader than the boundary, whatever inline policy it puts.
 """
 from __future__ import annotations
 
 from typing import Any
 
+from mcc.providers.aws.image import TAG_READY
 from mcc.providers.base import TAG_LEDGER
 
 # Actions that only read; the one place Resource "*" is allowed (EC2 describe calls cannot be scoped).
@@ -26,6 +32,9 @@ READ_ONLY_ON_ANY = ["ec2:DescribeInstances", "ec2:DescribeInstanceStatus", "ec2:
 # RunInstances creates these (the last only for a spot launch); each must carry the ledger tag in the request.
 LAUNCH_CREATES = ["volume", "network-interface", "spot-instances-request"]
 WORKER_WRITES = ["results/", "failures/", "logs/"]  # the run-prefix folders a worker writes (mcc/work/runspec.py)
+BOUNDARY_NAME, BOUNDARY_PATH = "mcc-boundary", "/mcc/"
+VOLUME_KEY_ACTIONS = ["kms:CreateGrant", "kms:Decrypt", "kms:DescribeKey", "kms:GenerateDataKeyWithoutPlaintext",
+                      "kms:ReEncryptFrom", "kms:ReEncryptTo"]
 
 
 def _ledger_tag(ledger_uuid: str, key: str = "aws:RequestTag") -> dict[str, Any]:
@@ -48,9 +57,7 @@ def kms_statement(kms_key_arn: str, region: str) -> dict[str, Any]:
     """What launching onto volumes encrypted with a customer managed key needs (EC2 asks KMS on the caller's
     behalf: kms:ViaService). With the AWS-managed aws/ebs key (the default) no statement is needed: its key
     policy allows every principal of the account through EC2."""
-    return {"Sid": "UseVolumeKey", "Effect": "Allow", "Resource": kms_key_arn,
-            "Action": ["kms:CreateGrant", "kms:Decrypt", "kms:DescribeKey", "kms:GenerateDataKeyWithoutPlaintext",
-                       "kms:ReEncryptFrom", "kms:ReEncryptTo"],
+    return {"Sid": "UseVolumeKey", "Effect": "Allow", "Resource": kms_key_arn, "Action": VOLUME_KEY_ACTIONS,
             "Condition": {"StringEquals": {"kms:ViaService": f"ec2.{region}.amazonaws.com"}}}
 
 
@@ -125,6 +132,55 @@ def builder_policy(bucket: str, prefix: str, ledger_uuid: str, region: str, acco
          "Resource": f"arn:aws:ec2:{region}:{account_id}:instance/*",
          "Condition": {"StringEquals": {f"ec2:ResourceTag/{TAG_LEDGER}": ledger_uuid},
                        "ForAllValues:StringEquals": {"aws:TagKeys": [ready_tag]}}},
+    ]}
+
+
+def boundary_arn(account_id: str, name: str = BOUNDARY_NAME) -> str:
+    """The ARN of the permissions boundary ``name`` (a customer managed policy under ``BOUNDARY_PATH``)."""
+    return f"arn:aws:iam::{account_id}:policy{BOUNDARY_PATH}{name}"
+
+
+def boundary_setup(name: str = BOUNDARY_NAME) -> str:
+    """How an administrator creates the boundary ``name`` once (README: AWS setup, step 4)."""
+    return ("an administrator of the account creates it once from README's boundary policy (AWS setup, step 4): "
+            f"`aws iam create-policy --path {BOUNDARY_PATH} --policy-name {name} --policy-document "
+            f"file://{name}.json`; or, where your identity may create roles without a boundary, set "
+            'permissions_boundary = "" under [aws]')
+
+
+def boundary_policy() -> dict[str, Any]:
+    """The permissions boundary of every role mcc creates: the most any of them may ever do, for any ledger and
+    run — the union of :func:`manager_policy`, :func:`worker_policy` and :func:`builder_policy` with the ledger,
+    bucket and run left open (``mcc-*`` buckets, ``/mcc/`` parameters and roles, anything carrying an
+    ``mcc:ledger`` tag). Nothing in IAM but passing ``mcc-*`` roles to EC2: a role inside it can neither
+    write a role nor widen one."""
+    ec2 = "arn:aws:ec2:*:*"
+    creates = [f"{ec2}:{kind}/*" for kind in LAUNCH_CREATES]
+    tagged = {"Null": {f"aws:RequestTag/{TAG_LEDGER}": "false"}}
+    own = {"Null": {f"ec2:ResourceTag/{TAG_LEDGER}": "false"}}
+    return {"Version": "2012-10-17", "Statement": [
+        {"Sid": "SeeFleet", "Effect": "Allow", "Action": READ_ONLY_ON_ANY, "Resource": "*"},
+        {"Sid": "RunObjects", "Effect": "Allow", "Resource": "arn:aws:s3:::mcc-*/*",
+         "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"]},
+        {"Sid": "ListRunPrefixes", "Effect": "Allow", "Action": "s3:ListBucket", "Resource": "arn:aws:s3:::mcc-*"},
+        {"Sid": "LaunchTagged", "Effect": "Allow", "Action": "ec2:RunInstances",
+         "Resource": [f"{ec2}:instance/*", *creates], "Condition": tagged},
+        {"Sid": "LaunchFromOwnParts", "Effect": "Allow", "Action": "ec2:RunInstances",
+         "Resource": [f"{ec2}:launch-template/*", f"{ec2}:security-group/*", f"{ec2}:key-pair/*"], "Condition": own},
+        {"Sid": "LaunchIntoSubnet", "Effect": "Allow", "Action": "ec2:RunInstances",
+         "Resource": ["arn:aws:ec2:*::image/*", f"{ec2}:subnet/*"]},
+        {"Sid": "TagOnLaunchOnly", "Effect": "Allow", "Action": "ec2:CreateTags", "Resource": [f"{ec2}:instance/*", *creates],
+         "Condition": {"StringEquals": {"ec2:CreateAction": "RunInstances"}}},
+        {"Sid": "SignalReadiness", "Effect": "Allow", "Action": "ec2:CreateTags", "Resource": f"{ec2}:instance/*",
+         "Condition": {**own, "ForAllValues:StringEquals": {"aws:TagKeys": [TAG_READY]}}},
+        {"Sid": "TerminateOwn", "Effect": "Allow", "Action": "ec2:TerminateInstances", "Resource": f"{ec2}:instance/*",
+         "Condition": own},
+        {"Sid": "PassMccRolesToEc2", "Effect": "Allow", "Action": "iam:PassRole", "Resource": "arn:aws:iam::*:role/mcc/mcc-*",
+         "Condition": {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}}},
+        {"Sid": "RunParameters", "Effect": "Allow", "Action": ["ssm:GetParameter", "ssm:PutParameter"],
+         "Resource": "arn:aws:ssm:*:*:parameter/mcc/*"},
+        {"Sid": "UseVolumeKeysThroughEc2", "Effect": "Allow", "Action": VOLUME_KEY_ACTIONS, "Resource": "arn:aws:kms:*:*:key/*",
+         "Condition": {"StringLike": {"kms:ViaService": "ec2.*.amazonaws.com"}}},
     ]}
 
 

@@ -5,12 +5,14 @@ hook on the fault proxy judges every call before moto runs it, the way AWS would
 
 * who: the laptop's key (``testing``) holds exactly README's user policy; an instance's IMDS key holds its
   role's inline policies as mcc wrote them, read back from moto (tests/aws/harness/runner.py records which
-  key is which role);
+  key is which role), capped by the role's permissions boundary (the managed policy it carries, read back
+  from moto as well: :func:`ensure_boundary` creates README's, as an administrator would);
 * what: authz_requests.py turns the call into the authorisations AWS makes (every resource a RunInstances
   creates or uses, the CreateTags of tags inside a create, the PassRole of an instance profile…), with
   resource tags read from moto before the call;
 * how: authz_policy.py (explicit deny, allow, implicit deny), plus the bucket's own policy (its Deny
-  statements: mcc's TLS-only policy) for S3 calls.
+  statements: mcc's TLS-only policy) for S3 calls; a role's call is allowed only when its boundary allows
+  it too (moto ignores boundaries altogether).
 
 Every implicit or explicit deny, and every call the table does not cover, is a failure; the ``cloud``
 fixture fails the test on any (``Cloud.authz.failures``).
@@ -32,11 +34,31 @@ LAPTOP_KEY = "testing"
 ACCOUNT = "123456789012"  # moto's default account
 
 
+def _setup_json(readme: Path, index: int) -> dict[str, Any]:
+    text = readme.read_text().split("### AWS setup", 1)[1].split("\n## ", 1)[0]
+    return json.loads(text.split("```json", index + 1)[index + 1].split("```", 1)[0])
+
+
 def readme_policy(readme: Path = REPO / "README.md") -> dict[str, Any]:
-    """The user policy of README's "AWS setup" (its one ```json block)."""
-    text = readme.read_text()
-    block = text.split("### AWS setup", 1)[1].split("```json", 1)[1].split("```", 1)[0]
-    return json.loads(block)
+    """The user policy of README's "AWS setup" (its first ```json block)."""
+    return _setup_json(readme, 0)
+
+
+def readme_boundary(readme: Path = REPO / "README.md") -> dict[str, Any]:
+    """The permissions boundary of README's "AWS setup" (its second ```json block)."""
+    return _setup_json(readme, 1)
+
+
+def ensure_boundary(iam: Any) -> str:
+    """Create README's permissions boundary in moto, as the account's administrator does once (AWS setup, step
+    4); returns its ARN."""
+    from mcc.providers.aws.policy import BOUNDARY_NAME, BOUNDARY_PATH, boundary_arn
+
+    try:
+        iam.create_policy(PolicyName=BOUNDARY_NAME, Path=BOUNDARY_PATH, PolicyDocument=json.dumps(readme_boundary()))
+    except iam.exceptions.EntityAlreadyExistsException:
+        pass
+    return boundary_arn(ACCOUNT)
 
 
 class Lookup:
@@ -105,6 +127,16 @@ class Lookup:
         return {"arn": role["Arn"], "tags": {t["Key"]: t["Value"] for t in role.get("Tags", [])},
                 "boundary": (role.get("PermissionsBoundary") or {}).get("PermissionsBoundaryArn")}
 
+    def managed_policy(self, arn: str) -> dict[str, Any]:
+        """The default version of the managed policy ``arn``; no statement at all when it does not exist."""
+        iam = self.client("iam")
+        try:
+            version = iam.get_policy(PolicyArn=arn)["Policy"]["DefaultVersionId"]
+            doc = iam.get_policy_version(PolicyArn=arn, VersionId=version)["PolicyVersion"]["Document"]
+        except iam.exceptions.NoSuchEntityException:
+            return {"Statement": []}
+        return json.loads(doc) if isinstance(doc, str) else doc
+
     def role_policies(self, name: str) -> list[dict[str, Any]]:
         iam = self.client("iam")
         try:
@@ -136,10 +168,12 @@ class PolicyEvaluator:
         self.laptop_keys = {LAPTOP_KEY, *laptop_keys}  # and, under moto's IAM enforcement, the laptop user's key
         self.failures: list[str] = []
         self.allowed: Counter[tuple[str, str]] = Counter()  # (who, action) → authorisations that passed
+        self.bounded: Counter[tuple[str, str]] = Counter()  # of those, judged against a role's boundary as well
         self.unattributed: Counter[str] = Counter()  # calls with a key of no known identity (not judged)
         self._lock = threading.Lock()
         self.enabled = True  # off only for the harness's self-tests, whose calls are not mcc's
-        self._policies: dict[str, list[dict[str, Any]]] = {}  # role → inline policies, until one is put again
+        # role → (inline policies, permissions boundary or None), until one of its policies is put again
+        self._roles: dict[str, tuple[list[dict[str, Any]], dict[str, Any] | None]] = {}
 
     def _requests(self, region: str) -> Requests:
         """The checks of calls signed for ``region``: their ARNs and the tags read back are that region's."""
@@ -157,18 +191,27 @@ class PolicyEvaluator:
         role = self.runner.credentials.get(access_key or "")
         if role is None:
             return None
+        return f"role {role}", self._role(role)[0]
+
+    def boundary(self, access_key: str | None) -> dict[str, Any] | None:
+        """The permissions boundary of the role signing with ``access_key`` (None: a user, or a role without)."""
+        role = self.runner.credentials.get(access_key or "")
+        return self._role(role)[1] if role is not None else None
+
+    def _role(self, role: str) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
         with self._lock:
-            cached = self._policies.get(role)
+            cached = self._roles.get(role)
         if cached is None:
-            cached = self.look.role_policies(role)
+            boundary = self.look.role(role)["boundary"]
+            cached = (self.look.role_policies(role), self.look.managed_policy(boundary) if boundary else None)
             with self._lock:
-                self._policies[role] = cached
-        return f"role {role}", cached
+                self._roles[role] = cached
+        return cached
 
     def _hook(self, call: Any, phase: str) -> bool:
         if call.service == "iam" and call.action in ("PutRolePolicy", "DeleteRolePolicy", "DeleteRole"):
             with self._lock:  # before and after the change: the next call of that role reads moto again
-                self._policies.pop(call.params.get("RoleName", ""), None)
+                self._roles.pop(call.params.get("RoleName", ""), None)
         if not self.enabled or phase != "before" or call.service in ("unknown", "moto-api"):
             return False
         if f"{call.service}:{call.action}" in UNAUTHORISED_OK:
@@ -187,14 +230,19 @@ class PolicyEvaluator:
         except Exception as exc:  # noqa: BLE001 - a harness bug must fail the test, not pass silently
             self._fail(f"{name}: evaluating {call.service}:{call.action} raised {type(exc).__name__}: {exc}")
             return False
+        boundary = self.boundary(call.access_key)
         for check in checks:
-            verdict = self._decide(policies, check)
+            verdict, by = self._decide(policies, check), ""
+            if verdict == "allow" and boundary is not None:
+                verdict, by = decide([boundary], check), " by the role's permissions boundary"
             if verdict != "allow":
-                self._fail(f"{name}: {'explicit' if verdict == 'deny' else 'implicit'} deny: {check.describe()} "
+                self._fail(f"{name}: {'explicit' if verdict == 'deny' else 'implicit'} deny{by}: {check.describe()} "
                            f"(call {call.service}:{call.action})")
             else:
                 with self._lock:
                     self.allowed[(name, check.action)] += 1
+                    if boundary is not None:
+                        self.bounded[(name, check.action)] += 1
         return False
 
     def _decide(self, policies: list[dict[str, Any]], check: Check) -> str:
