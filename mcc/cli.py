@@ -483,7 +483,8 @@ def logs(run_id: str, worker: str | None, follow: bool) -> None:
 @click.option("--no-aws", is_flag=True, help="Skip the AWS checks.")
 @json_option
 def doctor(no_aws: bool, as_json: bool) -> None:
-    """Check this machine: Python, packages, redis-server, the ledger, AWS identity, region, vCPU quota.
+    """Check this machine: Python, packages, redis-server, the ledger, AWS identity, region, vCPU quota,
+    the roles' permissions boundary.
 
     Every problem comes with its fix. Exits 0 when the local essentials pass; AWS problems are reported
     but do not fail the command (the local backend needs no AWS account).

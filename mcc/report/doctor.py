@@ -1,7 +1,7 @@
 """`mcc doctor`: is this machine ready to run sweeps? One check per line, each with its fix.
 
 The local essentials (Python, packages, a redis-server, a healthy ledger) decide the exit code; the AWS
-checks (identity, region, vCPU quota, emulator endpoint) report ✗ with the fix but never fail the
+checks (identity, region, vCPU quota, the roles' permissions boundary, emulator endpoint) report ✗ with the fix but never fail the
 command, and never raise: no credentials, an unreachable endpoint or an emulator without Service Quotas
 are answers, not crashes.
 """
@@ -117,7 +117,8 @@ def _aws_config() -> Any:
 
 
 def check_aws(session: Any | None = None) -> list[Check]:
-    """Identity, region, the EC2 standard vCPU quota and the emulator endpoint; never raises."""
+    """Identity, region, the EC2 standard vCPU quota, the permissions boundary and the emulator endpoint; never
+    raises."""
     import boto3
     from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, ProfileNotFound
 
@@ -154,6 +155,7 @@ def check_aws(session: Any | None = None) -> list[Check]:
     if not identity_ok or not region:
         checks.append(Check("ec2 vCPU quota", None, "skipped: needs a working identity and region"))
         return checks
+    checks.append(check_boundary(session, region, who["Account"]))
     try:
         quotas = session.client("service-quotas", region_name=region, config=_aws_config())
         value = quotas.get_service_quota(**VCPU_QUOTA)["Quota"]["Value"]
@@ -164,6 +166,27 @@ def check_aws(session: Any | None = None) -> list[Check]:
                             "the emulator has no Service Quotas" if endpoint else
                             "grant servicequotas:GetServiceQuota to see it"))
     return checks
+
+
+def check_boundary(session: Any, region: str, account: str) -> Check:
+    """The managed policy every role mcc creates carries (the default ``mcc-boundary``) exists."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from mcc.providers.aws.policy import boundary_arn, boundary_setup
+
+    arn = boundary_arn(account)
+    try:
+        session.client("iam", region_name=region, config=_aws_config()).get_policy(PolicyArn=arn)
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        if code == "NoSuchEntity":
+            return Check("iam permissions boundary", False, f"{arn} does not exist: `mcc run` on AWS refuses to start",
+                         boundary_setup())
+        return Check("iam permissions boundary", None, f"skipped: cannot read {arn} ({code})",
+                     "grant iam:GetPolicy on arn:aws:iam::*:policy/mcc/* (README's user policy does)")
+    except BotoCoreError as exc:
+        return Check("iam permissions boundary", None, f"skipped: {exc}")
+    return Check("iam permissions boundary", True, f"{arn} exists (every role mcc creates carries it)")
 
 
 def run_checks(home: str | Path | None = None, *, aws: bool = True) -> dict[str, Any]:
