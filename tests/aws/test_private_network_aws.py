@@ -8,6 +8,7 @@ described addresses) and what mcc made (the endpoints in moto and in the ledger)
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -88,8 +89,12 @@ def test_private_run_has_no_public_address_and_its_endpoints_go_with_it(cloud, m
     assert tagged_counts(mcc_home) == {}
 
 
-@pytest.mark.parametrize("target", [("CreateVpcEndpoint", "before"), ("CreateVpcEndpoint", "after"),
-                                    ("DeleteVpcEndpoints", "after")])
+# the default suite keeps the two boundaries that need a lookup on resume (a made-but-unheard endpoint to adopt,
+# a delete that went through); the written-ahead-only one runs with MCC_SLOW_TESTS=1 (each ~20 s on 2 cores)
+@pytest.mark.parametrize("target", [
+    pytest.param(("CreateVpcEndpoint", "before"), marks=pytest.mark.skipif(
+        not os.environ.get("MCC_SLOW_TESTS"), reason="slow (~20 s): set MCC_SLOW_TESTS=1")),
+    ("CreateVpcEndpoint", "after"), ("DeleteVpcEndpoints", "after")])
 def test_endpoint_calls_killed_on_either_side_are_resumed_without_a_duplicate(
         target: tuple[str, str], cloud, tmp_path: Path, make_project, monkeypatch: pytest.MonkeyPatch) -> None:
     """SIGKILL just before or just after the first CreateVpcEndpoint (written ahead, not made or made unheard),
