@@ -54,10 +54,11 @@ class AwsBackend:
         """Credentials and region work, the roles' permissions boundary exists, and a NAT named for a private run
         routes (before any resource is created)."""
         self.identity()
-        if self.boundary():
+        boundary = self.boundary()
+        if boundary:
             from mcc.providers.aws.iam import require_boundary
 
-            require_boundary(self.ctx, self.boundary())
+            require_boundary(self.ctx, boundary)
         if not self.settings.public_ip and self.settings.egress == "nat":
             from mcc.providers.aws.network import require_nat
 

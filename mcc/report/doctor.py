@@ -1,9 +1,10 @@
 """`mcc doctor`: is this machine ready to run sweeps? One check per line, each with its fix.
 
 The local essentials (Python, packages, a redis-server, a healthy ledger) decide the exit code; the AWS
-checks (identity, region, vCPU quota, the roles' permissions boundary, emulator endpoint) report ✗ with the fix but never fail the
-command, and never raise: no credentials, an unreachable endpoint or an emulator without Service Quotas
-are answers, not crashes.
+checks (identity, region, vCPU quota, the roles' permissions boundary, emulator endpoint) report ✗ with
+the fix but never fail the command, and never raise: no credentials, an unreachable endpoint or an
+emulator without Service Quotas are answers, not crashes. The boundary checked is the default
+``mcc-boundary`` (doctor reads no project's mcc.toml); `mcc run` checks the one its settings name.
 """
 from __future__ import annotations
 

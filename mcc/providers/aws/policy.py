@@ -32,6 +32,7 @@ READ_ONLY_ON_ANY = ["ec2:DescribeInstances", "ec2:DescribeInstanceStatus", "ec2:
 # RunInstances creates these (the last only for a spot launch); each must carry the ledger tag in the request.
 LAUNCH_CREATES = ["volume", "network-interface", "spot-instances-request"]
 WORKER_WRITES = ["results/", "failures/", "logs/"]  # the run-prefix folders a worker writes (mcc/work/runspec.py)
+RUN_OBJECT_ACTIONS = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"]  # the manager's
 BOUNDARY_NAME, BOUNDARY_PATH = "mcc-boundary", "/mcc/"
 VOLUME_KEY_ACTIONS = ["kms:CreateGrant", "kms:Decrypt", "kms:DescribeKey", "kms:GenerateDataKeyWithoutPlaintext",
                       "kms:ReEncryptFrom", "kms:ReEncryptTo"]
@@ -70,8 +71,7 @@ def manager_policy(bucket: str, prefix: str, ledger_uuid: str, region: str, acco
     ec2 = f"arn:aws:ec2:{region}:{account_id}"
     creates = [f"{ec2}:{kind}/*" for kind in LAUNCH_CREATES]
     statements: list[dict[str, Any]] = [
-        {"Sid": "RunObjects", "Effect": "Allow",
-         "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"],
+        {"Sid": "RunObjects", "Effect": "Allow", "Action": RUN_OBJECT_ACTIONS,
          "Resource": f"arn:aws:s3:::{bucket}/{prefix}*"},
         _list_prefix(bucket, prefix),
         # The instance: tagged in the request and launched from a launch template (which LaunchFromOwnParts
@@ -160,8 +160,7 @@ def boundary_policy() -> dict[str, Any]:
     own = {"Null": {f"ec2:ResourceTag/{TAG_LEDGER}": "false"}}
     return {"Version": "2012-10-17", "Statement": [
         {"Sid": "SeeFleet", "Effect": "Allow", "Action": READ_ONLY_ON_ANY, "Resource": "*"},
-        {"Sid": "RunObjects", "Effect": "Allow", "Resource": "arn:aws:s3:::mcc-*/*",
-         "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"]},
+        {"Sid": "RunObjects", "Effect": "Allow", "Resource": "arn:aws:s3:::mcc-*/*", "Action": RUN_OBJECT_ACTIONS},
         {"Sid": "ListRunPrefixes", "Effect": "Allow", "Action": "s3:ListBucket", "Resource": "arn:aws:s3:::mcc-*"},
         {"Sid": "LaunchTagged", "Effect": "Allow", "Action": "ec2:RunInstances",
          "Resource": [f"{ec2}:instance/*", *creates], "Condition": tagged},

@@ -49,16 +49,14 @@ def readme_boundary(readme: Path = REPO / "README.md") -> dict[str, Any]:
     return _setup_json(readme, 1)
 
 
-def ensure_boundary(iam: Any) -> str:
-    """Create README's permissions boundary in moto, as the account's administrator does once (AWS setup, step
-    4); returns its ARN."""
-    from mcc.providers.aws.policy import BOUNDARY_NAME, BOUNDARY_PATH, boundary_arn
+def ensure_boundary(iam: Any) -> None:
+    """Create README's permissions boundary in moto, as the account's administrator does once (AWS setup, step 4)."""
+    from mcc.providers.aws.policy import BOUNDARY_NAME, BOUNDARY_PATH
 
     try:
         iam.create_policy(PolicyName=BOUNDARY_NAME, Path=BOUNDARY_PATH, PolicyDocument=json.dumps(readme_boundary()))
     except iam.exceptions.EntityAlreadyExistsException:
         pass
-    return boundary_arn(ACCOUNT)
 
 
 class Lookup:
