@@ -88,6 +88,53 @@ def test_proxy_forwards_and_counts_calls(cloud: Cloud) -> None:
     assert p.count() == 0
 
 
+def test_a_read_moto_crashed_on_is_sent_again_a_mutation_is_not() -> None:
+    """moto's race (an HTML 500 while another thread changes the dict a List serialises) is the
+    emulator's, not AWS's: the proxy sends a read again, never a mutation (it may have landed)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from botocore.parsers import ResponseParserError
+
+    from tests.aws.harness.proxy import FaultProxy
+
+    seen: list[str] = []
+    listing = (b"<ListInstanceProfilesResponse><ListInstanceProfilesResult><InstanceProfiles/>"
+               b"<IsTruncated>false</IsTruncated></ListInstanceProfilesResult></ListInstanceProfilesResponse>")
+
+    class Crashy(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"])).decode()
+            action = body.split("Action=")[1].split("&")[0]
+            seen.append(action)
+            ok = action == "ListInstanceProfiles" and seen.count(action) == 2
+            out = listing if ok else b"<!doctype html>\n<title>500 Internal Server Error</title>"
+            self.send_response(200 if ok else 500)
+            self.send_header("Content-Type", "text/xml" if ok else "text/html")
+            self.send_header("Content-Length", str(len(out)))
+            self.end_headers()
+            self.wfile.write(out)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Crashy)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    proxy = FaultProxy(f"http://127.0.0.1:{server.server_address[1]}").start()
+    try:
+        iam = boto3.client("iam", endpoint_url=proxy.url, region_name="us-east-1", config=NO_RETRY,
+                           aws_access_key_id="testing", aws_secret_access_key="testing")
+        assert iam.list_instance_profiles()["InstanceProfiles"] == []
+        assert seen == ["ListInstanceProfiles", "ListInstanceProfiles"]
+        with pytest.raises(ResponseParserError):  # the HTML page reaches the client, sent once
+            iam.create_role(RoleName="r", AssumeRolePolicyDocument="{}")
+        assert seen.count("CreateRole") == 1
+    finally:
+        proxy.stop()
+        server.shutdown()
+        server.server_close()
+
+
 def test_throttle_returns_each_protocols_throttling_error(cloud: Cloud) -> None:
     p = cloud.proxy
     p.throttle("ec2:DescribeInstances", times=1)

@@ -23,6 +23,7 @@ Moto gap handled here: EC2 ``ClientToken`` idempotency. moto creates a second re
 repeated RunInstances with the same ClientToken; AWS returns the first one. The proxy remembers the
 successful response of every EC2 call that carries a ClientToken and replays it for a repeat with the
 same parameters (``IdempotentParameterMismatch`` for a repeat with different ones), as EC2 does.
+And moto's thread races: a read that moto crashed on (its HTML 500 page) is sent again (RACE_RETRIES).
 """
 from __future__ import annotations
 
@@ -47,6 +48,12 @@ HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authoriza
 # SigV4 signing names that differ from boto3 client names.
 SIGNING_ALIASES = {"monitoring": "cloudwatch", "email": "ses", "states": "stepfunctions",
                    "execute-api": "apigateway", "elasticloadbalancing": "elbv2", "cognito-idp": "cognito-idp"}
+# moto's threaded server shares its backends' dicts without locks: a List/Describe that serialises a
+# dict view while another thread creates or deletes in it raises "dictionary changed size during
+# iteration", and werkzeug answers an HTML 500 that botocore cannot parse (so does not retry). AWS
+# never answers that way; a read is safe to send again, a mutation is not (it may have landed).
+RACE_RETRIES = 3
+READ_PREFIXES = ("List", "Describe", "Get", "Head")
 CREDENTIAL_RE = re.compile(r"Credential=([^/,\s]+)/\d{8}/([^/]+)/([^/]+)/aws4_request")
 
 
@@ -99,6 +106,12 @@ class _Request:
             if k.lower() == name:
                 return v
         return None
+
+
+def _moto_race(req: "_Request", status: int, body: bytes) -> bool:
+    """moto crashed serving a read (its HTML error page, not an AWS error body): see RACE_RETRIES."""
+    return (status == 500 and body.lstrip()[:15].lower() == b"<!doctype html>"
+            and (req.action or "").startswith(READ_PREFIXES))
 
 
 def make_matcher(match: Match) -> Callable[[str, str], bool]:
@@ -259,6 +272,10 @@ class FaultProxy:
             self._signer.sign(req, changed)
         status, _reason, headers, body = self._forward(req)
         if self._signer is not None and self._signer.retry(req, status, body):
+            status, _reason, headers, body = self._forward(req)
+        for _ in range(RACE_RETRIES):
+            if not _moto_race(req, status, body):
+                break
             status, _reason, headers, body = self._forward(req)
         return status, headers, body
 
