@@ -164,3 +164,11 @@ def combined_rows(path: str | Path):
 
     with h5py.File(path, "r") as fh:
         return fh["data"][...]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The Slurm tests share the one-node cluster of the machine: under xdist (pyproject's ``-n 2``) they run
+    in one test process, one after another, so two sweeps never queue behind each other's jobs."""
+    for item in items:
+        if "slurm" in item.path.name:
+            item.add_marker(pytest.mark.xdist_group("slurm"))
