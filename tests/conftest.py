@@ -168,7 +168,9 @@ def combined_rows(path: str | Path):
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """The Slurm tests share the one-node cluster of the machine: under xdist (pyproject's ``-n 2``) they run
-    in one test process, one after another, so two sweeps never queue behind each other's jobs."""
+    in one test process, one after another, so two sweeps never queue behind each other's jobs (on 2 CPUs, two
+    runs' manager jobs took both and each run's workers waited forever). A test elsewhere that sweeps on Slurm
+    (the benchmarks' B9) carries ``@pytest.mark.xdist_group("slurm")`` itself."""
     for item in items:
         if "slurm" in item.path.name:
             item.add_marker(pytest.mark.xdist_group("slurm"))

@@ -192,6 +192,7 @@ def test_costs_as_written(mcc_home: Path, tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(1500)
+@pytest.mark.xdist_group("slurm")  # B9 sweeps on the Slurm cluster: with the Slurm tests, never beside one
 def test_performance_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The install line in the checkout, the benchmark lines from elsewhere (they write files where they run);
     the full suite (minutes) only with MCC_SLOW_TESTS=1. Figures are printed, never asserted on."""
