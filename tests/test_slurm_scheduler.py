@@ -52,10 +52,23 @@ def test_times() -> None:
                "JobId=5 Name=x JobState=CANCELLED StartTime=2026-12-02T00:31:20 EndTime=2026-12-02T00:31:30 ProcCnt=1 "
                "ArrayJobId=0 ArrayTaskId=4294967294\n")
     times = s.parse_jobcomp(jobcomp)
-    assert set(times) == {"1_0", "5"} and times["1_0"].cpus == 2
-    assert times["1_0"].end - times["1_0"].start == 5
-    sacct = s.parse_sacct("102|2026-12-02T00:41:40|2026-12-02T00:41:49|1|COMPLETED\n103_0|2026-12-02T00:41:44|Unknown|4|RUNNING\n")
-    assert sacct["102"].end - sacct["102"].start == 9 and sacct["103_0"].end is None and sacct["103_0"].cpus == 4
+    assert set(times) == {"1_0", "5"} and times["1_0"][0].cpus == 2
+    assert times["1_0"][0].end - times["1_0"][0].start == 5
+    # a task preempted (requeued), then cancelled while it waited to run again: both runs, in order; the second
+    # never got a node, so it has no start (its StartTime is when it was cancelled)
+    requeued = ("JobId=277 Name=w JobState=PREEMPTED StartTime=2026-12-03T09:48:30 EndTime=2026-12-03T09:48:33 "
+                "NodeList=localhost NodeCnt=1 ProcCnt=1 ArrayJobId=276 ArrayTaskId=0\n"
+                "JobId=277 Name=w JobState=CANCELLED StartTime=2026-12-03T09:48:35 EndTime=2026-12-03T09:48:35 "
+                "NodeList=(null) NodeCnt=0 ProcCnt=0 ArrayJobId=276 ArrayTaskId=0\n")
+    first, second = s.parse_jobcomp(requeued)["276_0"]
+    assert (first.state, first.end - first.start, first.cpus) == ("PREEMPTED", 3, 1)
+    assert second.state == "CANCELLED" and second.start is None and second.end is not None
+    sacct = s.parse_sacct("102|2026-12-02T00:41:40|2026-12-02T00:41:49|1|COMPLETED\n103_0|2026-12-02T00:41:44|Unknown|4|RUNNING\n"
+                          "104_1|2026-12-02T00:41:40|2026-12-02T00:41:45|1|PREEMPTED\n104_1|None|2026-12-02T00:41:50|1|CANCELLED\n")
+    assert sacct["102"][0].end - sacct["102"][0].start == 9
+    assert sacct["103_0"][0].end is None and sacct["103_0"][0].cpus == 4
+    assert [(t.state, t.start is None) for t in sacct["104_1"]] == [("PREEMPTED", False), ("CANCELLED", True)]
+    assert "--duplicates" in s.sacct_argv(["104"])  # every run of a requeued job, not only its last
     config = "JobCompLoc              = /var/log/slurm/jobcomp.log\nJobCompType             = jobcomp/filetxt\n"
     assert s.jobcomp_location(config) == "/var/log/slurm/jobcomp.log"
     assert s.jobcomp_location("JobCompType = jobcomp/none\n") is None

@@ -13,16 +13,16 @@ from pathlib import Path
 from typing import Any
 
 from mcc.backends.slurm_settings import SlurmSettings, slurm_settings
-from mcc.driver.engine import Engine
+from mcc.driver.engine import CLOCK_SKEW_S, Engine
 from mcc.errors import ConfigError
-from mcc.ledger import models
+from mcc.ledger import create_row, fire, models
 from mcc.providers.base import TAG_LEDGER, TAG_NAME
 from mcc.providers.local.bucket import DirectoryProvider
 from mcc.providers.local.cache import new_password
 from mcc.providers.slurm import scheduler
 from mcc.providers.slurm.jobs import SlurmJobProvider, cancel_jobs, job_times, query_jobs, submit_job, test_job
 from mcc.providers.slurm.runner import LocalRunner, Runner, SchedulerError, SchedulerMissing
-from mcc.providers.slurm.scheduler import JobRequest
+from mcc.providers.slurm.scheduler import JobRequest, JobTimes
 from mcc.work.stores import LocalStore
 
 PASSWORD_FILE = "queue-password"   # in the bucket folder, mode 0600: the manager job's redis and its workers read it
@@ -205,20 +205,61 @@ class SlurmBackend:
 
 
 def record_job_times(runner: Runner, run: models.Run) -> None:
-    """Copy the scheduler's start/end times and CPUs of the run's jobs into their rows' attrs."""
+    """Copy the scheduler's record of the run's jobs (start/end times, CPUs, final state) into their rows' attrs,
+    and give a row to every run of an array task the manager never saw running (it started and ended between
+    two squeue polls), so the ledger holds every job the scheduler ran for the run."""
     rows = list(models.Resource.select().where((models.Resource.run == run.id) & (models.Resource.kind == "job")
                                                & models.Resource.physical_id.is_null(False)))
-    times = job_times(runner, [r.physical_id for r in rows])
+    not_before = run.created_at - CLOCK_SKEW_S  # an older job of the same id (Slurm's job ids were reset) is not ours
+    runs = {k: [t for t in v if t.end is None or t.end >= not_before]
+            for k, v in job_times(runner, [r.physical_id for r in rows]).items()}
+    names = {r.name for r in rows}
     for row in rows:
-        t = times.get(row.physical_id)
+        if (row.spec or {}).get("role") == "array":
+            for task, task_runs in sorted(runs.items()):
+                if task.startswith(f"{row.physical_id}_"):
+                    for n, t in enumerate(task_runs):
+                        name = task if n == 0 else f"{task}.{n}"  # the worker id it would have had
+                        if t.start is not None and name not in names:
+                            _record_unseen_task(run, row, name, task, n, t)
+            continue
+        t = _run_of(row, runs.get(row.physical_id) or [])
+        if t is None:
+            continue
         attrs = dict(row.attrs or {})
-        if t is not None and t.start is not None:
-            attrs.update(start_at=t.start, end_at=t.end, cpus=t.cpus, slurm_state=t.state)
-        if (row.spec or {}).get("role") == "array":  # every task the scheduler ran, seen by the manager or not
-            attrs["tasks"] = {k: {"start": v.start, "end": v.end, "cpus": v.cpus, "state": v.state}
-                              for k, v in times.items() if k.startswith(f"{row.physical_id}_") and v.start is not None}
+        attrs["slurm_state"] = t.state
+        if t.start is not None:
+            attrs.update(start_at=t.start, end_at=t.end, cpus=t.cpus)
         if attrs != (row.attrs or {}):
             models.Resource.update(attrs=attrs).where(models.Resource.id == row.id).execute()
+
+
+def _run_of(row: models.Resource, runs: list[JobTimes]) -> JobTimes | None:
+    """Which run of its job a row stands for: the one that started when the manager saw the task start; else, for
+    a task's worker "A_T.n" (its n-th requeue), the n-th run; else (a job never requeued) the last."""
+    if not runs:
+        return None
+    attrs = row.attrs or {}
+    launched = attrs.get("launched_at")
+    for t in runs:
+        if t.start is not None and t.start == launched:
+            return t
+    if (row.spec or {}).get("role") != "worker":
+        return runs[-1]
+    head, _, n = row.name.rpartition(".")
+    n = int(n) if head and n.isdigit() else 0
+    return runs[n] if n < len(runs) else None
+
+
+def _record_unseen_task(run: models.Run, array: models.Resource, name: str, task: str, restarts: int,
+                        t: JobTimes) -> None:
+    attrs = {"start_at": t.start, "end_at": t.end, "cpus": t.cpus, "slurm_state": t.state, "restarts": restarts}
+    why = "ran between the manager's squeue polls; recorded from the scheduler's accounting at teardown"
+    row = create_row(models.Resource, actor="local", reason=why, run=run.id, kind="job", name=name, backend="slurm",
+                     idempotency_key=f"{run.id}/{name}", spec={"role": "worker"}, tags=dict(array.tags or {}),
+                     physical_id=task, attrs=attrs, state="adopted")
+    row = fire(row, "begin_delete", reason=f"ended {t.state}")
+    fire(row, "deleted", reason=f"ended {t.state}", deleted_at=time.time())
 
 
 def make_slurm_backend(home: Path, ledger_uuid: str, table: dict[str, Any] | None) -> SlurmBackend:

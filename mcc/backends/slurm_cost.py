@@ -2,9 +2,9 @@
 
 Times come from the job rows' attrs: ``start_at``/``end_at`` (sacct or jobcomp, recorded at teardown)
 when known, else what the manager saw in squeue (``launched_at``/``terminated_at``), else the ledger's
-own active/deleted times; a job id with a scheduler record is billed once, however many rows (a requeued
-task's runs) carry it. An array row is not counted itself: its tasks are (their own rows, or, for a task the
-manager never saw running, the times the scheduler recorded under the array row at teardown).
+own active/deleted times. A requeued task is one row per run (``A_T``, ``A_T.1``), each with that run's
+record; a scheduler record is billed once, whatever rows carry it. An array row is not counted itself: its
+tasks are, each its own row (one the manager never saw running is recorded at teardown from the scheduler).
 """
 from __future__ import annotations
 
@@ -23,27 +23,16 @@ def job_rows(run: models.Run, now: float | None = None) -> list[dict[str, Any]]:
     now = time.time() if now is None else now
     usd = core_hour_usd(run)
     out = []
-    rows = list(queries.resources(run_id=run.id, kind="job"))
-    recorded = {r.physical_id for r in rows}
-    timed: set[str] = set()  # job ids already billed from the scheduler's record
-    for row in rows:
+    timed: set[tuple[str, float]] = set()  # scheduler records already billed: (job id, start)
+    for row in queries.resources(run_id=run.id, kind="job"):
         attrs = row.attrs or {}
         role = "manager" if row.name == "manager" else (row.spec or {}).get("role") or "worker"
-        if role == "array":  # tasks the scheduler ran that the manager never saw running (a short task)
-            for task, t in sorted((attrs.get("tasks") or {}).items()):
-                if task not in recorded and t.get("end") is not None:
-                    seconds = max(0.0, float(t["end"]) - float(t["start"]))
-                    out.append(_row(task, task, "worker", float(t["start"]), float(t["end"]), int(t.get("cpus") or 1),
-                                    seconds, usd, True))
-            continue
         if role not in ("manager", "worker"):
             continue
         if attrs.get("start_at") is not None:
-            # A requeued task is two rows (A_T, A_T.1) with one job id, and the scheduler's one record of that
-            # id lands on both: bill it once.
-            if row.physical_id in timed:
+            if (row.physical_id, attrs["start_at"]) in timed:
                 continue
-            timed.add(row.physical_id)
+            timed.add((row.physical_id, attrs["start_at"]))
         start = next((t for t in (attrs.get("start_at"), attrs.get("launched_at"), row.active_at) if t is not None), None)
         if start is None:  # never started (pending when cancelled)
             continue

@@ -66,9 +66,10 @@ def cancel_jobs(runner: Runner, ids: list[str], wait: float = CANCEL_WAIT) -> No
         time.sleep(0.5)
 
 
-def job_times(runner: Runner, ids: list[str]) -> dict[str, JobTimes]:
-    """Start/end/CPUs of jobs from the scheduler: sacct where accounting runs, else the jobcomp/filetxt
-    file when readable. Keys are job ids and array task ids ("A_T"); jobs it cannot tell are left out."""
+def job_times(runner: Runner, ids: list[str]) -> dict[str, list[JobTimes]]:
+    """Every run (start/end/CPUs/state, oldest first) of jobs from the scheduler: sacct where accounting runs, else
+    the jobcomp/filetxt file when readable. Keys are job ids and array task ids ("A_T"); jobs it cannot tell are
+    left out."""
     if not ids:
         return {}
     try:

@@ -72,7 +72,7 @@ class JobInfo:
 
 @dataclass(frozen=True)
 class JobTimes:
-    """What the scheduler says a finished (or running) job used."""
+    """What the scheduler says one run of a job used (a requeued job runs again under the same id)."""
 
     id: str
     start: float | None
@@ -156,34 +156,41 @@ def scancel_argv(ids: Iterable[str]) -> list[str]:
 
 
 def sacct_argv(ids: Iterable[str]) -> list[str]:
-    return ["sacct", "--noheader", "--parsable2", "--allocations", "--jobs", ",".join(ids),
+    """--duplicates: every run of a requeued job, not only its last."""
+    return ["sacct", "--noheader", "--parsable2", "--allocations", "--duplicates", "--jobs", ",".join(ids),
             "--format=JobID,Start,End,AllocCPUS,State"]
 
 
-def parse_sacct(out: str) -> dict[str, JobTimes]:
-    times = {}
+def parse_sacct(out: str) -> dict[str, list[JobTimes]]:
+    """Every run of each job, oldest first (a job requeued after a preemption ran more than once)."""
+    runs: dict[str, list[JobTimes]] = {}
     for line in out.splitlines():
         parts = line.split("|")
         if len(parts) < 5:
             continue
         jid, start, end, cpus, state = (p.strip() for p in parts[:5])
-        times[jid] = JobTimes(jid, parse_time(start), parse_time(end), _int(cpus, 1), state.split()[0] if state else "")
-    return times
+        runs.setdefault(jid, []).append(
+            JobTimes(jid, parse_time(start), parse_time(end), _int(cpus, 1), state.split()[0] if state else ""))
+    return runs
 
 
-def parse_jobcomp(text: str) -> dict[str, JobTimes]:
-    """jobcomp/filetxt lines (``JobId=3 … StartTime=… EndTime=… ProcCnt=1 … ArrayJobId=1 ArrayTaskId=0``);
-    the last line of a job wins (a requeued job is written once per run)."""
-    times = {}
+def parse_jobcomp(text: str) -> dict[str, list[JobTimes]]:
+    """jobcomp/filetxt lines (``JobId=3 … StartTime=… EndTime=… ProcCnt=1 … ArrayJobId=1 ArrayTaskId=0``): every
+    run of each job, oldest first (a line is written each time a run ends: a requeued job has one per run). A run
+    that never got a node (``NodeCnt=0``: cancelled while it waited) has no start; its StartTime is only when it
+    was cancelled."""
+    runs: dict[str, list[JobTimes]] = {}
     for line in text.splitlines():
         kv = dict(tok.split("=", 1) for tok in line.split() if "=" in tok)
         if "JobId" not in kv:
             continue
         task = kv.get("ArrayTaskId")
         jid = f"{kv['ArrayJobId']}_{task}" if task not in (None, "", "4294967294") and kv.get("ArrayJobId") else kv["JobId"]
-        times[jid] = JobTimes(jid, parse_time(kv.get("StartTime", "")), parse_time(kv.get("EndTime", "")),
-                              _int(kv.get("ProcCnt", "1"), 1), kv.get("JobState", ""))
-    return times
+        ran = kv.get("NodeCnt") != "0"
+        runs.setdefault(jid, []).append(JobTimes(
+            jid, parse_time(kv.get("StartTime", "")) if ran else None, parse_time(kv.get("EndTime", "")),
+            _int(kv.get("ProcCnt", "1"), 1), kv.get("JobState", "")))
+    return runs
 
 
 def jobcomp_location(show_config: str) -> str | None:
