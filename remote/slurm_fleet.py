@@ -103,6 +103,7 @@ class SlurmFleet:
                 put_json(self.rt.store, instance_key(wid), {
                     "worker_id": wid, "physical_id": job.id, "kind": "job", "role": "worker", "backend": "slurm",
                     "launched_at": job.start or time.time(), "vcpus": job.cpus, "partition": job.partition,
+                    "restarts": job.restarts,  # which run of the task this worker is (a requeued task runs again)
                     "tags": self._tags("worker"),
                 })
         return {wid: wid in running for wid in self.known}

@@ -34,13 +34,21 @@ def jobs(comment_has: str = "") -> list[dict[str, str]]:
     return rows
 
 
-def submit(name: str, comment: str | None, seconds: int = 300, partition: str | None = None) -> str:
-    argv = ["sbatch", "--parsable", f"--job-name={name}", "--output=/dev/null", f"--wrap=sleep {seconds}"]
+def submit(name: str, comment: str | None, seconds: int = 300, partition: str | None = None, cpus: int = 1) -> str:
+    argv = ["sbatch", "--parsable", f"--job-name={name}", "--output=/dev/null", f"--wrap=sleep {seconds}",
+            f"--cpus-per-task={cpus}"]
     if comment is not None:
         argv.append(f"--comment={comment}")
     if partition:
         argv.append(f"--partition={partition}")
     return subprocess.run(argv, capture_output=True, text=True, timeout=30, check=True, cwd="/tmp").stdout.strip()
+
+
+def node_cpus() -> int:
+    """CPUs of the cluster's one node."""
+    out = subprocess.run(["sinfo", "--noheader", "--format=%c"], capture_output=True, text=True, timeout=30,
+                         check=True).stdout
+    return int(out.split()[0])
 
 
 def cancel(*ids: str) -> None:

@@ -126,9 +126,10 @@ def sync_run(store: Store, run: models.Run, engine: Engine | None = None) -> mod
 
 
 # what an instance record in the bucket (remote/fleet.py, remote/ec2_fleet.py) says that `mcc analyze`
-# prices an instance by: its type, spot or on-demand, its price if the launcher knew it, and its times
+# prices an instance by: its type, spot or on-demand, its price if the launcher knew it, and its times; and
+# which run of a Slurm array task a worker was (remote/slurm_fleet.py: a requeued task runs again, same id)
 RECORD_ATTRS = ("instance_type", "spot", "price_per_hour", "vcpus", "region", "zone", "subnet_id", "launched_at",
-                "terminated_at", "entry_sha256")
+                "terminated_at", "entry_sha256", "restarts")
 
 
 def record_attrs(record: dict[str, Any]) -> dict[str, Any]:

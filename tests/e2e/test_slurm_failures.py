@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import combined_rows, ledger_uuid, mcc_json, spawn_mcc, wait_for
-from tests.slurm_cluster import cancel, jobs, require_slurm, submit
+from tests.slurm_cluster import cancel, jobs, node_cpus, require_slurm, submit
 
 pytestmark = pytest.mark.skipif(not os.environ.get("MCC_SLOW_TESTS"), reason="slow: set MCC_SLOW_TESTS=1")
 
@@ -111,21 +111,42 @@ def test_scancel_worker_and_sigkill_manager(mcc_home: Path, make_project) -> Non
     assert jobs(f"mcc:ledger={uuid}") == []
 
 
+def _ledger_state(home: Path, name: str) -> str | None:
+    try:
+        with sqlite3.connect(home / "ledger.db", timeout=5) as con:
+            row = con.execute("select state from resources where kind='job' and name=?", (name,)).fetchone()
+    except sqlite3.OperationalError:  # the run is writing: ask again
+        return None
+    return row[0] if row else None
+
+
 def test_preempted_worker_requeued(mcc_home: Path, make_project) -> None:
     """A job on `urgent` (PriorityTier 10) preempts the worker task on `debug` (REQUEUE): its leases go
-    back without spending an attempt (a preemption, not a failure) and the task comes back."""
+    back without spending an attempt (a preemption, not a failure), and the task Slurm requeued is left to
+    come back (the ledger closing the preempted run's row does not scancel it). The points from 30 on wait
+    for a file, so the task is busy when the urgent job comes, whatever this machine's speed."""
     require_slurm()
-    project = make_project(N, body="time.sleep(0.02)", toml=TOML + 'manager_partition = "urgent"\n')
+    release = mcc_home.parent / "release"
+    body = f"time.sleep(0.02)\nwhile i >= 30 and not os.path.exists({str(release)!r}):\n    time.sleep(0.05)"
+    project = make_project(N, body=body, toml=TOML + 'manager_partition = "urgent"\n')
     proc, uuid = _start(mcc_home, project)
     urgent = None
     try:
         task = wait_for(lambda: _running_workers(uuid), 120, "a running worker task")[0]
-        wait_for(lambda: _results(mcc_home) >= 3, 120, "some results")
-        urgent = submit("urgent-work", None, seconds=3, partition="urgent")
+        wait_for(lambda: _results(mcc_home) >= 3, 120, "some results")  # then it waits at point 30
+        # every CPU but the manager's: the worker task must give its CPU up
+        urgent = submit("urgent-work", None, seconds=3, partition="urgent", cpus=node_cpus() - 1)
+        wait_for(lambda: task["id"] not in {j["id"] for j in _running_workers(uuid)}, 120, "the preemption")
+        wait_for(lambda: _ledger_state(mcc_home, task["id"]) == "deleted", 120, "the preempted run's row closed")
+        requeued = [j for j in jobs(f"mcc:ledger={uuid}") if j["id"] == task["id"]]
+        assert requeued, "the requeued task was cancelled with the ledger row of its preempted run"
+        release.write_text("go")
         out = _finish(proc)
     finally:
-        if proc.poll() is None:
+        release.write_text("go")
+        if proc.poll() is None:  # failed on the way: its manager job would hold a CPU of the one node
             proc.kill()
+            cancel(*{j["job_id"] for j in jobs(f"mcc:ledger={uuid}")})
         if urgent:
             cancel(urgent)
     assert out["state"] == "completed" and out["dead"] == 0
@@ -135,5 +156,12 @@ def test_preempted_worker_requeued(mcc_home: Path, make_project) -> None:
     rows = mcc_json("ledger", "show", "--kind", "job", home=mcc_home)["resources"]
     workers = {r["name"]: r for r in rows if r["spec"].get("role") == "worker"}
     assert task["id"] in workers and len(workers) >= 2  # the preempted task and whichever task ran next
-    # the scheduler's own record: the task was preempted (and requeued, unless the run ended first)
-    assert workers[task["id"]]["attrs"].get("slurm_state") == "PREEMPTED" or f"{task['id']}.1" in workers
+    # the scheduler's own record of the preempted run (not of the requeued one teardown cancelled): its state,
+    # the start the manager saw, its CPU
+    preempted = workers[task["id"]]["attrs"]
+    assert preempted["slurm_state"] == "PREEMPTED"
+    assert preempted["start_at"] == preempted["launched_at"] and preempted["cpus"] == 1
+    billed = next(j for j in a["jobs"] if j["name"] == task["id"])
+    assert billed["from_scheduler"] and billed["start"] == preempted["start_at"] and billed["cpus"] == 1
+    assert all(r["state"] == "deleted" for r in rows)
+    assert jobs(f"mcc:ledger={uuid}") == []

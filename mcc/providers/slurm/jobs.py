@@ -125,8 +125,14 @@ class SlurmJobProvider:
         return None
 
     def delete(self, physical_id: str, attrs: dict[str, Any]) -> None:
-        """scancel and verify; a job squeue no longer lists alive is already deleted (no scancel sent)."""
-        if any(matches(j, physical_id) and j.state in scheduler.ALIVE for j in query_jobs(self.runner)):
+        """scancel and verify; a job squeue no longer lists alive is already deleted (no scancel sent).
+
+        An array task's row stands for one run of it (``restarts`` in its attrs): once Slurm requeued the task
+        (preempted), the task squeue lists is its next run, the array's, which this row's delete leaves alone."""
+        restarts = int(attrs.get("restarts") or 0)
+        if any(matches(j, physical_id) and j.state in scheduler.ALIVE
+               and not (j.id == physical_id and j.array_task_id is not None and j.restarts > restarts)
+               for j in query_jobs(self.runner)):
             cancel_jobs(self.runner, [physical_id])
 
     def sweep(self, ledger_uuid: str, run_id: str | None = None) -> list[Found]:
