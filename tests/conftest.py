@@ -5,10 +5,11 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from mcc.providers.local.processes import run_bounded
 import pytest
@@ -167,10 +168,24 @@ def combined_rows(path: str | Path):
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The Slurm tests share the one-node cluster of the machine: under xdist (pyproject's ``-n 2``) they run
-    in one test process, one after another, so two sweeps never queue behind each other's jobs (on 2 CPUs, two
-    runs' manager jobs took both and each run's workers waited forever). A test elsewhere that sweeps on Slurm
-    (the benchmarks' B9) carries ``@pytest.mark.xdist_group("slurm")`` itself."""
+    """The Slurm tests share the one-node cluster of the machine: on 2 CPUs, two runs' manager jobs took both and
+    each run's workers waited forever. Every ``*slurm*`` test file is in the "slurm" xdist group; a test
+    elsewhere that sweeps on Slurm (the benchmarks' B9) carries ``@pytest.mark.xdist_group("slurm")`` itself."""
     for item in items:
         if "slurm" in item.path.name:
             item.add_marker(pytest.mark.xdist_group("slurm"))
+
+
+@pytest.fixture(autouse=True)
+def _one_slurm_test_at_a_time(request: pytest.FixtureRequest) -> Iterator[None]:
+    """The "slurm" group's tests hold one machine-wide lock while they run (any test process, any pytest session).
+    xdist's own grouping cannot do it here: xdist 3.8 renames ``item._nodeid``, which pytest 9.2 no longer reads."""
+    marks = [m.args[0] if m.args else m.kwargs.get("name") for m in request.node.iter_markers("xdist_group")]
+    if "slurm" not in marks:
+        yield
+        return
+    import fcntl
+
+    with open(Path(tempfile.gettempdir()) / "mcc-tests-slurm.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        yield
