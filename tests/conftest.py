@@ -176,16 +176,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.xdist_group("slurm"))
 
 
-@pytest.fixture(autouse=True)
-def _one_slurm_test_at_a_time(request: pytest.FixtureRequest) -> Iterator[None]:
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
     """The "slurm" group's tests hold one machine-wide lock while they run (any test process, any pytest session).
-    xdist's own grouping cannot do it here: xdist 3.8 renames ``item._nodeid``, which pytest 9.2 no longer reads."""
-    marks = [m.args[0] if m.args else m.kwargs.get("name") for m in request.node.iter_markers("xdist_group")]
+    xdist's own grouping cannot do it here: xdist 3.8 renames ``item._nodeid``, which pytest 9.2 no longer reads.
+    Outermost (tryfirst), so the wait is outside pytest-timeout's clock; the holder's own timeout bounds it."""
+    marks = [m.args[0] if m.args else m.kwargs.get("name") for m in item.iter_markers("xdist_group")]
     if "slurm" not in marks:
         yield
         return
     import fcntl
 
     with open(Path(tempfile.gettempdir()) / "mcc-tests-slurm.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes (or the test process dies)
         yield
