@@ -106,6 +106,23 @@ def test_sweep_adopts_only_this_ledgers_resources(engine: Engine) -> None:
         processes.terminate(foreign, grace=1)
 
 
+def test_find_before_create_never_adopts_another_ledgers_process() -> None:
+    """Two ledgers may use one idempotency key (seen: the same test in two test processes); a process of one
+    is never the other's on resume."""
+    from mcc.providers.base import ResourceSpec
+
+    provider = ProcessProvider()
+    mine, theirs = ("ledger-a", "ledger-b")
+    spec = ResourceSpec("instance", "n0", "key-0", ownership_tags(theirs, None, "key-0", "n0"), dict(SLEEPER))
+    found = provider.create(spec)
+    try:
+        other = ResourceSpec("instance", "n0", "key-0", ownership_tags(mine, None, "key-0", "n0"), dict(SLEEPER))
+        assert provider.find(other) is None
+        assert provider.find(spec).physical_id == found.physical_id
+    finally:
+        provider.delete(found.physical_id, {})
+
+
 CHILD = textwrap.dedent("""
     import sys
     from mcc.driver.engine import Engine

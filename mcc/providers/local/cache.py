@@ -21,7 +21,7 @@ from typing import Any
 import redis
 
 from mcc.errors import ProviderError
-from mcc.providers.base import TAG_ENTITY, Found, ResourceSpec
+from mcc.providers.base import TAG_ENTITY, TAG_LEDGER, Found, ResourceSpec
 from mcc.providers.local import processes
 from mcc.providers.local.instance import TAG_KIND, sweep_processes
 from mcc.providers.local.tls import TlsFiles
@@ -195,7 +195,9 @@ class RedisServerProvider:
         return Found(str(proc), {"pid": proc.pid, "start": proc.start, "host": "127.0.0.1", "port": port}, spec.tags)
 
     def find(self, spec: ResourceSpec) -> Found | None:
-        procs = processes.find_tagged({TAG_ENTITY: spec.tags[TAG_ENTITY], TAG_KIND: self.kind})
+        # this ledger's only: another ledger's run may use the same key (find-before-create must not adopt it)
+        procs = processes.find_tagged({TAG_LEDGER: spec.tags[TAG_LEDGER], TAG_ENTITY: spec.tags[TAG_ENTITY],
+                                       TAG_KIND: self.kind})
         if not procs:
             return None
         port = _listening_port(procs[0])

@@ -30,7 +30,9 @@ class ProcessProvider:
         return _found(proc, spec.tags)
 
     def find(self, spec: ResourceSpec) -> Found | None:
-        procs = processes.find_tagged({TAG_ENTITY: spec.tags[TAG_ENTITY], TAG_KIND: self.kind})
+        # this ledger's only: another ledger's run may use the same key (find-before-create must not adopt it)
+        procs = processes.find_tagged({TAG_LEDGER: spec.tags[TAG_LEDGER], TAG_ENTITY: spec.tags[TAG_ENTITY],
+                                       TAG_KIND: self.kind})
         return _found(procs[0], spec.tags) if procs else None
 
     def describe(self, physical_id: str, attrs: dict[str, Any]) -> Found | None:
