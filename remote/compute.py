@@ -34,7 +34,8 @@ import h5py
 import numpy as np
 
 from mcc.project.folder import rows_from_result
-from mcc.remote.results import add_row_counts, mark_partial, rows_in, stack_rows, write_partial
+from mcc.remote.results import ResultWriter, add_row_counts, mark_partial, rows_in, stack_rows, write_partial
+from mcc.work import pack
 
 STDERR_TAIL = 20_000
 FLUSH_SECONDS = 1.0  # the child sends its finished rows to the parent at most this often
@@ -78,10 +79,11 @@ class Carry:
 
 @dataclass
 class Outcome:
-    """A computed subproblem: the result file (rows of every point but ``failed``), or None when
-    no point succeeded in a one-point subproblem; ``failed`` maps point index to its error."""
+    """A computed subproblem: where its result file (rows of every point but ``failed``) is in the
+    batch object, as (offset, size), or None when no point succeeded in a one-point subproblem;
+    ``failed`` maps point index to its error."""
 
-    path: Path | None
+    member: tuple[int, int] | None
     failed: dict[int, str]
 
 
@@ -124,9 +126,9 @@ class ComputeChild:
     """The parent's handle on its compute child (``run`` is called from the worker's main thread)."""
 
     def __init__(self, spec: Any, points: np.ndarray, fn: Callable[[Any], Any] | None, workdir: Path,
-                 write_result: Callable[[Path, np.ndarray, int, int], None], stop: threading.Event) -> None:
+                 writer: ResultWriter, stop: threading.Event) -> None:
         self.spec, self.points, self.fn, self.workdir = spec, points, fn, workdir
-        self.write_result, self.stop = write_result, stop
+        self.writer, self.stop = writer, stop
         self.status = memoryview(mmap.mmap(-1, 8)).cast("q")  # the running point's index, or _IDLE
         self.status[0] = _IDLE
         self.pid: int | None = None
@@ -136,10 +138,12 @@ class ComputeChild:
         self.forks = 0
 
     # -- parent side ---------------------------------------------------------------------------
-    def run(self, tasks: list[tuple[int, int, int]]) -> Iterator[tuple[int, Outcome | ChunkFailed | OSError]]:
+    def run(self, tasks: list[tuple[int, int, int]],
+            batch: Path) -> Iterator[tuple[int, Outcome | ChunkFailed | OSError]]:
         """Compute each ``(sub, first point, n points)`` in the child, in order; yield each subproblem's
         outcome as soon as the child has it (the child goes on with the next meanwhile: a batch costs
-        one message to the child, not a round trip per subproblem).
+        one message to the child, not a round trip per subproblem). The child appends each result
+        file to the batch object at ``batch`` (unsealed; see :mod:`mcc.work.pack`).
 
         After a crash the fresh child gets the rest of the batch, the crashed subproblem first,
         resumed from what it had streamed, without its crashed point. Raises ``Preempted`` when the
@@ -147,12 +151,12 @@ class ComputeChild:
         """
         todo = list(tasks)
         try:
-            yield from self._run(todo)
+            yield from self._run(todo, str(batch))
         finally:
             if todo:  # left early (the caller raised, or Preempted): the child's messages are stale now
                 self.close()
 
-    def _run(self, todo: list[tuple[int, int, int]]) -> Iterator[tuple[int, Outcome | ChunkFailed]]:
+    def _run(self, todo: list[tuple[int, int, int]], batch: str) -> Iterator[tuple[int, Outcome | ChunkFailed]]:
         carries: dict[int, Carry] = {}
         lost = 0  # children that died before taking a subproblem (not its fault, unless it keeps happening)
         while todo:
@@ -162,7 +166,7 @@ class ComputeChild:
             oom_before = oom_kills()
             try:
                 try:
-                    self.conn.send([(sub, first, n, carries.get(sub)) for sub, first, n in todo])
+                    self.conn.send((batch, [(sub, first, n, carries.get(sub)) for sub, first, n in todo]))
                 except OSError:  # it died while idle and its end of the pipe is closed
                     raise _Lost(death_reason(self._reap(), None, oom_before)) from None
                 yield from self._receive(todo, carries, oom_before)
@@ -200,7 +204,7 @@ class ComputeChild:
                 carries.pop(sub, None)
                 seen = _IDLE
                 if kind == "done":
-                    yield sub, Outcome(None if msg[2] is None else Path(msg[2]), msg[3])
+                    yield sub, Outcome(msg[2], msg[3])
                 elif kind == "oserror":
                     yield sub, OSError(msg[2], os.strerror(msg[2]), msg[3])
                 else:
@@ -288,28 +292,32 @@ class ComputeChild:
     def _serve(self, conn: Connection) -> None:
         while True:
             try:
-                batch = conn.recv()
+                path, batch = conn.recv()
             except EOFError:
                 return
-            for sub, first, n, carry in batch:
-                self.status[0] = _BUSY
-                try:
-                    if self.fn is not None:
-                        outcome = self._function_points(conn, sub, first, n, carry or Carry())
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)  # a child before this one may have begun it
+            try:
+                for sub, first, n, carry in batch:
+                    self.status[0] = _BUSY
+                    try:
+                        if self.fn is not None:
+                            outcome = self._function_points(conn, sub, first, n, carry or Carry(), fd)
+                        else:
+                            outcome = self._script_points(conn, sub, first, n, carry or Carry(), fd)
+                    except ChunkFailed as exc:
+                        conn.send(("chunk_failed", sub, exc.reason))
+                    except OSError as exc:  # writing the result (a full disk): the parent decides
+                        conn.send(("oserror", sub, exc.errno or 0, exc.filename or path))
                     else:
-                        outcome = self._script_points(conn, sub, first, n, carry or Carry())
-                except ChunkFailed as exc:
-                    conn.send(("chunk_failed", sub, exc.reason))
-                except OSError as exc:  # writing the result file (a full disk): the parent decides
-                    conn.send(("oserror", sub, exc.errno or 0, exc.filename))
-                else:
-                    conn.send(("done", sub, None if outcome.path is None else str(outcome.path), outcome.failed))
-                self.status[0] = _IDLE
+                        conn.send(("done", sub, outcome.member, outcome.failed))
+                    self.status[0] = _IDLE
+            finally:
+                os.close(fd)
 
     def _part(self, sub: int) -> Path:
         return self.workdir / f"{sub:07d}.{os.getpid()}.h5.part"
 
-    def _function_points(self, conn: Connection, sub: int, first: int, n: int, carry: Carry) -> Outcome:
+    def _function_points(self, conn: Connection, sub: int, first: int, n: int, carry: Carry, fd: int) -> Outcome:
         """Call the entry on each point; a point that raises, times out or returns something that is
         not rows fails alone. The point timeout is one interval timer per subproblem, re-armed only
         when it fires during a point that has not yet run for ``point_timeout``. Flat rows (a list or
@@ -376,14 +384,16 @@ class ComputeChild:
         except ValueError as exc:
             raise ChunkFailed(str(exc)) from None
         counts = [1 if type(r) is tuple else len(r) for r in rows]
+        if not failed and len(set(counts)) <= 1:  # the common case: no file of its own
+            return Outcome(self.writer.append(fd, data, first, n, part), failed)  # type: ignore[arg-type]
         if not failed:
-            self.write_result(part, data, first, n)  # type: ignore[arg-type]
+            self.writer.write(part, data, first, n)  # type: ignore[arg-type]
             add_row_counts(part, counts)
         else:
             write_partial(part, data, first, n, sorted(failed), counts)
-        return Outcome(part, failed)
+        return Outcome(pack.append_file(fd, part), failed)
 
-    def _script_points(self, conn: Connection, sub: int, first: int, n: int, carry: Carry) -> Outcome:
+    def _script_points(self, conn: Connection, sub: int, first: int, n: int, carry: Carry, fd: int) -> Outcome:
         """Run the script once per point, appending to one file. A point that fails (non-zero exit,
         killed, timed out) fails alone: the file is put back as it was before that point."""
         spec = self.spec
@@ -437,7 +447,7 @@ class ComputeChild:
                     mark_partial(fh, first, n, sorted(failed), counts)
         elif part.exists():
             add_row_counts(part, counts)
-        return Outcome(part, failed)
+        return Outcome(pack.append_file(fd, part) if part.exists() else None, failed)
 
 
 def _die_with_parent() -> None:

@@ -1,9 +1,10 @@
 """The manager: seed the queue once, keep N workers alive, journal events, combine, stop.
 
-A new manager (after a crash) rebuilds the queue from the run spec and the result and failure objects
-already in the bucket if the queue itself was lost, and adopts the workers that still run. A chunk acked
-without some of its points (their own one-point subproblems since) is combined with the rows those have
-computed merged back in point order.
+A new manager (after a crash) rebuilds the queue from the run spec and the batch result objects and
+failure objects already in the bucket if the queue itself was lost (each object's index names its
+subproblems; a subproblem found in two objects is taken from the first by key order), and adopts the
+workers that still run. A chunk acked without some of its points (their own one-point subproblems
+since) is combined with the rows those have computed merged back in point order.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from typing import Any
 
 import redis
 
+from mcc.work import pack
 from mcc.work.combine import combine_files
 from mcc.work.diskspace import is_no_space
 from mcc.project.folder import load_combiner
@@ -31,6 +33,8 @@ from mcc.work.runspec import (
     COMBINED, FAILURES, FINAL, INSTANCES, LOGS, PROGRESS, RESULTS, is_partial_result_key, journal_key,
     partial_result_key, result_key, sub_of_result_key,
 )
+
+Members = dict[tuple[int, tuple[int, ...] | None], pack.Member]  # an object's members by (sub, missing points)
 from mcc.work.stores import put_json
 
 JOURNAL_BATCH = 10_000
@@ -53,6 +57,7 @@ class Manager:
         self.cursor = "0-0"  # the last queue event copied into the journal
         self.budget: Any = None  # remote/budget.BudgetGuard of a run with a budget
         self.draining = False  # the budget is reached: no new leases, no launches; stop once nothing is held
+        self._members: dict[str, Members] = {}  # result object key -> its members (objects never change)
 
     def run(self) -> int:
         self._acquire_lock()
@@ -116,7 +121,7 @@ class Manager:
         for key in store.list(FAILURES):
             sub = int(key[len(FAILURES) :].split("/")[0])
             failures[sub] = failures.get(sub, 0) + 1
-        done, partial = self._results_in_bucket()
+        done, partial, results = self._results_in_bucket()
         base = len(self.spec.chunks)
         # a split-off point's first failure object is written before the partial ack, so its count is its
         # attempts (after --retry-dead moved them to retried/, none: it is pending again)
@@ -124,38 +129,59 @@ class Manager:
         attempts = {s: n for s, n in failures.items() if s < base or s in wanted}
         dead = {s for s, n in attempts.items() if n >= self.spec.max_attempts and s not in done}
         sizes = [n for _, n in self.spec.chunks]
-        if self.q.seed(sizes, self.spec.max_attempts, done=done, dead=dead, attempts=attempts, partial=partial):
+        if self.q.seed(sizes, self.spec.max_attempts, done=done, dead=dead, attempts=attempts, partial=partial,
+                       results=results):
             self.log.info("seeded %d subproblems (%d already done, %d dead, %d partial)", len(sizes), len(done),
                           len(dead), len(partial))
         self.rt.redis.set(gen_key, self.spec.generation)
 
-    def _results_in_bucket(self) -> tuple[set[int], dict[int, list[int]]]:
-        """The subproblems whose result is in the bucket, and for chunks that have only partial results,
-        the points the most complete one lacks (its point-subproblems count only if it is chosen)."""
+    def _results_in_bucket(self) -> tuple[set[int], dict[int, list[int]], dict[int, str]]:
+        """The subproblems whose result is in the bucket; for chunks that have only partial results, the
+        points the most complete one lacks (its point-subproblems count only if it is chosen); and the
+        object each done subproblem is read from (the first by key order that holds it)."""
         base = len(self.spec.chunks)
-        complete: set[int] = set()
-        partials: dict[int, list[str]] = {}
-        for key in self.rt.store.list(RESULTS):
-            if key.endswith(".h5"):
-                sub = sub_of_result_key(key)
-                if is_partial_result_key(key):
-                    partials.setdefault(sub, []).append(key)
-                else:
-                    complete.add(sub)
-        partial: dict[int, list[int]] = {}
-        for sub, keys in partials.items():
-            if sub in complete:
+        complete: dict[int, str] = {}
+        partials: dict[int, tuple[tuple[int, ...], str]] = {}  # the fewest missing points, first by key order
+        for key in sorted(self.rt.store.list(RESULTS)):
+            if not (pack.is_pack_key(key) or key.endswith(".h5")):
                 continue
-            partial[sub] = min((self._missing_points(k) for k in keys), key=len)
+            try:
+                found = self._members_of(key)
+            except (ValueError, OSError) as exc:  # never sealed (a copy cut short): nothing in it was acked
+                self.log.warning("result object %s skipped: %s", key, exc)
+                continue
+            for sub, missing in found:
+                if missing is None:
+                    complete.setdefault(sub, key)
+                elif sub not in partials or len(missing) < len(partials[sub][0]):
+                    partials[sub] = (missing, key)
+        partial = {sub: list(m) for sub, (m, _) in partials.items() if sub not in complete}
         wanted = {point_subproblem(p, base) for pts in partial.values() for p in pts}
         done = {s for s in complete if s < base or s in wanted} | set(partial)
-        return done, partial
+        results = {s: complete[s] if s in complete else partials[s][1] for s in done}
+        return done, partial, results
 
-    def _missing_points(self, key: str) -> list[int]:
-        import h5py
+    def _members_of(self, key: str) -> Members:
+        """The members of the result object ``key`` (fetched once; a legacy one-file ``.h5`` result is one member)."""
+        if key not in self._members:
+            path = self._local_file(key)
+            if pack.is_pack_key(key):
+                found = pack.members(path)
+            else:
+                found = [pack.Member(sub_of_result_key(key), _legacy_missing(path) if is_partial_result_key(key) else None,
+                                     0, os.path.getsize(path), str(path))]
+            self._members[key] = {(m.sub, m.missing): m for m in found}
+        return self._members[key]
 
-        with h5py.File(self._local_file(key), "r") as fh:
-            return sorted(int(p) for p in fh.attrs["missing_points"])
+    def _member(self, sub: int, missing: list[int] | None, keys: dict[int, str]) -> pack.Member:
+        """Subproblem ``sub``'s result as its winning ack recorded it (a queue from before batch objects
+        recorded none: the legacy key)."""
+        want = None if missing is None else tuple(missing)
+        key = keys.get(sub) or (result_key(sub) if want is None else partial_result_key(sub, list(want)))
+        try:
+            return self._members_of(key)[(sub, want)]
+        except KeyError:
+            raise RuntimeError(f"subproblem {sub}: its result is not in {key}") from None
 
     def _flush_journal(self, cursor: str) -> str:
         """Copy new queue events into journal objects in the bucket; the laptop syncs them into its ledger."""
@@ -255,32 +281,48 @@ class Manager:
         from concurrent.futures import ThreadPoolExecutor
 
         done, partial, base = set(self.q.done_ids()), self.q.partial(), len(self.spec.chunks)
-        with ThreadPoolExecutor(max_workers=16) as pool:  # remote buckets: fetch results side by side
-            chunks = sorted(s for s in done if s < base)
-            found = list(pool.map(lambda s: self._chunk_result(s, partial.get(s), done, base), chunks))
-        files = [f for f in found if f is not None]
-        labels = [self.spec.chunks[s] if s not in partial else row_points(f)  # the point of each row
-                  for s, f in zip(chunks, found) if f is not None]
+        keys = self.q.result_keys()
+        if self.rt.store.local_path(RESULTS) is None:  # remote buckets: fetch the objects side by side
+            with ThreadPoolExecutor(max_workers=16) as pool:
+                list(pool.map(self._members_of, sorted(set(keys.values()))))
+        chunks = sorted(s for s in done if s < base)
+        found = [self._chunk_result(s, partial.get(s), done, base, keys) for s in chunks]
+        sources = [f for f in found if f is not None]
+        labels = [self.spec.chunks[s] if s not in partial else row_points(f)  # type: ignore[arg-type]
+                  for s, f in zip(chunks, found) if f is not None]  # the point of each row
         out = self.rt.workdir / "combined.h5"
         try:
             combiner = load_combiner(Path(self.spec.project_dir)) if self.spec.has_combiner else None
-            combine_files([str(f) for f in files], out, combiner, chunks=labels)
+            if combiner is not None:  # its contract: one file per subproblem, in subproblem order
+                sources = [self._member_file(f) if isinstance(f, pack.Member) else f for f in sources]
+            combine_files(sources, out, combiner, chunks=labels)
         except Exception as exc:
             self.log.error("combining failed:\n%s", traceback.format_exc())
             return {"state": "combine_failed", "reason": user_error(exc, Path(self.spec.project_dir), self.spec.run_id)}
         self.rt.store.put_file(COMBINED, out, move=True)
         return {"state": "completed" if prog.dead == 0 else "completed_with_failures", "result": COMBINED}
 
-    def _chunk_result(self, sub: int, missing: list[int] | None, done: set[int], base: int) -> Path | None:
-        """The file to combine for chunk ``sub``: its result, or (a partial ack) its rows merged with those
-        of its split-off points that have been computed since; None if it has no rows at all."""
+    def _chunk_result(self, sub: int, missing: list[int] | None, done: set[int], base: int,
+                      keys: dict[int, str]) -> pack.Member | Path | None:
+        """What to combine for chunk ``sub``: its result, or (a partial ack) a file of its rows merged with
+        those of its split-off points that have been computed since; None if it has no rows at all."""
         if missing is None:
-            return self._local_file(result_key(sub))
-        recovered = {p: self._local_file(result_key(point_subproblem(p, base))) for p in missing
+            return self._member(sub, None, keys)
+        recovered = {p: self._member_file(self._member(point_subproblem(p, base), None, keys)) for p in missing
                      if point_subproblem(p, base) in done}
         merged = self.rt.workdir / "merged" / f"{sub:07d}.h5"
         merged.parent.mkdir(parents=True, exist_ok=True)
-        return merge_partial(self._local_file(partial_result_key(sub, missing)), recovered, merged)
+        return merge_partial(self._member_file(self._member(sub, missing, keys)), recovered, merged)
+
+    def _member_file(self, member: pack.Member) -> Path:
+        """A result file of its own for one member (what a user's combine_data and the merge of a partial read)."""
+        if member.at == 0 and member.size == os.path.getsize(member.path):
+            return Path(member.path)  # a legacy one-file result
+        key = result_key(member.sub) if member.missing is None else partial_result_key(member.sub, list(member.missing))
+        path = self.rt.workdir / "split" / Path(key).name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(member.read())
+        return path
 
     def _local_file(self, key: str) -> Path:
         path = self.rt.store.local_path(key)
@@ -360,6 +402,13 @@ def user_error(exc: BaseException, project_dir: Path, run_id: str) -> str:
     return (f"your combine_data raised an error at {where}{message}. The full traceback is in the manager's log: "
             f"`mcc logs {run_id} --worker manager`, and under results/{run_id}/logs/ once the run is collected or "
             f"failed. Fix combine_data.py and run `mcc resume {run_id}` (the computed results are kept).")
+
+
+def _legacy_missing(path: Path) -> tuple[int, ...]:
+    import h5py
+
+    with h5py.File(path, "r") as fh:
+        return tuple(sorted(int(p) for p in fh.attrs["missing_points"]))
 
 
 def make_fleet(rt: Runtime) -> Any:

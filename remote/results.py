@@ -26,6 +26,7 @@ import numpy as np
 from h5py import h5a, h5d, h5f, h5p, h5s, h5t
 
 from mcc.project.folder import rows_from_result
+from mcc.work import pack
 
 _PROBES = ((0x0102030405060708, 0x1112131415161718), (0x2122232425262728, 0x3132333435363738))
 
@@ -147,22 +148,22 @@ class ResultWriter:
             return
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
         try:
-            _write_all(fd, template.parts(data, first, n))
+            pack.append(fd, template.parts(data, first, n))
         finally:
             os.close(fd)
         self.rendered += 1
 
-
-def _write_all(fd: int, parts: list[Any]) -> None:
-    """Write the buffers in order, in as few calls as the kernel allows (no joined copy)."""
-    views = [memoryview(p).cast("B") for p in parts if len(p)]
-    while views:
-        done = os.writev(fd, views)
-        while views and done >= len(views[0]):
-            done -= len(views[0])
-            views.pop(0)
-        if views and done:
-            views[0] = views[0][done:]
+    def append(self, fd: int, data: np.ndarray, first: int, n: int, scratch: Path) -> tuple[int, int]:
+        """The result file of these rows, written at the end of the open batch object ``fd``:
+        rendered from the shape's template straight into the object, else through HDF5 at ``scratch``
+        and copied in. (offset, size) of the member."""
+        key = (data.shape, data.dtype.str, np.asarray(first).dtype.str, np.asarray(n).dtype.str)
+        template = self.templates.get(key)
+        if template:
+            self.rendered += 1
+            return pack.append(fd, template.parts(data, first, n))
+        self.write(scratch, data, first, n)
+        return pack.append_file(fd, scratch)
 
 
 def merge_partial(partial: Path, recovered: dict[int, Path], out: Path) -> Path | None:

@@ -1,11 +1,12 @@
-"""The worker: claim subproblems, compute every point, write one result file per subproblem, ack; repeat.
+"""The worker: claim a batch of subproblems, compute every point, store one result object for the batch, ack; repeat.
 
-A result is written under a temporary name and moved to its deterministic key before the ack, so a
-subproblem computed twice overwrites the same object and the combined file holds each point once.
-The entry runs in a compute child (:mod:`mcc.remote.compute`) that this process forks once and
+The compute child appends each subproblem's result file to the batch's object (:mod:`mcc.work.pack`);
+the object is sealed and moved to its key in the bucket before the ack, which carries the key; the
+queue records sub → key for the first winning ack only, so a subproblem computed twice is read from
+exactly one object and the combined file holds each point once. The entry runs in a compute child (:mod:`mcc.remote.compute`) that this process forks once and
 again only after a crash; this process holds the leases and heartbeats. A point that raises or
 crashes fails only itself: the subproblem is acked with the rows of its other points
-(``Queue.ack_partial``, result under ``partial_result_key``) and the failed point goes on as a
+(``Queue.ack_partial``, its result in an object of its own) and the failed point goes on as a
 one-point subproblem of its own; the other claimed subproblems are computed as if nothing happened.
 SIGTERM (or a spot notice) → the leases still held go back to the front of the queue as a preemption.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import os
 import signal
+import uuid
 import sys
 import threading
 import time
@@ -29,7 +31,8 @@ from mcc.remote.output_cap import OutputCap
 from mcc.work.diskspace import is_no_space
 from mcc.work.pointerror import summarize
 from mcc.work.queue import point_subproblem
-from mcc.work.runspec import failure_key, partial_result_key, result_key
+from mcc.work import pack
+from mcc.work.runspec import failure_key
 from mcc.remote.results import ResultWriter, fill_result
 from mcc.remote.runtime import Runtime, connect, setup_logging
 
@@ -52,7 +55,11 @@ class Worker:
             sys.path.insert(0, spec.project_dir)
         fn = load_function(Path(spec.project_dir), spec.entry_target) if spec.entry_kind == "function" else None
         self.base = len(spec.chunks)
-        self.child = ComputeChild(spec, self.points, fn, rt.workdir, ResultWriter(_write_result).write, self.stop)
+        self.child = ComputeChild(spec, self.points, fn, rt.workdir, ResultWriter(_write_result), self.stop)
+        self.tag, self.seq = uuid.uuid4().hex[:8], 0  # this process's batch objects: <id>-<tag>-<seq>
+        self.batch = rt.workdir / f"batch-{self.tag}.pack.part"  # the object being filled (unsealed)
+        self.members: list[tuple[int, tuple[int, ...] | None, int, int]] = []  # in it, to be acked
+        self.acks_key: str | None = None  # the stored object of self.acks, until their ack has gone out
 
     # -- main loop -------------------------------------------------------------------------------
     def run(self) -> int:
@@ -81,8 +88,9 @@ class Worker:
         while not self.stop.is_set():
             try:
                 want = 1 if per_sub is None else max(1, min(most, int(BATCH_SECONDS / max(per_sub, 1e-6))))
-                _, ids = queue.ack_and_claim(self.id, self.acks, want, spec.lease_seconds)
-                self.acks = []
+                key = self._seal(whole=True)
+                _, ids = queue.ack_and_claim(self.id, self.acks, want, spec.lease_seconds, key=key)
+                self.acks, self.acks_key = [], None
                 self.held = list(ids)
                 if not ids:
                     if queue.progress().finished:
@@ -98,10 +106,10 @@ class Worker:
                 started = time.monotonic()
                 if self.stop.is_set():
                     raise Preempted
-                for sub, result in self.child.run([(sub, *self._points(sub)) for sub in ids]):
+                for sub, result in self.child.run([(sub, *self._points(sub)) for sub in ids], self.batch):
                     self._settle(sub, result)
                     if self.acks and time.monotonic() - self.acks_since > ACK_MAX_DELAY:
-                        self._flush_acks()
+                        self._flush_acks(whole=False)  # the child may still be appending to the object
                 took = (time.monotonic() - started) / len(ids)
                 per_sub = took if per_sub is None else 0.5 * per_sub + 0.5 * took
             except Preempted:
@@ -111,20 +119,49 @@ class Worker:
                     self.log.error("queue unreachable for %.0f s (%s); exiting", spec.idle_exit_seconds, exc)
                     return 2
                 self.stop.wait(1.0)
-        try:  # results already in the bucket are acked, not handed back
-            self._flush_acks()
+        self.child.close()
+        try:  # results already computed are stored and acked, not handed back
+            self._flush_acks(whole=True)
         except (redis.ConnectionError, redis.TimeoutError):
             pass
-        self.child.close()
         self._hand_back()
+        self.batch.unlink(missing_ok=True)
         return 0
 
-    def _flush_acks(self) -> None:
+    def _flush_acks(self, whole: bool) -> None:
+        key = self._seal(whole)
         if self.acks:
-            self.rt.queue.ack_many(self.id, self.acks)
+            self.rt.queue.ack_many(self.id, self.acks, key=key)
             acked = set(self.acks)
             self.held = [s for s in self.held if s not in acked]
-            self.acks = []
+            self.acks, self.acks_key = [], None
+
+    def _seal(self, whole: bool) -> str | None:
+        """Store the members waiting for their ack as one object in the bucket (write-ahead: before the
+        ack); the key the ack of ``self.acks`` carries (None: nothing computed).
+
+        ``whole``: the child is done with the object, which is sealed and moved as it is; else its
+        members so far are copied into an object of their own (the child goes on appending). An ack
+        that did not go out (the queue unreachable) is sent again with the key already stored: no
+        subproblem is computed between the two, so there are no new members then."""
+        if not self.members:
+            return self.acks_key
+        if whole:
+            key = self._next_key()
+            fd = os.open(self.batch, os.O_WRONLY)
+            try:
+                pack.seal(fd, self.members)
+            finally:
+                os.close(fd)
+            self.rt.store.put_file(key, self.batch, move=True)
+        else:
+            key = self._store_copy(self.members)
+        self.members, self.acks_key = [], key
+        return key
+
+    def _next_key(self) -> str:
+        self.seq += 1
+        return pack.pack_key(self.id, self.tag, self.seq - 1)
 
     def _points(self, sub: int) -> tuple[int, int]:
         """(first point, number of points) of a chunk or of a point split off one."""
@@ -142,16 +179,14 @@ class Worker:
         try:
             self._store(sub, out)
         except OSError as exc:
-            if out.path is not None:
-                out.path.unlink(missing_ok=True)
             self._out_of_space(sub, exc)
             raise
 
     def _store(self, sub: int, out: Outcome) -> None:
         n = self._points(sub)[1]
-        store, here = self.rt.store, self.rt.spec.project_dir
+        here = self.rt.spec.project_dir
         if not out.failed:
-            store.put_file(result_key(sub), out.path, move=True)  # type: ignore[arg-type]
+            self.members.append((sub, None, *out.member))  # type: ignore[misc]
             if not self.acks:
                 self.acks_since = time.monotonic()
             self.acks.append(sub)  # acked with the next claim; held (heart-beaten) until then
@@ -163,12 +198,21 @@ class Worker:
             return
         for index, detail in out.failed.items():  # write-ahead: the failure objects before the ack
             self._record_failure(point_subproblem(index, self.base), index, 1, detail)
-        store.put_file(partial_result_key(sub, sorted(out.failed)), out.path, move=True)  # type: ignore[arg-type]
+        key = self._store_copy([(sub, tuple(sorted(out.failed)), *out.member)])  # type: ignore[misc]
         spawned = self.rt.queue.ack_partial(self.id, sub, {i: f"point {i}: {summarize(d, here)}" for i, d in out.failed.items()},
-                                              self.base)
+                                              self.base, key=key)
         self.log.warning("subproblem %d: %d point(s) failed (%s), the others kept", sub, len(out.failed),
                          ", ".join(f"{p - self.base}: {o}" for p, o in spawned.items()) or "already acked")
         self.held.remove(sub)
+
+    def _store_copy(self, members: list[tuple[int, tuple[int, ...] | None, int, int]]) -> str:
+        """``members`` of the object being filled, copied into an object of their own and stored; its key
+        (a partial result is acked alone and at once; a slow batch's acks cannot wait for its end)."""
+        key = self._next_key()
+        sealed = self.batch.with_name(f"sealed-{self.tag}.pack")
+        pack.copy_sealed(self.batch, members, sealed)
+        self.rt.store.put_file(key, sealed, move=True)
+        return key
 
     def _fail(self, sub: int, reason: str) -> None:
         outcome = self.rt.queue.fail(self.id, sub, reason)

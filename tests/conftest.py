@@ -160,6 +160,13 @@ def seed_points() -> Any:
         sys.modules.pop("points", None)
 
 
+def stored_results(buckets: Path, pattern: str = "results/*.pack") -> int:
+    """How many subproblems' results the bucket folders matching ``pattern`` hold (in sealed batch objects)."""
+    from mcc.work import pack
+
+    return sum(len(pack.members(obj)) for obj in buckets.glob(pattern))
+
+
 def combined_rows(path: str | Path):
     import h5py
 

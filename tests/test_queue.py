@@ -190,9 +190,10 @@ def test_stale_ack_after_requeue(q):
     assert q.claim("A", 1, 0.2) == [0]
     wait_for(q.requeue_expired)
     assert q.claim("B", 1, 30) == [0]
-    assert q.ack("A", 0) is True  # results key is deterministic: first ack wins
+    assert q.ack("A", 0, key="results/A-1.pack") is True  # first ack wins, and its object is the one read
     assert q.done_ids() == [0] and q.progress().leased == 0
-    assert q.ack("B", 0) is False
+    assert q.ack("B", 0, key="results/B-1.pack") is False
+    assert q.result_keys() == {0: "results/A-1.pack"}
     assert q.fail("B", 0, "x") == "stale"
     assert q.heartbeat("B", [0], 30) == [0]
     assert q.progress().finished
@@ -344,6 +345,24 @@ def test_seed_rebuilds_point_subproblems_of_partial_chunks(q):
     assert q.partial() == {1: [6, 8]}
     assert q.claim("w", 10, 30) == [0, 2]
     assert q.dead_points(CHUNKS) == {8: ""}
+
+
+def test_the_first_winning_ack_records_its_object_for_each_sub(q):
+    """sub -> object key: set by the winning ack of each sub (batched, partial or alone), never moved by a later one."""
+    q.seed([n for _, n in CHUNKS], 3)
+    assert q.claim("a", 2, 30) == [0, 1]
+    assert q.ack_and_claim("a", [0, 1], 1, 30, key="results/a-x-000000.pack") == ([True, True], [2])
+    assert q.claim("b", 1, 30) == []  # nothing pending: b computes 1 again only after a lease is lost
+    assert q.ack_many("b", [1, 2], key="results/b-y-000000.pack") == [False, True]
+    assert q.ack_many("c", [2], key="results/c-z-000000.pack") == [False]
+    assert q.result_keys() == {0: "results/a-x-000000.pack", 1: "results/a-x-000000.pack",
+                               2: "results/b-y-000000.pack"}
+
+
+def test_seed_records_the_rebuilt_objects_of_done_subproblems_only(q):
+    assert q.seed([4, 4, 4], 2, done={0, 2}, results={0: "results/a.pack", 1: "results/not-done.pack",
+                                                      2: "results/b.pack"})
+    assert q.result_keys() == {0: "results/a.pack", 2: "results/b.pack"}
 
 
 def test_slot_workers_count_for_their_instance(q):

@@ -1,21 +1,30 @@
-"""Combining per-subproblem result files into one: the user's ``combine_data`` or the built-in one."""
+"""Combining per-subproblem result files into one: the user's ``combine_data`` or the built-in one.
+
+A result file is a file of its own or a member of a batch object (:class:`mcc.work.pack.Member`)."""
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
-from typing import Callable, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple, Sequence, Union
 
 import h5py
 import numpy as np
 from h5py import h5a, h5d, h5f, h5p, h5s
 
+from mcc.work.pack import Member, read_at
+
+Source = Union[str, Path, Member]
+
 BLOCK_BYTES = 4 * 2**20  # rows are gathered in a buffer of this size, then written in one call
 SMALL_FILE_BYTES = 2**20  # files up to this size are read whole in one read (HDF5's core driver)
 FIRST_READ = 64 * 1024
+OBJECT_READ_BYTES = 8 * 2**20  # batch objects up to this size are read whole, in one read
 
 
-def builtin_combine(files: Sequence[str], fileout: str, chunks: Sequence[tuple[int, int]] | None = None) -> None:
-    """Concatenate the ``data`` datasets of ``files`` (in the given order) into ``fileout``.
+def builtin_combine(files: Sequence[Source], fileout: str, chunks: Sequence[tuple[int, int]] | None = None) -> None:
+    """Concatenate the ``data`` datasets of ``files`` (result files or batch object members, in the
+    given order) into ``fileout``.
 
     With ``chunks`` (the ``(first_point, n_points)`` of each file's subproblem) a ``point_index``
     dataset gives each row its point number, so the gaps left by dead points are explicit: a file
@@ -44,15 +53,21 @@ def builtin_combine(files: Sequence[str], fileout: str, chunks: Sequence[tuple[i
         writer: _BlockWriter | None = None
         rows_per_file: list[int] = []
         counts_per_file: list[np.ndarray | None] = []  # a file's ``row_counts``: rows of each of its points
-        for name in files:
+        objects = _Objects()
+        for source in files:
             before = writer.rows if writer is not None else 0
-            fd = os.open(name, os.O_RDONLY)  # _read_small, inlined: this loop runs once per result file
-            try:
-                raw: bytes | None = os.read(fd, FIRST_READ)  # most result files are a few KB: one read
-                if len(raw) == FIRST_READ:
-                    raw = _read_rest(fd, raw)
-            finally:
-                os.close(fd)
+            if isinstance(source, Member):
+                name = f"{source.path} (subproblem {source.sub})"
+                raw = objects.read(source) if source.size <= SMALL_FILE_BYTES else None
+            else:
+                name = str(source)
+                fd = os.open(name, os.O_RDONLY)  # _read_small, inlined: this loop runs once per result file
+                try:
+                    raw = os.read(fd, FIRST_READ)  # most result files are a few KB: one read
+                    if len(raw) == FIRST_READ:
+                        raw = _read_rest(fd, raw)
+                finally:
+                    os.close(fd)
             layout = layouts.match(raw) if raw is not None else None
             if layout is not None:
                 if writer is None:
@@ -61,7 +76,7 @@ def builtin_combine(files: Sequence[str], fileout: str, chunks: Sequence[tuple[i
                 rows_per_file.append(writer.rows - before)
                 counts_per_file.append(None)
                 continue
-            fid = h5f.open(os.fsencode(name), h5f.ACC_RDONLY, fapl=small if raw is not None else large)
+            fid, keep = _open(source, raw, small, large)
             try:
                 counts = _row_counts(fid)
                 dset = h5d.open(fid, b"data")
@@ -74,13 +89,98 @@ def builtin_combine(files: Sequence[str], fileout: str, chunks: Sequence[tuple[i
                 finally:
                     dset.close()
             finally:
-                fid.close()
+                if keep is None:
+                    fid.close()
+                else:
+                    keep.close()
             rows_per_file.append(writer.rows - before)
             counts_per_file.append(counts)
+        objects.close()
         assert writer is not None
         writer.finish()
         if chunks is not None:
             _write_point_index(out, list(chunks), rows_per_file, counts_per_file)
+
+
+class _Objects:
+    """Reads members of batch objects: the last object read whole, in one read, if it is small (members
+    come object by object), else kept open and read member by member."""
+
+    def __init__(self) -> None:
+        self.path, self.fd, self.whole = "", -1, b""
+
+    def read(self, member: Member) -> bytes:
+        if member.path != self.path:
+            self.close()
+            self.fd, self.path = os.open(member.path, os.O_RDONLY), member.path
+            size = os.fstat(self.fd).st_size
+            if size <= OBJECT_READ_BYTES:
+                self.whole = read_at(self.fd, 0, size)
+        if self.whole:
+            return self.whole[member.at : member.at + member.size]
+        return read_at(self.fd, member.at, member.size)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+        self.path, self.fd, self.whole = "", -1, b""
+
+
+class _Window(io.RawIOBase):
+    """A member of a batch object as a read-only file (HDF5 reads a large member in place through it)."""
+
+    def __init__(self, member: Member) -> None:
+        self.fh = open(member.path, "rb")
+        self.start, self.size, self.pos = member.at, member.size, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        self.pos = offset if whence == 0 else self.pos + offset if whence == 1 else self.size + offset
+        return self.pos
+
+    def tell(self) -> int:
+        return self.pos
+
+    def readinto(self, buf: Any) -> int:
+        want = max(0, min(len(buf), self.size - self.pos))
+        self.fh.seek(self.start + self.pos)
+        got = self.fh.readinto(memoryview(buf)[:want])
+        self.pos += got
+        return got
+
+    def close(self) -> None:
+        self.fh.close()
+        super().close()
+
+
+def _open(source: Source, raw: bytes | None, small: h5p.PropFAID, large: h5p.PropFAID) -> tuple[h5f.FileID, Any]:
+    """HDF5's handle on a result file (and what must stay alive while it is open)."""
+    if not isinstance(source, Member):
+        return h5f.open(os.fsencode(str(source)), h5f.ACC_RDONLY, fapl=small if raw is not None else large), None
+    if raw is not None:  # a small member: HDF5 reads it from the bytes already in memory
+        fapl = h5p.create(h5p.FILE_ACCESS)
+        fapl.set_fapl_core(64 * 1024, False)
+        fapl.set_file_image(raw)
+        return h5f.open(b"member", h5f.ACC_RDONLY, fapl=fapl), None
+    handle = _WindowFile(source)
+    return handle.file.id, handle
+
+
+class _WindowFile:
+    """A large member opened by HDF5 through a :class:`_Window`; ``close`` closes both."""
+
+    def __init__(self, member: Member) -> None:
+        self.window = _Window(member)
+        self.file = h5py.File(self.window, "r")
+
+    def close(self) -> None:
+        self.file.close()
+        self.window.close()
 
 
 def _row_counts(fid: h5f.FileID) -> np.ndarray | None:
@@ -345,17 +445,18 @@ def _read_fapls() -> tuple[h5p.PropFAID, h5p.PropFAID]:
     return small, large
 
 
-def combine_files(files: Sequence[str], fileout: Path, combiner: Callable[[list[str], str], None] | None,
+def combine_files(files: Sequence[Source], fileout: Path, combiner: Callable[[list[str], str], None] | None,
                   chunks: Sequence[tuple[int, int]] | None = None) -> None:
     """Run the combiner into a temporary file, then move it into place (never a half-written output).
 
-    ``chunks`` (``(first_point, n_points)`` per file) gives the built-in combiner's ``point_index``."""
+    ``chunks`` (``(first_point, n_points)`` per file) gives the built-in combiner's ``point_index``; a
+    user's combiner gets file names only (the caller splits batch objects into files for it)."""
     tmp = fileout.with_name(fileout.name + ".part")
     tmp.unlink(missing_ok=True)
     if combiner is None:
         builtin_combine(list(files), str(tmp), chunks)
     else:
-        combiner(list(files), str(tmp))
+        combiner([str(f) for f in files], str(tmp))
     if not tmp.exists():
         raise RuntimeError("combine_data(files, fileout) returned without writing fileout")
     tmp.replace(fileout)

@@ -8,7 +8,8 @@ Keys: ``pending`` LIST (lazy deletion: done/dead/leased ids popped by claim are 
 ``leased`` ZSET id->deadline_ms, ``owner`` HASH id->worker, ``attempts`` HASH, ``done`` SET,
 ``dead`` SET, ``errors`` HASH id->last reason, ``sizes`` HASH id->points, ``progress`` HASH,
 ``workers`` HASH worker->last heartbeat (s), ``events`` STREAM, ``seeded`` STRING, ``meta`` HASH,
-``partial`` HASH id->comma-separated points that id's winning ack left out.
+``partial`` HASH id->comma-separated points that id's winning ack left out, ``result`` HASH id->key of
+the batch object its winning ack carried (:mod:`mcc.work.pack`).
 
 The unit of failure is the point. A chunk whose points partly fail is acked with the rows of the
 others (``ack_partial``), and each failed point ``p`` goes on as a one-point subproblem of its own,
@@ -120,12 +121,13 @@ class Queue:
     # ---- seeding ---------------------------------------------------------------------
     def seed(self, sizes: Sequence[int], max_attempts: int, *, done: Iterable[int] = (),
              dead: Iterable[int] = (), attempts: Mapping[int, int] | None = None,
-             partial: Mapping[int, Sequence[int]] | None = None) -> bool:
+             partial: Mapping[int, Sequence[int]] | None = None, results: Mapping[int, str] | None = None) -> bool:
         """Seed the run once (one MULTI/EXEC guarded by WATCH); False if already seeded.
 
         ``sizes`` are the chunks' (ids 0..N-1). ``partial`` (a rebuild from the bucket) maps a done
         chunk to the points its result left out: each becomes the one-point subproblem N + point,
-        which ``done``, ``dead`` and ``attempts`` may name like any other id.
+        which ``done``, ``dead`` and ``attempts`` may name like any other id. ``results`` maps done ids
+        to the object holding each one's result (:meth:`result_keys`).
         """
         sizes = [int(s) for s in sizes]
         base = len(sizes)
@@ -169,6 +171,9 @@ class Queue:
                     pipe.hset(k["attempts"], mapping=dict(att[c:c + _CHUNK]))
                 if partial:
                     pipe.hset(k["partial"], mapping={s: ",".join(map(str, pts)) for s, pts in partial.items()})
+                res = [(int(s), key) for s, key in (results or {}).items() if int(s) in done_set]
+                for c in range(0, len(res), _CHUNK):
+                    pipe.hset(k["result"], mapping=dict(res[c:c + _CHUNK]))
                 pipe.hset(k["progress"], mapping={
                     "total": len(every), "total_points": sum(size_of.values()),
                     "done": len(done_set), "done_points": sum(size_of[i] for i in done_set),
@@ -200,31 +205,33 @@ class Queue:
         out = self._run(self._heartbeat, worker, _lease_ms(lease_seconds), *(int(i) for i in ids))
         return [int(x) for x in out]
 
-    def ack(self, worker: str, sub: int) -> bool:
-        """Mark ``sub`` done (first ack from any worker wins); False if already done/dead."""
-        return bool(self._run(self._ack, worker, int(sub)))
+    def ack(self, worker: str, sub: int, key: str | None = None) -> bool:
+        """Mark ``sub`` done (first ack from any worker wins) with its result in the object ``key``
+        (recorded by the winning ack only: see :meth:`result_keys`); False if already done/dead."""
+        return bool(self._run(self._ack, worker, int(sub), key or ""))
 
-    def ack_many(self, worker: str, subs: Sequence[int]) -> list[bool]:
-        """``ack`` of each of ``subs``, in one round trip: one bool per sub, in order."""
-        return self.ack_and_claim(worker, subs, 0, 1.0)[0]
+    def ack_many(self, worker: str, subs: Sequence[int], key: str | None = None) -> list[bool]:
+        """``ack`` of each of ``subs`` (their results all in ``key``), in one round trip: one bool per sub."""
+        return self.ack_and_claim(worker, subs, 0, 1.0, key=key)[0]
 
     def ack_and_claim(self, worker: str, acks: Sequence[int], n: int,
-                      lease_seconds: float) -> tuple[list[bool], list[int]]:
-        """``ack_many(worker, acks)`` then, if ``n`` > 0, ``claim(worker, n, lease_seconds)``, atomically
+                      lease_seconds: float, key: str | None = None) -> tuple[list[bool], list[int]]:
+        """``ack_many(worker, acks, key)`` then, if ``n`` > 0, ``claim(worker, n, lease_seconds)``, atomically
         and in one round trip: a worker's whole exchange with the queue per batch of subproblems.
 
         The claim leases at most a fair share of the pending list (its length over the number of
         workers in the heartbeat table, rounded up; at least 1), so batches shrink at the end of a run.
         """
         acked, claimed = self._run(self._ack_claim, worker, max(int(n), 0), _lease_ms(lease_seconds),
-                                   len(acks), *(int(i) for i in acks))
+                                   len(acks), key or "", *(int(i) for i in acks))
         return [bool(x) for x in acked], [int(x) for x in claimed]
 
     def fail(self, worker: str, sub: int, reason: str) -> str:
         """Spend an attempt of a lease ``worker`` owns: "retry", "dead", or "stale"."""
         return _s(self._run(self._fail, worker, int(sub), str(reason)[:REASON_MAX_CHARS]))
 
-    def ack_partial(self, worker: str, sub: int, failed: Mapping[int, str], base: int) -> dict[int, str]:
+    def ack_partial(self, worker: str, sub: int, failed: Mapping[int, str], base: int,
+                    key: str | None = None) -> dict[int, str]:
         """Ack chunk ``sub`` with the rows of all its points but ``failed`` (point -> reason), which
         go on as one-point subproblems (:func:`point_subproblem`: ``base`` + point, ``base`` being the
         number of chunks) with one attempt spent.
@@ -235,7 +242,7 @@ class Queue:
         args: list[Any] = []
         for point, reason in sorted(failed.items()):
             args += [int(point), str(reason)[:REASON_MAX_CHARS]]
-        out = self._run(self._ack_partial, worker, int(sub), int(base), *args)
+        out = self._run(self._ack_partial, worker, int(sub), int(base), key or "", *args)
         return {int(out[i]): _s(out[i + 1]) for i in range(0, len(out), 2)}
 
     def preempt(self, worker: str, ids: Sequence[int]) -> list[int]:
@@ -320,6 +327,10 @@ class Queue:
     def dead_ids(self) -> list[int]:
         """Sorted ids of dead subproblems."""
         return sorted(int(x) for x in self.client.smembers(self.keys["dead"]))
+
+    def result_keys(self) -> dict[int, str]:
+        """Done id -> key of the object holding its result (set by the first winning ack only)."""
+        return {int(s): _s(key) for s, key in self.client.hgetall(self.keys["result"]).items()}
 
     def done_ids(self) -> list[int]:
         """Sorted ids of done subproblems."""

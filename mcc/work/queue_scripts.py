@@ -9,11 +9,11 @@ EVENTS_MAXLEN = 1_000_000  # the events stream is trimmed to about this many ent
 
 # Order of KEYS passed to every script.
 KEY_NAMES = ("pending", "leased", "owner", "attempts", "done", "dead", "errors",
-             "sizes", "progress", "workers", "events", "meta", "partial", "manager_lock")
+             "sizes", "progress", "workers", "events", "meta", "partial", "manager_lock", "result")
 
 PRELUDE = """
 local K_PENDING, K_LEASED, K_OWNER, K_ATTEMPTS, K_DONE, K_DEAD, K_ERRORS,
-      K_SIZES, K_PROGRESS, K_WORKERS, K_EVENTS, K_META, K_PARTIAL, K_MANAGER_LOCK = unpack(KEYS)
+      K_SIZES, K_PROGRESS, K_WORKERS, K_EVENTS, K_META, K_PARTIAL, K_MANAGER_LOCK, K_RESULT = unpack(KEYS)
 local function now()
   local t = redis.call('TIME')
   local s, us = tonumber(t[1]), tonumber(t[2])
@@ -60,8 +60,9 @@ local function claim(worker, n, lease_ms, now_ms, ts)
   end
   return out
 end
--- Mark each sub done (first ack wins); one 0/1 per sub; the counters move once per call.
-local function ack(worker, subs, ts)
+-- Mark each sub done (first ack wins) and record the object holding its result (key, '' for none:
+-- the winning ack's only); one 0/1 per sub; the counters move once per call.
+local function ack(worker, subs, ts, key)
   local acked, n, points = {}, 0, 0
   for _, sub in ipairs(subs) do
     if redis.call('HEXISTS', K_SIZES, sub) == 0 or redis.call('SISMEMBER', K_DONE, sub) == 1
@@ -71,6 +72,7 @@ local function ack(worker, subs, ts)
       redis.call('SADD', K_DONE, sub)
       redis.call('ZREM', K_LEASED, sub)
       redis.call('HDEL', K_OWNER, sub)
+      if key ~= '' then redis.call('HSET', K_RESULT, sub, key) end
       n, points = n + 1, points + size(sub)
       event(ts, 'acked', sub, worker)
       acked[#acked + 1] = 1
@@ -96,11 +98,11 @@ return out
 # The claim takes at most a fair share of what is pending (pending / workers heard from, rounded up),
 # so a batching worker never leaves the others idle at the end of a run.
 ACK_CLAIM = """
-local worker, n, lease_ms, n_acks = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local worker, n, lease_ms, n_acks, key = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
 local now_ms, ts = now()
 local subs = {}
-for i = 5, 4 + n_acks do subs[#subs + 1] = ARGV[i] end
-local acked = ack(worker, subs, ts)
+for i = 6, 5 + n_acks do subs[#subs + 1] = ARGV[i] end
+local acked = ack(worker, subs, ts, key)
 local out = {}
 if n > 0 then
   local share = math.ceil(redis.call('LLEN', K_PENDING) / math.max(redis.call('HLEN', K_WORKERS), 1))
@@ -110,10 +112,10 @@ end
 return {acked, out}
 """
 
-# ack_partial(worker, sub, base, p1, reason1, p2, reason2, ...): sub is done with the rows of its other
-# points; each failed point p becomes the one-point subproblem base + p, one attempt spent (retry or dead).
+# ack_partial(worker, sub, base, key, p1, reason1, p2, reason2, ...): sub is done with the rows of its other
+# points (in object key); each failed point p becomes the one-point subproblem base + p, one attempt spent.
 ACK_PARTIAL = """
-local worker, sub, base = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local worker, sub, base, key = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 if redis.call('HEXISTS', K_SIZES, sub) == 0 or redis.call('SISMEMBER', K_DONE, sub) == 1
    or redis.call('SISMEMBER', K_DEAD, sub) == 1 then
   return {}
@@ -121,7 +123,7 @@ end
 local _, ts = now()
 local max = tonumber(redis.call('HGET', K_META, 'max_attempts') or '1')
 local points, out = {}, {}
-for i = 4, #ARGV, 2 do
+for i = 5, #ARGV, 2 do
   local p, reason = ARGV[i], ARGV[i + 1]
   local psub = tostring(base + tonumber(p))
   points[#points + 1] = p
@@ -148,7 +150,7 @@ for i = 4, #ARGV, 2 do
   end
 end
 redis.call('HSET', K_PARTIAL, sub, table.concat(points, ','))
-ack(worker, {sub}, ts)
+ack(worker, {sub}, ts, key)
 return out
 """
 
@@ -169,7 +171,7 @@ return lost
 """
 
 ACK = """
-local worker, sub = ARGV[1], ARGV[2]
+local worker, sub, key = ARGV[1], ARGV[2], ARGV[3]
 if redis.call('HEXISTS', K_SIZES, sub) == 0 or redis.call('SISMEMBER', K_DONE, sub) == 1
    or redis.call('SISMEMBER', K_DEAD, sub) == 1 then
   return 0
@@ -178,6 +180,7 @@ local _, ts = now()
 redis.call('SADD', K_DONE, sub)
 redis.call('ZREM', K_LEASED, sub)
 redis.call('HDEL', K_OWNER, sub)
+if key ~= '' then redis.call('HSET', K_RESULT, sub, key) end
 redis.call('HINCRBY', K_PROGRESS, 'done', 1)
 redis.call('HINCRBY', K_PROGRESS, 'done_points', size(sub))
 event(ts, 'acked', sub, worker)

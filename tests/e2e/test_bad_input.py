@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from mcc.work import pack
 from tests.conftest import combined_rows, mcc, mcc_json, tagged_processes
 
 
@@ -99,7 +100,7 @@ def test_combine_data_raising_fails_keeps_partials_and_resumes_after_fix(mcc_hom
     out = json.loads(proc.stdout)
     assert out["state"] == "failed" and "disk quota in combine" in out["reason"]
     bucket = mcc_home / "buckets" / out["run_id"] / "results"
-    assert len(list(bucket.glob("*.h5"))) == 3  # the partial results stay
+    assert sorted(m.sub for obj in bucket.glob("*.pack") for m in pack.members(obj)) == [0, 1, 2]  # results stay
     assert tagged_processes(mcc_home) == []
     (project / "combine_data.py").write_text(
         "import h5py, numpy as np\n"

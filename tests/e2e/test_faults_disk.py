@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import combined_rows, latest_run_id, mcc, mcc_json, run_state, tagged_processes, wait_for
+from tests.conftest import (
+    combined_rows, latest_run_id, mcc, mcc_json, run_state, stored_results, tagged_processes, wait_for,
+)
 from tests.e2e.faults import SLOW, fill, no_internal_error, tmpfs  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounts a tmpfs (needs root, as in CI)")
@@ -109,7 +111,7 @@ def test_bucket_fills_mid_run_nothing_is_lost_and_resume_finishes(mcc_home: Path
     project = make_project(n=400, body="time.sleep(0.02)", toml="workers = 2\nchunk_size = 10\n")
     proc = spawn_mcc("run", str(project), home=mcc_home)
     try:
-        wait_for(lambda: len(list(buckets.glob("*/results/*.h5"))) >= 3, 120, "the first results")
+        wait_for(lambda: stored_results(buckets, "*/results/*.pack") >= 3, 120, "the first results")
         filler = fill(buckets)
         out, err = proc.communicate(timeout=180)
     finally:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import combined_rows, ledger_uuid, mcc_json, spawn_mcc, wait_for
+from tests.conftest import combined_rows, ledger_uuid, mcc_json, spawn_mcc, stored_results, wait_for
 from tests.slurm_cluster import cancel, jobs, node_cpus, require_slurm, submit
 
 pytestmark = pytest.mark.skipif(not os.environ.get("MCC_SLOW_TESTS"), reason="slow: set MCC_SLOW_TESTS=1")
@@ -43,7 +43,7 @@ def _running_workers(uuid: str) -> list[dict[str, str]]:
 
 
 def _results(home: Path) -> int:
-    return sum(len(list(p.glob("results/*.h5"))) for p in (home / "slurm-buckets").glob("r-*"))
+    return stored_results(home / "slurm-buckets", "r-*/results/*.pack")
 
 
 def _start(home: Path, project: Path):
