@@ -114,6 +114,7 @@ class Queue:
         self._preempt = client.register_script(lua.PRELUDE + lua.PREEMPT)
         self._requeue = client.register_script(lua.PRELUDE + lua.REQUEUE)
         self._ack_partial = client.register_script(lua.PRELUDE + lua.ACK_PARTIAL)
+        self._settled = client.register_script(lua.PRELUDE + lua.SETTLED)
 
     def _run(self, script: Any, *args: Any) -> Any:
         return script(keys=self._script_keys, args=list(args))
@@ -331,6 +332,15 @@ class Queue:
     def result_keys(self) -> dict[int, str]:
         """Done id -> key of the object holding its result (set by the first winning ack only)."""
         return {int(s): _s(key) for s, key in self.client.hgetall(self.keys["result"]).items()}
+
+    def settled(self, ids: Sequence[int]) -> list[tuple[str, str | None, list[int] | None]]:
+        """Per id, in one round trip: ("done", its result object, the points its ack left out or None),
+        ("dead", None, None) or ("", None, None) while it is neither."""
+        if not ids:
+            return []
+        raw = [_s(x) for x in self._run(self._settled, *(int(i) for i in ids))]
+        return [(raw[k], raw[k + 1] or None, [int(p) for p in raw[k + 2].split(",")] if raw[k + 2] else None)
+                for k in range(0, len(raw), 3)]
 
     def done_ids(self) -> list[int]:
         """Sorted ids of done subproblems."""

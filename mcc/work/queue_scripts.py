@@ -236,6 +236,25 @@ end
 return out
 """
 
+# settled(id1, id2, ...): per id its state ('done', 'dead' or ''), the object its winning ack recorded and the
+# points a partial ack left out ('' for none): what the manager's incremental combine needs, one round trip.
+SETTLED = """
+local out = {}
+for i = 1, #ARGV do
+  local sub = ARGV[i]
+  if redis.call('SISMEMBER', K_DONE, sub) == 1 then
+    out[#out + 1] = 'done'
+    out[#out + 1] = redis.call('HGET', K_RESULT, sub) or ''
+    out[#out + 1] = redis.call('HGET', K_PARTIAL, sub) or ''
+  else
+    out[#out + 1] = redis.call('SISMEMBER', K_DEAD, sub) == 1 and 'dead' or ''
+    out[#out + 1] = ''
+    out[#out + 1] = ''
+  end
+end
+return out
+"""
+
 
 MOVE_ALL = """
 local n = 0
