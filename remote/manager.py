@@ -19,6 +19,7 @@ from typing import Any
 
 import redis
 
+from mcc.remote.combining import IncrementalCombine, RunResults
 from mcc.work import pack
 from mcc.work.combine import combine_files
 from mcc.work.diskspace import is_no_space
@@ -27,14 +28,9 @@ from mcc.providers.local import processes
 from mcc.remote.budget import make_guard
 from mcc.work.queue import Progress, point_subproblem
 from mcc.remote.fleet import LocalFleet
-from mcc.remote.results import merge_partial, row_points
 from mcc.remote.runtime import Runtime, connect, setup_logging
-from mcc.work.runspec import (
-    COMBINED, FAILURES, FINAL, INSTANCES, LOGS, PROGRESS, RESULTS, is_partial_result_key, journal_key,
-    partial_result_key, result_key, sub_of_result_key,
-)
+from mcc.work.runspec import COMBINED, FAILURES, FINAL, INSTANCES, LOGS, PROGRESS, journal_key
 
-Members = dict[tuple[int, tuple[int, ...] | None], pack.Member]  # an object's members by (sub, missing points)
 from mcc.work.stores import put_json
 
 JOURNAL_BATCH = 10_000
@@ -57,7 +53,10 @@ class Manager:
         self.cursor = "0-0"  # the last queue event copied into the journal
         self.budget: Any = None  # remote/budget.BudgetGuard of a run with a budget
         self.draining = False  # the budget is reached: no new leases, no launches; stop once nothing is held
-        self._members: dict[str, Members] = {}  # result object key -> its members (objects never change)
+        self.results = RunResults(rt, self.log)
+        self.incremental: IncrementalCombine | None = None  # the built-in combiner's file, built as acks arrive
+        self.settled_seen = -1  # done + dead when the incremental combine last looked
+        self.incremental_off = False  # it failed once: the end of the run combines everything
 
     def run(self) -> int:
         self._acquire_lock()
@@ -99,6 +98,7 @@ class Manager:
             self.log.info("lease of subproblem %d expired → %s", sub, outcome)
         prog = self.q.progress()
         self.cursor = self._flush_journal(self.cursor)
+        self._combine_step(prog)
         if prog.finished:
             return prog, None
         self._check_budget()
@@ -121,7 +121,7 @@ class Manager:
         for key in store.list(FAILURES):
             sub = int(key[len(FAILURES) :].split("/")[0])
             failures[sub] = failures.get(sub, 0) + 1
-        done, partial, results = self._results_in_bucket()
+        done, partial, results = self.results.in_bucket()
         base = len(self.spec.chunks)
         # a split-off point's first failure object is written before the partial ack, so its count is its
         # attempts (after --retry-dead moved them to retried/, none: it is pending again)
@@ -134,54 +134,6 @@ class Manager:
             self.log.info("seeded %d subproblems (%d already done, %d dead, %d partial)", len(sizes), len(done),
                           len(dead), len(partial))
         self.rt.redis.set(gen_key, self.spec.generation)
-
-    def _results_in_bucket(self) -> tuple[set[int], dict[int, list[int]], dict[int, str]]:
-        """The subproblems whose result is in the bucket; for chunks that have only partial results, the
-        points the most complete one lacks (its point-subproblems count only if it is chosen); and the
-        object each done subproblem is read from (the first by key order that holds it)."""
-        base = len(self.spec.chunks)
-        complete: dict[int, str] = {}
-        partials: dict[int, tuple[tuple[int, ...], str]] = {}  # the fewest missing points, first by key order
-        for key in sorted(self.rt.store.list(RESULTS)):
-            if not (pack.is_pack_key(key) or key.endswith(".h5")):
-                continue
-            try:
-                found = self._members_of(key)
-            except (ValueError, OSError) as exc:  # never sealed (a copy cut short): nothing in it was acked
-                self.log.warning("result object %s skipped: %s", key, exc)
-                continue
-            for sub, missing in found:
-                if missing is None:
-                    complete.setdefault(sub, key)
-                elif sub not in partials or len(missing) < len(partials[sub][0]):
-                    partials[sub] = (missing, key)
-        partial = {sub: list(m) for sub, (m, _) in partials.items() if sub not in complete}
-        wanted = {point_subproblem(p, base) for pts in partial.values() for p in pts}
-        done = {s for s in complete if s < base or s in wanted} | set(partial)
-        results = {s: complete[s] if s in complete else partials[s][1] for s in done}
-        return done, partial, results
-
-    def _members_of(self, key: str) -> Members:
-        """The members of the result object ``key`` (fetched once; a legacy one-file ``.h5`` result is one member)."""
-        if key not in self._members:
-            path = self._local_file(key)
-            if pack.is_pack_key(key):
-                found = pack.members(path)
-            else:
-                found = [pack.Member(sub_of_result_key(key), _legacy_missing(path) if is_partial_result_key(key) else None,
-                                     0, os.path.getsize(path), str(path))]
-            self._members[key] = {(m.sub, m.missing): m for m in found}
-        return self._members[key]
-
-    def _member(self, sub: int, missing: list[int] | None, keys: dict[int, str]) -> pack.Member:
-        """Subproblem ``sub``'s result as its winning ack recorded it (a queue from before batch objects
-        recorded none: the legacy key)."""
-        want = None if missing is None else tuple(missing)
-        key = keys.get(sub) or (result_key(sub) if want is None else partial_result_key(sub, list(want)))
-        try:
-            return self._members_of(key)[(sub, want)]
-        except KeyError:
-            raise RuntimeError(f"subproblem {sub}: its result is not in {key}") from None
 
     def _flush_journal(self, cursor: str) -> str:
         """Copy new queue events into journal objects in the bucket; the laptop syncs them into its ledger."""
@@ -274,63 +226,63 @@ class Manager:
                          self.budget.budget, prog.done, prog.total)
         return self._finish(final, prog)
 
+    # -- combining -------------------------------------------------------------------------------
+    def _combine_step(self, prog: Progress) -> None:
+        """The built-in combiner's incremental part: append what is newly settled at the front (when the
+        counts moved). If it fails, it stops; the end of the run combines everything and reports why."""
+        if self.spec.has_combiner or self.incremental_off or prog.done + prog.dead == self.settled_seen:
+            return
+        self.settled_seen = prog.done + prog.dead
+        try:
+            if self.incremental is None:
+                self.incremental = IncrementalCombine(self.results, self.q, self.rt.workdir / "combined.h5.part")
+            self.incremental.step()
+        except Exception:
+            self.log.warning("incremental combine stopped; the end of the run combines everything:\n%s",
+                             traceback.format_exc())
+            self._drop_incremental()
+            self.incremental_off = True
+
+    def _drop_incremental(self) -> None:
+        if self.incremental is not None:
+            self.incremental.close()
+            self.incremental = None
+
     # -- finishing ---------------------------------------------------------------------------------
     def _combine(self, prog: Progress) -> dict[str, Any]:
         if prog.done == 0:
+            self._drop_incremental()
             return {"state": "failed", "reason": "every subproblem failed; see `mcc status RUN` for the errors"}
-        from concurrent.futures import ThreadPoolExecutor
-
-        done, partial, base = set(self.q.done_ids()), self.q.partial(), len(self.spec.chunks)
-        keys = self.q.result_keys()
-        if self.rt.store.local_path(RESULTS) is None:  # remote buckets: fetch the objects side by side
-            with ThreadPoolExecutor(max_workers=16) as pool:
-                list(pool.map(self._members_of, sorted(set(keys.values()))))
-        chunks = sorted(s for s in done if s < base)
-        found = [self._chunk_result(s, partial.get(s), done, base, keys) for s in chunks]
-        sources = [f for f in found if f is not None]
-        labels = [self.spec.chunks[s] if s not in partial else row_points(f)  # type: ignore[arg-type]
-                  for s, f in zip(chunks, found) if f is not None]  # the point of each row
         out = self.rt.workdir / "combined.h5"
         try:
-            combiner = load_combiner(Path(self.spec.project_dir)) if self.spec.has_combiner else None
-            if combiner is not None:  # its contract: one file per subproblem, in subproblem order
-                sources = [self._member_file(f) if isinstance(f, pack.Member) else f for f in sources]
-            combine_files(sources, out, combiner, chunks=labels)
+            if self.incremental is not None:
+                before = self.incremental.appended
+                self.incremental.finish().replace(out)
+                self.log.info("combined %d results as they came, %d at the end", before,
+                              self.incremental.appended - before)
+                self.incremental = None
+            else:
+                self._combine_all(out)
         except Exception as exc:
             self.log.error("combining failed:\n%s", traceback.format_exc())
             return {"state": "combine_failed", "reason": user_error(exc, Path(self.spec.project_dir), self.spec.run_id)}
         self.rt.store.put_file(COMBINED, out, move=True)
         return {"state": "completed" if prog.dead == 0 else "completed_with_failures", "result": COMBINED}
 
-    def _chunk_result(self, sub: int, missing: list[int] | None, done: set[int], base: int,
-                      keys: dict[int, str]) -> pack.Member | Path | None:
-        """What to combine for chunk ``sub``: its result, or (a partial ack) a file of its rows merged with
-        those of its split-off points that have been computed since; None if it has no rows at all."""
-        if missing is None:
-            return self._member(sub, None, keys)
-        recovered = {p: self._member_file(self._member(point_subproblem(p, base), None, keys)) for p in missing
-                     if point_subproblem(p, base) in done}
-        merged = self.rt.workdir / "merged" / f"{sub:07d}.h5"
-        merged.parent.mkdir(parents=True, exist_ok=True)
-        return merge_partial(self._member_file(self._member(sub, missing, keys)), recovered, merged)
-
-    def _member_file(self, member: pack.Member) -> Path:
-        """A result file of its own for one member (what a user's combine_data and the merge of a partial read)."""
-        if member.at == 0 and member.size == os.path.getsize(member.path):
-            return Path(member.path)  # a legacy one-file result
-        key = result_key(member.sub) if member.missing is None else partial_result_key(member.sub, list(member.missing))
-        path = self.rt.workdir / "split" / Path(key).name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(member.read())
-        return path
-
-    def _local_file(self, key: str) -> Path:
-        path = self.rt.store.local_path(key)
-        if path is not None:
-            return path
-        path = self.rt.workdir / key
-        self.rt.store.get_file(key, path)
-        return path
+    def _combine_all(self, out: Path) -> None:
+        """Every done chunk's result in one go: a user's combine_data (one file per subproblem, in
+        subproblem order: its contract), or the built-in combiner when its incremental part stopped."""
+        done, partial, base = set(self.q.done_ids()), self.q.partial(), len(self.spec.chunks)
+        keys = self.q.result_keys()
+        self.results.fetch(set(keys.values()))
+        chunks = sorted(s for s in done if s < base)
+        found = [self.results.chunk_result(s, partial.get(s), keys.get, done.__contains__) for s in chunks]
+        sources = [f for f in found if f is not None]
+        labels = [self.results.label(s, f) for s, f in zip(chunks, found) if f is not None]  # the point of each row
+        combiner = load_combiner(Path(self.spec.project_dir)) if self.spec.has_combiner else None
+        if combiner is not None:
+            sources = [self.results.member_file(f) if isinstance(f, pack.Member) else f for f in sources]
+        combine_files(sources, out, combiner, chunks=labels)
 
     def _finish(self, final: dict[str, Any], prog: Progress) -> int:
         self.fleet.terminate_all("manager finished")
@@ -402,13 +354,6 @@ def user_error(exc: BaseException, project_dir: Path, run_id: str) -> str:
     return (f"your combine_data raised an error at {where}{message}. The full traceback is in the manager's log: "
             f"`mcc logs {run_id} --worker manager`, and under results/{run_id}/logs/ once the run is collected or "
             f"failed. Fix combine_data.py and run `mcc resume {run_id}` (the computed results are kept).")
-
-
-def _legacy_missing(path: Path) -> tuple[int, ...]:
-    import h5py
-
-    with h5py.File(path, "r") as fh:
-        return tuple(sorted(int(p) for p in fh.attrs["missing_points"]))
 
 
 def make_fleet(rt: Runtime) -> Any:

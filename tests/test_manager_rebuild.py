@@ -9,6 +9,7 @@ import numpy as np
 
 from mcc.work.queue import Queue
 from mcc.remote.results import write_partial
+from mcc.remote.combining import RunResults
 from mcc.remote.manager import Manager
 from mcc.remote.runtime import Runtime
 from mcc.remote.worker import _write_result
@@ -48,7 +49,7 @@ def _manager(spec: RunSpec, store: LocalStore, client, queue: Queue, tmp_path: P
     manager.rt = Runtime(spec, store, client, queue, tmp_path / "work")
     manager.q, manager.spec, manager.key = queue, spec, f"mcc:{{{spec.run_id}}}:"
     manager.log = __import__("logging").getLogger("test")
-    manager._members = {}
+    manager.results = RunResults(manager.rt, manager.log)
     return manager
 
 
@@ -103,7 +104,54 @@ def test_a_legacy_one_file_result_is_still_read(client, tmp_path: Path) -> None:
         manager._ensure_seeded()
         assert queue.done_ids() == [0, 2]
         assert queue.result_keys() == {0: "results/w1-aa-000000.pack", 2: result_key(2)}
-        member = manager._member(2, None, queue.result_keys())
+        member = manager.results.member(2, None, queue.result_keys()[2])
         assert (member.sub, member.at, member.size) == (2, 0, os.path.getsize(member.path))
     finally:
+        queue.delete()
+
+
+def test_incremental_combine_appends_the_settled_front_and_equals_the_whole_combine(client, tmp_path: Path) -> None:  # noqa: F811
+    """Chunks are appended in order once every chunk before them is settled; a dead one is skipped, a partial
+    one waits for its split-off points; the finished file holds every point once, in point order."""
+    import h5py
+
+    from mcc.remote.combining import IncrementalCombine
+
+    chunks = [(4 * c, 4) for c in range(6)]
+    spec = RunSpec(run_id=uuid.uuid4().hex, ledger_uuid="l", n_points=24, chunks=chunks, entry_kind="function",
+                   entry_target="entry:compute", project_dir=str(tmp_path), workers=1, max_attempts=2,
+                   point_timeout=10, lease_seconds=30, has_combiner=False)
+    store = LocalStore(tmp_path / "bucket")
+    queue = Queue(client, spec.run_id)
+    queue.seed([4] * 6, 2)
+    files = {c: _file(tmp_path, f"c{c}", list(range(4 * c, 4 * c + 4)), 4 * c, 4) for c in range(6)}
+    manager = _manager(spec, store, client, queue, tmp_path)
+    inc = IncrementalCombine(manager.results, queue, tmp_path / "work" / "combined.h5.part")
+
+    try:
+        assert queue.claim("w", 6, 30) == [0, 1, 2, 3, 4, 5]
+        put_pack(store, "results/w-a-000000.pack", tmp_path, [(1, None, files[1]), (2, None, files[2])])
+        queue.ack_many("w", [1, 2], key="results/w-a-000000.pack")
+        assert inc.step() == 0 and inc.appended == 0  # chunk 0 not done: nothing can be appended
+        put_pack(store, "results/w-a-000001.pack", tmp_path, [(0, None, files[0])])
+        queue.ack_many("w", [0], key="results/w-a-000001.pack")
+        assert queue.fail("w", 3, "boom") == "retry"
+        assert queue.claim("w", 1, 30) == [3] and queue.fail("w", 3, "boom") == "dead"
+        # chunk 4: point 17 failed, split off as its own subproblem (6 + 17), not computed yet
+        partial = _file(tmp_path, "p4", [16, 18, 19], 16, 4, [17])
+        put_pack(store, "results/w-a-000002.pack", tmp_path, [(4, [17], partial)])
+        queue.ack_partial("w", 4, {17: "point 17: x"}, 6, key="results/w-a-000002.pack")
+        assert inc.step() == 4 and inc.appended == 3  # 0, 1, 2 appended, 3 dead; 4 waits for point 17
+        put_pack(store, "results/w-a-000003.pack", tmp_path, [(6 + 17, None, _file(tmp_path, "p17", [17], 17, 1)),
+                                                              (5, None, files[5])])
+        assert sorted(queue.claim("w", 10, 30)) == [23]
+        queue.ack_many("w", [23, 5], key="results/w-a-000003.pack")
+        assert inc.step() == 2 and inc.appended == 5
+        inc.finish()
+        points = [*range(12), *range(16, 24)]  # chunk 3's points dead; point 17 merged back into chunk 4
+        with h5py.File(inc.path, "r") as got:
+            np.testing.assert_array_equal(got["data"][...], [[p, 2.0 * p] for p in points])
+            assert got["point_index"][...].tolist() == points
+    finally:
+        inc.close()
         queue.delete()

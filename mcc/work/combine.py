@@ -43,22 +43,63 @@ def builtin_combine(files: Sequence[Source], fileout: str, chunks: Sequence[tupl
     Result files are many and alike (the workers write them all the same way), and opening one with
     HDF5 costs ~20× reading its bytes; see :class:`_Layouts` for how most files skip the HDF5 open.
     """
-    files = list(files)
-    with h5py.File(fileout, "w") as out:
-        if not files:
-            out.create_dataset("data", (0, 0), dtype="float64")
-            return
-        small, large = _read_fapls()
-        layouts = _Layouts()
-        writer: _BlockWriter | None = None
-        rows_per_file: list[int] = []
-        counts_per_file: list[np.ndarray | None] = []  # a file's ``row_counts``: rows of each of its points
-        objects = _Objects()
-        for source in files:
+    combiner = StreamCombiner(fileout, indexed=chunks is not None)
+    try:
+        combiner.add(list(files), None if chunks is None else list(chunks))
+        combiner.finish()
+    finally:
+        combiner.close()
+
+
+class StreamCombiner:
+    """:func:`builtin_combine` as a stream: ``add`` result files in order, as they come, then ``finish``.
+
+    The manager feeds it each subproblem's result as soon as every subproblem before it is settled, so
+    at the end of a run only the last few are left to combine (``remote.manager``). Nothing is
+    published until ``finish`` returns: a process killed in between leaves a ``fileout`` that its
+    successor starts over (its caller writes to a temporary name and moves it into place)."""
+
+    def __init__(self, fileout: str | Path, indexed: bool) -> None:
+        self.out = h5py.File(fileout, "w")
+        self.indexed = indexed
+        self.small, self.large = _read_fapls()
+        self.layouts = _Layouts()
+        self.writer: _BlockWriter | None = None
+        self.rows_per_file: list[int] = []
+        self.counts_per_file: list[np.ndarray | None] = []  # a file's ``row_counts``: rows of each of its points
+        self.chunks: list[Any] = []
+        self.objects = _Objects()
+
+    @property
+    def files(self) -> int:
+        """Result files added so far."""
+        return len(self.rows_per_file)
+
+    def add(self, files: Sequence[Source], chunks: Sequence[Any] | None = None) -> None:
+        """Append the rows of ``files``, in order (``chunks``: their ``(first_point, n_points)`` or point
+        arrays, given when ``indexed``)."""
+        if self.indexed:
+            if chunks is None or len(chunks) != len(files):
+                raise ValueError(f"{len(files)} result files but {0 if chunks is None else len(chunks)} subproblems given")
+            self.chunks += list(chunks)
+        files = list(files)
+        rows_per_file, counts_per_file, layouts = self.rows_per_file, self.counts_per_file, self.layouts
+        i = 0
+        while i < len(files):
+            source = files[i]
+            i += 1
+            writer = self.writer
+            if isinstance(source, Member) and writer is not None:
+                taken = _add_members(files, i - 1, self.objects, layouts, writer)
+                if taken:
+                    rows_per_file += [layouts.by_size[source.size].shape[0]] * taken
+                    counts_per_file += [None] * taken
+                    i += taken - 1
+                    continue
             before = writer.rows if writer is not None else 0
             if isinstance(source, Member):
                 name = f"{source.path} (subproblem {source.sub})"
-                raw = objects.read(source) if source.size <= SMALL_FILE_BYTES else None
+                raw = self.objects.read(source) if source.size <= SMALL_FILE_BYTES else None
             else:
                 name = str(source)
                 fd = os.open(name, os.O_RDONLY)  # _read_small, inlined: this loop runs once per result file
@@ -71,18 +112,18 @@ def builtin_combine(files: Sequence[Source], fileout: str, chunks: Sequence[tupl
             layout = layouts.match(raw) if raw is not None else None
             if layout is not None:
                 if writer is None:
-                    writer = _BlockWriter(out, _width(name, layout.shape))
-                writer.add_bytes(name, raw, layout)
+                    writer = self.writer = _BlockWriter(self.out, _width(name, layout.shape))
+                writer.add_bytes(name, raw, layout)  # type: ignore[arg-type]
                 rows_per_file.append(writer.rows - before)
                 counts_per_file.append(None)
                 continue
-            fid, keep = _open(source, raw, small, large)
+            fid, keep = _open(source, raw, self.small, self.large)
             try:
                 counts = _row_counts(fid)
                 dset = h5d.open(fid, b"data")
                 try:
                     if writer is None:
-                        writer = _BlockWriter(out, _width(name, dset.shape))
+                        writer = self.writer = _BlockWriter(self.out, _width(name, dset.shape))
                     writer.read_from(name, dset)
                     if raw is not None and counts is None:  # a file's counts are never read from its bytes
                         layouts.learn(raw, dset)
@@ -95,11 +136,59 @@ def builtin_combine(files: Sequence[Source], fileout: str, chunks: Sequence[tupl
                     keep.close()
             rows_per_file.append(writer.rows - before)
             counts_per_file.append(counts)
-        objects.close()
-        assert writer is not None
-        writer.finish()
-        if chunks is not None:
-            _write_point_index(out, list(chunks), rows_per_file, counts_per_file)
+
+    def finish(self) -> None:
+        """Write what is still in the block, and ``point_index``; the file is complete when this returns."""
+        self.objects.close()
+        if self.writer is None:
+            self.out.create_dataset("data", (0, 0), dtype="float64")
+        else:
+            self.writer.finish()
+            if self.indexed:
+                _write_point_index(self.out, self.chunks, self.rows_per_file, self.counts_per_file)
+        self.out.close()
+
+    def close(self) -> None:
+        self.objects.close()
+        self.out.close()
+
+
+def _add_members(files: list[Source], i: int, objects: "_Objects", layouts: "_Layouts",
+                 writer: "_BlockWriter") -> int:
+    """Append the rows of the members ``files[i:]`` of one object that share a known layout, all in a few
+    numpy operations (a batch object holds up to 64 results alike); how many were taken (0: none, the
+    caller reads ``files[i]`` alone). The bytes outside the rows are checked against the layout member
+    by member, as :meth:`_Layouts.match` does; the first that differs ends the run."""
+    first = files[i]
+    assert isinstance(first, Member)
+    layout, size = layouts.by_size.get(first.size), first.size
+    if layout is None or size > SMALL_FILE_BYTES or not objects.whole_of(first):
+        return 0
+    j = i + 1
+    while j < len(files) and j - i < 4096:
+        m = files[j]
+        if not (isinstance(m, Member) and m.path == first.path and m.size == size):
+            break
+        j += 1
+    if j - i < 2:
+        return 0
+    buf = np.frombuffer(objects.whole, dtype=np.uint8)
+    at = np.fromiter((files[k].at for k in range(i, j)), dtype=np.int64, count=j - i)  # type: ignore[union-attr]
+    if at.min() < 0 or int(at.max()) + size > len(buf):
+        return 0
+    if (np.diff(at) == size).all():  # back to back, as the child writes them: a view, no copy
+        grid = buf[int(at[0]) : int(at[0]) + len(at) * size].reshape(len(at), size)
+    else:  # junk between them (a child killed mid-write), or given out of order
+        grid = buf[at[:, None] + np.arange(size)]  # one row of bytes per member
+    same = np.ones(len(at), dtype=bool)
+    for start, piece in layout.pieces:
+        same &= (grid[:, start : start + len(piece)] == np.frombuffer(piece, dtype=np.uint8)).all(axis=1)
+    taken = len(at) if same.all() else int(np.argmin(same))
+    if taken == 0:
+        return 0
+    rows = np.ascontiguousarray(grid[:taken, layout.offset : layout.offset + layout.nbytes]).view(layout.dtype)
+    writer.add(f"{first.path} (subproblems {first.sub}…)", rows.reshape((taken * layout.shape[0],) + layout.shape[1:]))
+    return taken
 
 
 class _Objects:
@@ -108,6 +197,11 @@ class _Objects:
 
     def __init__(self) -> None:
         self.path, self.fd, self.whole = "", -1, b""
+
+    def whole_of(self, member: Member) -> bytes:
+        """The bytes of ``member``'s object if it is read whole (b"" if it is too large for that)."""
+        self.read(member) if member.path != self.path else None
+        return self.whole
 
     def read(self, member: Member) -> bytes:
         if member.path != self.path:

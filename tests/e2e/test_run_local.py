@@ -159,3 +159,20 @@ def _queue_password(home: Path) -> str:
     with sqlite3.connect(home / "ledger.db") as con:
         spec = con.execute("select spec from resources where kind='cache'").fetchone()[0]
     return json.loads(spec)["password"]
+
+
+def test_the_builtin_combine_happens_as_results_arrive(mcc_home: Path, make_project) -> None:
+    """Nothing left to combine at the end: the manager appended each chunk as the chunks before it were done,
+    and its log says how many were left for the end (at most the last claims of the two workers)."""
+    import re
+
+    project = make_project(120, body="time.sleep(0.01)", toml="workers = 2\nchunk_size = 3\n")
+    out = mcc_json("run", str(project), home=mcc_home)
+    assert out["state"] == "completed"
+    assert_exactly_once(out["result"], 120)
+    assert np.array_equal(combined_rows(out["result"])[:, 0], np.arange(120.0))  # in point order
+    log = "".join(p.read_text() for p in (project / "results" / out["run_id"] / "logs").glob("manager-*.log"))
+    found = re.search(r"combined (\d+) results as they came, (\d+) at the end", log)
+    assert found, log[-3000:]
+    as_they_came, at_end = map(int, found.groups())
+    assert as_they_came + at_end == 40 and as_they_came >= 20, found.group(0)
