@@ -6,14 +6,17 @@ redis-server as its queue. For each fleet size N the manager seeds the queue, la
 instances (one RunInstances, N instance records in the bucket: start-up, not counted), and then
 ``Manager.tick()`` runs TICKS times. Before every tick each of the N workers, on a Redis connection of its
 own, heartbeats and acks one subproblem while claiming the next (as real workers do, through
-``mcc.work.queue``), so every tick has fresh queue events to journal, N live instances to check and progress
-to publish. Also reported per tick: the manager's CPU (the tick's thread time) and redis-server's (INFO cpu).
+``mcc.work.queue``; the ack carries the key of the batch object it stored first, through a client of its
+own), so every tick has fresh queue events to journal, N live instances to check, progress to publish
+and N results for the manager's incremental combine to fetch and append. Also reported per tick: the manager's CPU (the tick's thread time) and redis-server's (INFO cpu).
 
 Counted per tick: every botocore API call of the manager's clients (the S3 client of its store and
 the EC2 client of its fleet), with a ``before-call`` hook registered on each client's
 ``meta.events``; cross-checked against the requests the proxy forwarded to moto in the same tick
-(so a call made through a client without the hook, or retried, would show). Target: the counts at
-10 and 100 workers are equal (O(1) in the number of workers).
+(so a call made through a client without the hook, or retried, would show). The GETs of result objects
+(``results/``: the incremental combine fetching each acked batch once) are counted apart: they are one
+per acked batch by design, the results having to reach the manager. Target: the supervision counts
+(all the others) at 10 and 100 workers are equal (O(1) in the number of workers).
 
 Also checked: the manager's CPU per tick at the larger size is at most CPU_TARGET (its one
 DescribeInstances asks only for workers that are not running, so it does not parse the whole fleet), and a
@@ -124,8 +127,12 @@ def measure(n_workers: int, proxy: Any, server: Any, root: Path) -> dict[str, An
         manager.launched_at[wid] = time.time()
 
     calls: Counter[str] = Counter()
+    fetched: Counter[str] = Counter()
 
-    def count(model: Any, **_: Any) -> None:
+    def count(model: Any, params: Any = None, **_: Any) -> None:
+        if model.name == "GetObject" and "/results/" in str((params or {}).get("url_path", "")):
+            fetched["results"] += 1
+            return
         calls[f"{model.service_model.service_name}:{model.name}"] += 1
 
     clients = [store.s3, *manager.fleet.ctx._clients.values()]  # every client the manager has made
@@ -134,12 +141,18 @@ def measure(n_workers: int, proxy: Any, server: Any, root: Path) -> dict[str, An
     queues = {wid: Queue(server.client(), run_id) for wid in workers}  # one connection per worker, as on EC2
     held: dict[str, list[int]] = {wid: [] for wid in workers}
     per_tick: list[dict[str, Any]] = []
+    workers_store = open_store(f"s3://{bucket}/runs/{run_id}")  # the workers' own client: not counted
     try:
-        for _ in range(TICKS):
-            for wid in workers:  # each worker heartbeats, acks what it held and claims one more
+        for tick in range(TICKS):
+            for wid in workers:  # each worker heartbeats, stores its batch, acks it and claims one more
                 queues[wid].heartbeat(wid, held[wid], spec.lease_seconds)
-                held[wid] = queues[wid].ack_and_claim(wid, held[wid], 1, spec.lease_seconds)[1]
+                key = None
+                if held[wid]:
+                    key = f"results/{wid}-b7-{tick:06d}.pack"
+                    workers_store.put_bytes(key, batch_object(root, held[wid]))
+                held[wid] = queues[wid].ack_and_claim(wid, held[wid], 1, spec.lease_seconds, key=key)[1]
             calls.clear()
+            fetched.clear()
             proxy.reset_counts()
             redis_before = redis_cpu(server)
             t0, cpu0 = time.perf_counter(), time.thread_time()
@@ -147,7 +160,8 @@ def measure(n_workers: int, proxy: Any, server: Any, root: Path) -> dict[str, An
             seconds, cpu = time.perf_counter() - t0, time.thread_time() - cpu0
             if failure:
                 raise RuntimeError(f"the manager's tick failed the run: {failure}")
-            per_tick.append({"hooked": sum(calls.values()), "proxy": proxy.count(), "calls": dict(calls),
+            per_tick.append({"hooked": sum(calls.values()), "fetched": fetched["results"],
+                             "proxy": proxy.count() - fetched["results"], "calls": dict(calls),
                              "seconds": seconds, "cpu_s": cpu, "redis_cpu_s": redis_cpu(server) - redis_before,
                              "alive": manager.alive_workers})
         alive = manager.alive_workers
@@ -166,9 +180,30 @@ def measure(n_workers: int, proxy: Any, server: Any, root: Path) -> dict[str, An
     return {"workers": n_workers, "alive": alive, "noticed": noticed, "ticks": per_tick,
             "hooked": statistics.median(t["hooked"] for t in per_tick),
             "proxy": statistics.median(t["proxy"] for t in per_tick),
+            "fetched": statistics.median(t["fetched"] for t in per_tick),
+            "appended": manager.incremental.appended if manager.incremental is not None else 0,
             "calls": per_tick[-1]["calls"], "tick_s": statistics.median(t["seconds"] for t in per_tick),
             "cpu_s": statistics.median(t["cpu_s"] for t in per_tick),
             "redis_cpu_s": statistics.median(t["redis_cpu_s"] for t in per_tick)}
+
+
+def batch_object(root: Path, subs: list[int]) -> bytes:
+    """The batch object a worker stores for one-point subproblems ``subs`` (a no-op entry: row = [point])."""
+    import numpy as np
+
+    from mcc.remote.results import ResultWriter
+    from mcc.remote.worker import _write_result
+    from mcc.work import pack
+
+    path = root / f"batch-{uuid.uuid4().hex}.pack"
+    writer = ResultWriter(_write_result)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        pack.seal(fd, [(s, None, *writer.append(fd, np.array([[float(s)]]), s, 1, root / "scratch")) for s in subs])
+        return path.read_bytes()
+    finally:
+        os.close(fd)
+        path.unlink()
 
 
 def redis_cpu(server: Any) -> float:
@@ -228,5 +263,8 @@ def run(size: int | None, ctx: Context) -> list[Row]:
               f"target ≤ {CPU_TARGET * 1000:.0f} ms: {'yes' if cpu_ok else 'NO'}) and redis-server's "
               f"{small['redis_cpu_s'] * 1000:.0f} ms "
               f"vs {large['redis_cpu_s'] * 1000:.0f} ms per tick; {big} worker connections heartbeat, ack and claim "
-              f"before every tick",
+              f"before every tick; apart from these, the incremental combine fetched {small['fetched']:g} vs "
+              f"{large['fetched']:g} result objects per tick (one per acked batch, in its download threads: outside "
+              f"the thread time above) and had appended "
+              f"{small['appended']} and {large['appended']} results by the last tick",
         data={"small": small, "large": large})]

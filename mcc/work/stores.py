@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
 from mcc.work import atomic
+
+STREAM_MAX_BYTES = 64 * 2**20  # S3Store.get_file: objects up to this size in one streamed GET
 
 
 class Store(Protocol):
@@ -129,13 +132,24 @@ class S3Store:
             atomic.unlink_quietly(path)
 
     def get_file(self, key: str, dest: Path) -> bool:
-        """Download to a temporary name beside ``dest``, then rename; False when the key does not exist."""
-        if not self.exists(key):
-            return False
+        """Download to a temporary name beside ``dest``, then rename; False when the key does not exist.
+
+        One GET streamed to the file (a manager fetches one small batch object per acked batch); an object
+        past ``STREAM_MAX_BYTES`` goes through boto3's parallel ranged download instead."""
         try:
             with atomic.replacing(dest) as tmp:
-                self._call(self.s3.download_file, self.bucket, self._key(key), str(tmp))
-        except self._missing:  # deleted between exists() and the download
+                reply = self._call(self.s3.get_object, Bucket=self.bucket, Key=self._key(key))
+                body = reply["Body"]
+                try:
+                    if reply.get("ContentLength", 0) > STREAM_MAX_BYTES:
+                        body.close()
+                        self._call(self.s3.download_file, self.bucket, self._key(key), str(tmp))
+                    else:
+                        with open(tmp, "wb") as fh:
+                            shutil.copyfileobj(body, fh, 1 << 20)
+                finally:
+                    body.close()
+        except self._missing:
             return False
         return True
 
