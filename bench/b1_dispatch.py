@@ -98,10 +98,10 @@ def mcc_dispatch(ctx: Context, n: int, chunk: int | str = "auto", workers: int =
 
 
 def pool_map(ctx: Context, n: int, fn: Any = workloads.noop, repeats: int = 3, workers: int = WORKERS,
-             offset: int = 0) -> dict[str, Any]:
+             offset: int = 0, chunksize: int | None = None) -> dict[str, Any]:
     """multiprocessing.Pool(workers).map over the same points (``offset``.. ``offset + n``): warm pool,
-    median of ``repeats``."""
-    key = ("pool-map", n, fn.__name__, repeats, workers, offset)
+    median of ``repeats``; ``chunksize`` as Pool.map takes it (None: its default, 4 tasks per process)."""
+    key = ("pool-map", n, fn.__name__, repeats, workers, offset, chunksize)
     if key in ctx.cache:
         return ctx.cache[key]
     pts = workloads.points(offset + n)[offset:].tolist()
@@ -112,12 +112,13 @@ def pool_map(ctx: Context, n: int, fn: Any = workloads.noop, repeats: int = 3, w
         times = []
         for _ in range(repeats):
             t = time.perf_counter()
-            rows = pool.map(fn, pts)
+            rows = pool.map(fn, pts, chunksize)
             times.append(time.perf_counter() - t)
         assert len(rows) == n
     out = {"points": n, "seconds": median(times), "all_seconds": times, "rate": n / median(times),
            "pool_startup_s": startup}
-    ctx.log(f"Pool.map: {n:,} points → {out['rate']:,.0f} pts/s (median of {repeats}: {out['seconds']:.3f} s)")
+    ctx.log(f"Pool.map (chunksize {chunksize or 'default'}): {n:,} points → {out['rate']:,.0f} pts/s "
+            f"(median of {repeats}: {out['seconds']:.3f} s)")
     ctx.cache[key] = out
     return out
 
@@ -215,6 +216,7 @@ def run(size: int | None, ctx: Context) -> list[Row]:
     auto = mcc_dispatch(ctx, n, "auto")
     one = mcc_dispatch(ctx, n, 1)
     pool = pool_map(ctx, n)
+    pool1 = pool_map(ctx, n, chunksize=1)
     rq_ = rq_dispatch(ctx, min(n, RQ_MAX_JOBS))
     create_us = file_create_us()
     rows = []
@@ -244,6 +246,14 @@ def run(size: int | None, ctx: Context) -> list[Row]:
             fmt_rate(m["rate"]), f"Pool.map: {fmt_rate(pool['rate'])}",
             fmt_ratio(vs_pool) + (f" (1/{1 / vs_pool:.1f})" if vs_pool < 1 else ""),
             "≥ 1/6 of Pool.map", vs_pool >= 1 / 6, data={"mcc": m, "pool": pool}))
+        if label:  # one point per task on both sides: the dispatch rates compared
+            vs_pool1 = m["rate"] / pool1["rate"]
+            rows.append(Row(
+                "B1/c1·pool1", "same run vs Pool(2).map(fn, points, chunksize=1): one point per task (warm pool, "
+                               "median of 3)",
+                fmt_rate(m["rate"]), f"Pool.map, chunksize 1: {fmt_rate(pool1['rate'])}",
+                fmt_ratio(vs_pool1) + (f" (1/{1 / vs_pool1:.1f})" if vs_pool1 < 1 else ""),
+                "≥ ½ of Pool.map at one point per task", vs_pool1 >= 0.5, data={"mcc": m, "pool": pool1}))
         dask = dask_dispatch(ctx, n, m["chunk"])
         if "rate" in dask:
             rows.append(Row(

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -153,6 +154,8 @@ def mcc_run(ctx: Context, n: int, entry: str = SPIN_20MS, rows_per_point: int = 
         with h5py.File(out["result"], "r") as fh:
             first_column = fh["data"][:, 0]
         np.testing.assert_array_equal(np.sort(first_column), np.repeat(np.arange(n, dtype=float), rows_per_point))
+        manager_log = "".join(p.read_text() for p in (project / "results" / out["run_id"] / "logs").glob("manager-*.log"))
+        combined_at_end = re.search(r"combined (\d+) results as they came, (\d+) at the end", manager_log)
         events = []
         for seg in sorted((home / "buckets" / out["run_id"] / "journal").glob("*.jsonl")):
             events += [json.loads(line) for line in seg.read_text().splitlines() if line.strip()]
@@ -163,6 +166,8 @@ def mcc_run(ctx: Context, n: int, entry: str = SPIN_20MS, rows_per_point: int = 
         "startup_s": min(claims) - t0, "finish_s": t1 - max(acks), "subproblems": len(acks),
         "workers": len({e["worker"] for e in events if e["type"] == "claimed"}),
         "cpu_in_window_s": sampler.between(min(claims), max(acks)),
+        "combined_as_they_came": int(combined_at_end.group(1)) if combined_at_end else None,
+        "combined_at_end": int(combined_at_end.group(2)) if combined_at_end else None,
     }
     first: dict[str, float] = {}
     last: dict[str, float] = {}

@@ -10,6 +10,11 @@ against the baseline, a raw h5py copy of the same bytes stored as one dataset (r
 Peak memory is reported as the peak RSS (VmHWM) over the RSS before the call (the interpreter,
 numpy and h5py already loaded). Each side runs three times, interleaved; the medians are compared.
 
+B6/end — the end of a real run: ``mcc run`` of N no-op points at chunk size 1 (N subproblems, 2 workers;
+B3's ``mcc_run``); timed: the last ack (the queue's own clock) → the command's exit, which holds what
+was left to combine (the manager's log says how many results it appended as they came and how many at
+the end), the collect of the combined file and the teardown. Target: ≤ 1 s at 10,000 subproblems.
+
 Size: the number of subproblems.
 """
 from __future__ import annotations
@@ -130,8 +135,23 @@ def measure(ctx: Context, n_files: int) -> dict[str, Any]:
     return out
 
 
+def end_of_run(ctx: Context, n: int) -> Row:
+    """B6/end: last ack → exit of a whole run at chunk size 1 (the incremental combine's leftover)."""
+    from bench.b3_efficiency import mcc_run
+    from bench.harness import NOOP_ENTRY
+
+    m = mcc_run(ctx, n, entry=NOOP_ENTRY, chunk=1)
+    came, left = m["combined_as_they_came"], m["combined_at_end"]
+    return Row("B6/end", f"`mcc run` of {n:,} no-op points at chunk 1 ({m['subproblems']:,} subproblems), 2 workers: "
+                         f"last ack → exit (what is left to combine, collect, teardown)",
+               fmt_s(m["finish_s"]), "—", "—", "≤ 1 s at 10,000 subproblems", m["finish_s"] <= 1.0,
+               notes=f"the manager appended {came} results as they came, {left} at the end; "
+                     f"compute window {fmt_s(m['compute_s'])}, start-up {fmt_s(m['startup_s'])}", data=m)
+
+
 def run(size: int | None, ctx: Context) -> list[Row]:
     n = size or DEFAULT_SIZE
+    end = end_of_run(ctx, n)
     m = measure(ctx, n)
     c, r = m["combine"], m["raw"]
     ratio = m["combine_rate_mb_s"] / m["raw_rate_mb_s"]
@@ -148,6 +168,7 @@ def run(size: int | None, ctx: Context) -> list[Row]:
             notes=f"peak RSS +{c['peak_rss_mb'] - c['rss_before_mb']:.0f} MB over {c['rss_before_mb']:.0f} MB "
                   f"(raw copy +{r['peak_rss_mb'] - r['rss_before_mb']:.0f} MB); {per_file_us:.0f} µs per subproblem",
             data=m),
+        end,
     ]
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -148,17 +149,16 @@ class IncrementalCombine:
         self.next = 0  # chunks before this one are appended (or dead)
         self.appended = 0
 
-    def step(self, limit: int = WINDOW) -> int:
-        """Append the chunks now settled at the front; how many were looked past."""
-        start = self.next
+    def step(self, budget_s: float = 0.1) -> int:
+        """Append the chunks now settled at the front, for about ``budget_s`` at most (the rest at the next
+        tick: a tick stays short); how many chunks were looked past."""
+        start, began = self.next, time.monotonic()
         while self.next < self.base:
-            ids = list(range(self.next, min(self.next + limit, self.base)))
+            ids = list(range(self.next, min(self.next + WINDOW, self.base)))
             states = self.q.settled(ids)
             ready = self._ready(ids, states)
             self._append(ready)
-            if len(ready) < len(ids):  # stopped at one not settled yet
-                break
-            if self.next - start >= limit:  # enough for one tick; the rest the next
+            if len(ready) < len(ids) or time.monotonic() - began > budget_s:  # one not settled yet, or time's up
                 break
         return self.next - start
 

@@ -236,7 +236,7 @@ class Manager:
         try:
             if self.incremental is None:
                 self.incremental = IncrementalCombine(self.results, self.q, self.rt.workdir / "combined.h5.part")
-            self.incremental.step()
+            self.incremental.step(budget_s=self.spec.tick_seconds)
         except Exception:
             self.log.warning("incremental combine stopped; the end of the run combines everything:\n%s",
                              traceback.format_exc())
