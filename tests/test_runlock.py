@@ -51,3 +51,23 @@ def test_clean_refuses_a_run_another_process_drives(tmp_path: Path, monkeypatch)
         holder.kill()
         holder.wait(timeout=30)
     assert api.clean(run.id, home=home)["deleted"] == []
+
+
+def test_a_holder_caught_between_its_flock_and_its_name_is_still_named(tmp_path: Path) -> None:
+    """Two resumes at once: the loser may look while the winner holds the flock but has not written who it is."""
+    import fcntl
+    import json
+    import os
+    import threading
+
+    (tmp_path / "locks").mkdir()
+    fd = os.open(tmp_path / "locks" / "r-1.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held, the file still empty
+    late = threading.Timer(0.2, lambda: os.pwrite(fd, json.dumps({"pid": 4242, "host": "h"}).encode(), 0))
+    late.start()
+    try:
+        with pytest.raises(RunBusy, match="pid 4242 on host h"):
+            RunLock(tmp_path, "r-1").acquire()
+    finally:
+        late.join()
+        os.close(fd)

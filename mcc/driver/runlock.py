@@ -62,11 +62,19 @@ class RunLock:
         self.release()
 
 
-def _holder(fd: int) -> dict[str, object]:
-    try:
-        return json.loads(os.pread(fd, 4096, 0) or b"{}")
-    except (OSError, ValueError):
-        return {}
+def _holder(fd: int, wait_s: float = 1.0) -> dict[str, object]:
+    """Who holds the lock, as it wrote itself into the file. It writes right after its flock succeeds, so
+    a file still empty (or half written) is read again for up to ``wait_s`` (seen: "pid ?" when two
+    resumes started together)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            holder = json.loads(os.pread(fd, 4096, 0) or b"{}")
+        except (OSError, ValueError):
+            holder = {}
+        if "pid" in holder or time.monotonic() > deadline:
+            return holder
+        time.sleep(0.02)
 
 
 def _argv() -> list[str]:
