@@ -108,7 +108,7 @@ def measure(ctx: Context, n_files: int) -> dict[str, Any]:
             path = parts / f"w-b6-{start // BATCH:06d}.pack"
             fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
             try:
-                placed = [(i, None, *writer.append(fd, data[i * ROWS:(i + 1) * ROWS], i * ROWS, ROWS, root / "scratch"))
+                placed = [(i, None, *writer.append(fd, data[i * ROWS:(i + 1) * ROWS], i * ROWS, ROWS, lambda: root / "scratch"))
                           for i in range(start, min(start + BATCH, n_files))]
                 pack.seal(fd, placed)
             finally:

@@ -199,7 +199,7 @@ def batch_object(root: Path, subs: list[int]) -> bytes:
     writer = ResultWriter(_write_result)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        pack.seal(fd, [(s, None, *writer.append(fd, np.array([[float(s)]]), s, 1, root / "scratch")) for s in subs])
+        pack.seal(fd, [(s, None, *writer.append(fd, np.array([[float(s)]]), s, 1, lambda: root / "scratch")) for s in subs])
         return path.read_bytes()
     finally:
         os.close(fd)

@@ -25,6 +25,7 @@ import sys
 import threading
 import time
 import traceback
+from collections import deque
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, Pipe
 from pathlib import Path
@@ -39,6 +40,7 @@ from mcc.work import pack
 
 STDERR_TAIL = 20_000
 FLUSH_SECONDS = 1.0  # the child sends its finished rows to the parent at most this often
+GROUP_SECONDS = 0.05  # outcomes of subproblems finished within this long of each other go in one message
 WATCHDOG_GRACE = 15.0  # seconds past point_timeout before a point that ignores SIGALRM is killed
 _SCALARS = frozenset({float, int, bool, np.float64, np.float32, np.int64, np.int32})
 _IDLE = -1  # status word: no subproblem
@@ -129,8 +131,9 @@ class ComputeChild:
                  writer: ResultWriter, stop: threading.Event) -> None:
         self.spec, self.points, self.fn, self.workdir = spec, points, fn, workdir
         self.writer, self.stop = writer, stop
-        self.status = memoryview(mmap.mmap(-1, 8)).cast("q")  # the running point's index, or _IDLE
-        self.status[0] = _IDLE
+        # [the running point's index, or _IDLE/_BUSY; the subproblem being computed, or -1]
+        self.status = memoryview(mmap.mmap(-1, 16)).cast("q")
+        self.status[0], self.status[1] = _IDLE, -1
         self.pid: int | None = None
         self.conn: Connection | None = None
         timeout = spec.point_timeout  # None: no limit, no watchdog (a silent worker still loses its lease)
@@ -184,11 +187,18 @@ class ComputeChild:
         assert conn is not None
         period = 0.5 if self.limit is None else min(0.5, max(self.limit / 4, 0.02))
         seen, since, watchdog = _IDLE, clock(), None
+        inbox: deque[Any] = deque()  # messages the child sent together, not yet handled
         while todo:
-            try:
-                msg = conn.recv() if conn.poll(period) else None
-            except (EOFError, OSError):
-                break  # the child died
+            if inbox:
+                msg = inbox.popleft()
+            else:
+                try:
+                    msg = conn.recv() if conn.poll(period) else None
+                except (EOFError, OSError):
+                    break  # the child died (only ever with the inbox empty: what it sent is handled first)
+                if msg is not None and msg[0] == "many":
+                    inbox.extend(msg[1])
+                    msg = inbox.popleft()
             if self.stop.is_set():
                 self.close()
                 raise Preempted
@@ -221,16 +231,19 @@ class ComputeChild:
                 os.kill(self.pid, signal.SIGKILL)  # type: ignore[arg-type]
         else:
             return
-        running = int(status[0])
+        running, current = int(status[0]), int(status[1])
         wait_status = self._reap()
         if self.stop.is_set():
             raise Preempted
         reason = death_reason(wait_status, watchdog, oom_before)
-        sub, first, n = todo[0]
         if running == _IDLE:
             raise _Lost(reason)
+        # the subproblem it died in; those before it in todo were finished, but their outcomes were still
+        # waiting to be sent (_Outbox): the next child computes them again
+        at = next((k for k, task in enumerate(todo) if task[0] == current), 0)
+        sub, first, n = todo[at]
         if not first <= running < first + n:
-            todo.pop(0)
+            todo.pop(at)
             carries.pop(sub, None)
             yield sub, ChunkFailed(f"the compute process {reason} between points")
             return
@@ -243,7 +256,7 @@ class ComputeChild:
         if self.conn is not None:
             self.conn.close()
             self.conn = None
-        self.status[0] = _IDLE
+        self.status[0], self.status[1] = _IDLE, -1
         return wait_status
 
     def close(self) -> None:
@@ -296,28 +309,30 @@ class ComputeChild:
             except EOFError:
                 return
             fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)  # a child before this one may have begun it
+            out = _Outbox(conn)
             try:
                 for sub, first, n, carry in batch:
-                    self.status[0] = _BUSY
+                    self.status[0], self.status[1] = _BUSY, sub
                     try:
                         if self.fn is not None:
-                            outcome = self._function_points(conn, sub, first, n, carry or Carry(), fd)
+                            outcome = self._function_points(out, sub, first, n, carry or Carry(), fd)
                         else:
-                            outcome = self._script_points(conn, sub, first, n, carry or Carry(), fd)
+                            outcome = self._script_points(out, sub, first, n, carry or Carry(), fd)
                     except ChunkFailed as exc:
-                        conn.send(("chunk_failed", sub, exc.reason))
+                        out.send(("chunk_failed", sub, exc.reason))
                     except OSError as exc:  # writing the result (a full disk): the parent decides
-                        conn.send(("oserror", sub, exc.errno or 0, exc.filename or path))
+                        out.send(("oserror", sub, exc.errno or 0, exc.filename or path))
                     else:
-                        conn.send(("done", sub, outcome.member, outcome.failed))
+                        out.post(("done", sub, outcome.member, outcome.failed))
                     self.status[0] = _IDLE
             finally:
+                out.close()
                 os.close(fd)
 
     def _part(self, sub: int) -> Path:
         return self.workdir / f"{sub:07d}.{os.getpid()}.h5.part"
 
-    def _function_points(self, conn: Connection, sub: int, first: int, n: int, carry: Carry, fd: int) -> Outcome:
+    def _function_points(self, conn: "_Outbox", sub: int, first: int, n: int, carry: Carry, fd: int) -> Outcome:
         """Call the entry on each point; a point that raises, times out or returns something that is
         not rows fails alone. The point timeout is one interval timer per subproblem, re-armed only
         when it fires during a point that has not yet run for ``point_timeout``. Flat rows (a list or
@@ -378,14 +393,14 @@ class ComputeChild:
         if failed and n == 1:
             return Outcome(None, failed)
         kept = [i for i in range(first, first + n) if i not in failed]
-        part = self._part(sub)
         try:
             data = stack_rows(rows, kept, target) if rows else None
         except ValueError as exc:
             raise ChunkFailed(str(exc)) from None
         counts = [1 if type(r) is tuple else len(r) for r in rows]
         if not failed and len(set(counts)) <= 1:  # the common case: no file of its own
-            return Outcome(self.writer.append(fd, data, first, n, part), failed)  # type: ignore[arg-type]
+            return Outcome(self.writer.append(fd, data, first, n, lambda: self._part(sub)), failed)  # type: ignore[arg-type]
+        part = self._part(sub)
         if not failed:
             self.writer.write(part, data, first, n)  # type: ignore[arg-type]
             add_row_counts(part, counts)
@@ -393,7 +408,7 @@ class ComputeChild:
             write_partial(part, data, first, n, sorted(failed), counts)
         return Outcome(pack.append_file(fd, part), failed)
 
-    def _script_points(self, conn: Connection, sub: int, first: int, n: int, carry: Carry, fd: int) -> Outcome:
+    def _script_points(self, conn: "_Outbox", sub: int, first: int, n: int, carry: Carry, fd: int) -> Outcome:
         """Run the script once per point, appending to one file. A point that fails (non-zero exit,
         killed, timed out) fails alone: the file is put back as it was before that point."""
         spec = self.spec
@@ -448,6 +463,49 @@ class ComputeChild:
         elif part.exists():
             add_row_counts(part, counts)
         return Outcome(pack.append_file(fd, part) if part.exists() else None, failed)
+
+
+class _Outbox:
+    """The child's messages to the parent: outcomes of quick subproblems go together (a message per
+    one-point subproblem cost as much as computing it), none waiting longer than ``GROUP_SECONDS``
+    (a thread of the child sends what a long point would keep waiting); anything else goes at once,
+    after what is waiting (the parent takes outcomes in order)."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn, self.waiting, self.oldest = conn, [], 0.0
+        self.lock = threading.Lock()
+        self.closed = threading.Event()
+        threading.Thread(target=self._sender, daemon=True).start()
+
+    def post(self, msg: Any) -> None:
+        with self.lock:
+            if not self.waiting:
+                self.oldest = time.monotonic()
+            self.waiting.append(msg)
+
+    def send(self, msg: Any) -> None:
+        with self.lock:
+            self.waiting.append(msg)
+            self._flush()
+
+    def flush(self) -> None:
+        with self.lock:
+            self._flush()
+
+    def close(self) -> None:
+        self.flush()
+        self.closed.set()
+
+    def _flush(self) -> None:
+        if self.waiting:
+            self.conn.send(self.waiting[0] if len(self.waiting) == 1 else ("many", self.waiting))
+            self.waiting = []
+
+    def _sender(self) -> None:
+        while not self.closed.wait(GROUP_SECONDS / 2):
+            with self.lock:
+                if self.waiting and time.monotonic() - self.oldest >= GROUP_SECONDS:
+                    self._flush()
 
 
 def _die_with_parent() -> None:

@@ -153,17 +153,18 @@ class ResultWriter:
             os.close(fd)
         self.rendered += 1
 
-    def append(self, fd: int, data: np.ndarray, first: int, n: int, scratch: Path) -> tuple[int, int]:
+    def append(self, fd: int, data: np.ndarray, first: int, n: int, scratch: Callable[[], Path]) -> tuple[int, int]:
         """The result file of these rows, written at the end of the open batch object ``fd``:
-        rendered from the shape's template straight into the object, else through HDF5 at ``scratch``
+        rendered from the shape's template straight into the object, else through HDF5 at ``scratch()``
         and copied in. (offset, size) of the member."""
         key = (data.shape, data.dtype.str, np.asarray(first).dtype.str, np.asarray(n).dtype.str)
         template = self.templates.get(key)
         if template:
             self.rendered += 1
             return pack.append(fd, template.parts(data, first, n))
-        self.write(scratch, data, first, n)
-        return pack.append_file(fd, scratch)
+        path = scratch()
+        self.write(path, data, first, n)
+        return pack.append_file(fd, path)
 
 
 def merge_partial(partial: Path, recovered: dict[int, Path], out: Path) -> Path | None:

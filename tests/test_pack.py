@@ -24,7 +24,7 @@ def _object(tmp: Path, name: str, rows: dict[int, np.ndarray], junk: bytes = b""
         placed = []
         for sub, data in rows.items():
             os.write(fd, junk)
-            placed.append((sub, None, *writer.append(fd, data, sub * len(data), len(data), tmp / "scratch")))
+            placed.append((sub, None, *writer.append(fd, data, sub * len(data), len(data), lambda: tmp / "scratch")))
         pack.seal(fd, placed)
     finally:
         os.close(fd)
@@ -80,7 +80,7 @@ def test_copy_sealed_keeps_only_the_members_named(tmp_path: Path) -> None:
     src = tmp_path / "filling.part"
     writer = ResultWriter(_write_result)
     fd = os.open(src, os.O_WRONLY | os.O_CREAT, 0o644)
-    placed = [(s, None if s != 1 else (5,), *writer.append(fd, np.full((2, 2), float(s)), 2 * s, 2, tmp_path / "x"))
+    placed = [(s, None if s != 1 else (5,), *writer.append(fd, np.full((2, 2), float(s)), 2 * s, 2, lambda: tmp_path / "x"))
               for s in range(3)]
     os.close(fd)
     pack.copy_sealed(src, placed[1:], tmp_path / "copy.pack")
