@@ -44,11 +44,15 @@ POINTS_PY = "def get_points():\n    return [[float(i), i * 0.5, 0.0] for i in ra
 
 class CpuSampler(threading.Thread):
     """CPU seconds (user + system) of a process tree, sampled every 0.2 s from /proc: which part of
-    the machine mcc's own processes (``mcc run``, manager, redis-server) take from the workers."""
+    the machine mcc's own processes (``mcc run``, manager, redis-server) take from the workers.
 
-    def __init__(self, root_pid: int) -> None:
+    The tree is the command's descendants and every process whose environment has ``MCC_HOME=home``:
+    the local fleet starts its workers in sessions of their own, reparented away from the manager."""
+
+    def __init__(self, root_pid: int, home: Path | None = None) -> None:
         super().__init__(daemon=True)
         self.root = root_pid
+        self.marker = None if home is None else f"MCC_HOME={home}".encode()
         self.samples: list[tuple[float, dict[str, float]]] = []
         self.done = threading.Event()
 
@@ -72,7 +76,8 @@ class CpuSampler(threading.Thread):
                 continue
             parent[int(entry)] = int(fields[1])
             cpu[int(entry)] = (int(fields[11]) + int(fields[12])) / TICKS
-        tree, frontier = {self.root}, [self.root]
+        tree = {self.root} | {pid for pid in cpu if self.marker is not None and self._marked(pid)}
+        frontier = list(tree)
         while frontier:
             pid = frontier.pop()
             for child, ppid in parent.items():
@@ -85,11 +90,23 @@ class CpuSampler(threading.Thread):
             out[f"{role}:{pid}"] = cpu.get(pid, 0.0)
         return out
 
+    def _marked(self, pid: int) -> bool:
+        try:
+            return self.marker in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")  # type: ignore[operator]
+        except OSError:
+            return False
+
     def between(self, start: float, end: float) -> dict[str, float]:
         """CPU seconds per role (workers, manager, mcc run, redis-server) used from ``start`` to ``end``."""
         def at(t: float) -> dict[str, float]:
-            best = min(self.samples, key=lambda s: abs(s[0] - t), default=(t, {}))
-            return best[1]
+            """Each process's CPU as last sampled by ``t`` (one that exited since keeps its last figure: the
+            workers exit right after the last ack, often before the sample nearest to it)."""
+            seen: dict[str, float] = {}
+            for when, values in self.samples:
+                if when > t + 0.1 and seen:
+                    break
+                seen.update(values)
+            return seen
         a, b = at(start), at(end)
         roles: dict[str, float] = {}
         for key, value in b.items():
@@ -136,7 +153,7 @@ def mcc_run(ctx: Context, n: int, entry: str = SPIN_20MS, rows_per_point: int = 
         proc = subprocess.Popen([sys.executable, "-m", "mcc.cli", "run", str(project), "--json"], env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
                                 start_new_session=True)
-        sampler = CpuSampler(proc.pid)
+        sampler = CpuSampler(proc.pid, home)
         sampler.start()
         try:
             stdout, stderr = proc.communicate(timeout=max(600, n * SECONDS_PER_POINT * 5))
