@@ -122,7 +122,7 @@ class Worker:
         self.child.close()
         try:  # results already computed are stored and acked, not handed back
             self._flush_acks(whole=True)
-        except (redis.ConnectionError, redis.TimeoutError):
+        except (redis.ConnectionError, redis.TimeoutError, Preempted):
             pass
         self._hand_back()
         self.batch.unlink(missing_ok=True)
@@ -146,16 +146,26 @@ class Worker:
         subproblem is computed between the two, so there are no new members then."""
         if not self.members:
             return self.acks_key
-        if whole:
-            key = self._next_key()
-            fd = os.open(self.batch, os.O_WRONLY)
-            try:
-                pack.seal(fd, self.members)
-            finally:
-                os.close(fd)
-            self.rt.store.put_file(key, self.batch, move=True)
-        else:
-            key = self._store_copy(self.members)
+        try:
+            if whole:
+                key = self._next_key()
+                fd = os.open(self.batch, os.O_WRONLY)
+                try:
+                    pack.seal(fd, self.members)
+                finally:
+                    os.close(fd)
+                self.rt.store.put_file(key, self.batch, move=True)
+            else:
+                key = self._store_copy(self.members)
+        except OSError as exc:
+            if not is_no_space(exc):
+                raise
+            self.log.error("no space left on the device (%s): the results of %d subproblem(s) could not be "
+                           "stored; handing them and my other leases back without spending an attempt, and "
+                           "exiting", exc.filename or exc, len(self.members))
+            self.members, self.acks = [], []  # still held: handed back
+            self.stop.set()
+            raise Preempted from None
         self.members, self.acks_key = [], key
         return key
 
