@@ -108,9 +108,18 @@ class RunResults:
         merged.parent.mkdir(parents=True, exist_ok=True)
         return merge_partial(self.member_file(self.member(sub, missing, key_of(sub))), recovered, merged)
 
-    def label(self, sub: int, source: pack.Member | Path) -> Any:
-        """The point of each row of a chunk's result: its (first, n), or a partial's own list."""
-        return self.rt.spec.chunks[sub] if isinstance(source, pack.Member) else row_points(source)
+    def sources(self, chunks: list[tuple[int, list[int] | None]], key_of: Callable[[int], str | None],
+                is_done: Callable[[int], bool]) -> tuple[list[pack.Member | Path], list[Any]]:
+        """What to combine for each of ``chunks`` ((sub, points its ack left out), in order) and, for each,
+        the point of every row: its (first, n), or a merged partial's own list. Chunks without rows drop out."""
+        sources: list[pack.Member | Path] = []
+        labels: list[Any] = []
+        for sub, missing in chunks:
+            found = self.chunk_result(sub, missing, key_of, is_done)
+            if found is not None:
+                sources.append(found)
+                labels.append(self.rt.spec.chunks[sub] if isinstance(found, pack.Member) else row_points(found))
+        return sources, labels
 
     def member_file(self, member: pack.Member) -> Path:
         """A result file of its own for one member (what a user's combine_data and the merge of a partial read)."""
@@ -187,21 +196,12 @@ class IncrementalCombine:
         return all(st[0] for st in self.q.settled([point_subproblem(p, self.base) for p in points]))
 
     def _append(self, ready: list[Any], upto: int | None = None) -> None:
-        keys = {sub: st[1] for sub, st in ready}
         done = [(sub, st) for sub, st in ready if st[0] == "done"]
-        self.results.fetch({k for k in keys.values() if k})
-        sources, labels = [], []
-        for sub, (_, key, missing) in done:
-            if missing:
-                psubs = [point_subproblem(p, self.base) for p in missing]
-                point_state = dict(zip(psubs, self.q.settled(psubs)))
-                found = self.results.chunk_result(sub, missing, lambda s: point_state[s][1] if s in point_state else keys.get(s),
-                                                  lambda s: point_state[s][0] == "done")
-            else:
-                found = self.results.member(sub, None, key)
-            if found is not None:
-                sources.append(found)
-                labels.append(self.results.label(sub, found))
+        psubs = [point_subproblem(p, self.base) for _, st in done for p in st[2] or ()]  # of partial chunks
+        states = {**dict(done), **dict(zip(psubs, self.q.settled(psubs)))}
+        self.results.fetch({st[1] for _, st in done if st[1]})
+        sources, labels = self.results.sources([(sub, st[2]) for sub, st in done], lambda s: states[s][1],
+                                               lambda s: states[s][0] == "done")
         self.stream.add(sources, labels)
         self.appended += len(sources)
         self.next = upto if upto is not None else (ready[-1][0] + 1 if ready else self.next)

@@ -332,13 +332,13 @@ class ComputeChild:
     def _part(self, sub: int) -> Path:
         return self.workdir / f"{sub:07d}.{os.getpid()}.h5.part"
 
-    def _function_points(self, conn: "_Outbox", sub: int, first: int, n: int, carry: Carry, fd: int) -> Outcome:
+    def _function_points(self, out: "_Outbox", sub: int, first: int, n: int, carry: Carry, fd: int) -> Outcome:
         """Call the entry on each point; a point that raises, times out or returns something that is
         not rows fails alone. The point timeout is one interval timer per subproblem, re-armed only
         when it fires during a point that has not yet run for ``point_timeout``. Flat rows (a list or
         tuple of numbers) are kept as tuples and converted to one array at the end."""
         timeout, target = self.spec.point_timeout, self.spec.entry_target
-        fn, status, clock, send = self.fn, self.status, time.monotonic, conn.send
+        fn, status, clock, send = self.fn, self.status, time.monotonic, out.send
         points = self.points[first : first + n].tolist()
         rows, failed = list(carry.rows), dict(carry.failed)
         sent_rows, sent_failed = len(rows), set(failed)
@@ -408,7 +408,7 @@ class ComputeChild:
             write_partial(part, data, first, n, sorted(failed), counts)
         return Outcome(pack.append_file(fd, part), failed)
 
-    def _script_points(self, conn: "_Outbox", sub: int, first: int, n: int, carry: Carry, fd: int) -> Outcome:
+    def _script_points(self, out: "_Outbox", sub: int, first: int, n: int, carry: Carry, fd: int) -> Outcome:
         """Run the script once per point, appending to one file. A point that fails (non-zero exit,
         killed, timed out) fails alone: the file is put back as it was before that point."""
         spec = self.spec

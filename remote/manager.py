@@ -30,7 +30,6 @@ from mcc.work.queue import Progress, point_subproblem
 from mcc.remote.fleet import LocalFleet
 from mcc.remote.runtime import Runtime, connect, setup_logging
 from mcc.work.runspec import COMBINED, FAILURES, FINAL, INSTANCES, LOGS, PROGRESS, journal_key
-
 from mcc.work.stores import put_json
 
 JOURNAL_BATCH = 10_000
@@ -275,10 +274,8 @@ class Manager:
         done, partial, base = set(self.q.done_ids()), self.q.partial(), len(self.spec.chunks)
         keys = self.q.result_keys()
         self.results.fetch(set(keys.values()))
-        chunks = sorted(s for s in done if s < base)
-        found = [self.results.chunk_result(s, partial.get(s), keys.get, done.__contains__) for s in chunks]
-        sources = [f for f in found if f is not None]
-        labels = [self.results.label(s, f) for s, f in zip(chunks, found) if f is not None]  # the point of each row
+        chunks = [(s, partial.get(s)) for s in sorted(done) if s < base]
+        sources, labels = self.results.sources(chunks, keys.get, done.__contains__)
         combiner = load_combiner(Path(self.spec.project_dir)) if self.spec.has_combiner else None
         if combiner is not None:
             sources = [self.results.member_file(f) if isinstance(f, pack.Member) else f for f in sources]

@@ -137,7 +137,7 @@ class ResultWriter:
         self.rendered = 0  # files written from a template (for logs and tests)
 
     def write(self, path: Path, data: np.ndarray, first: int, n: int) -> None:
-        key = (data.shape, data.dtype.str, np.asarray(first).dtype.str, np.asarray(n).dtype.str)
+        key = _kind(data, first, n)
         template = self.templates.get(key, False)
         if template is False:  # first file of this kind: HDF5 writes it, and the template must agree
             self.hdf5_write(path, data, first, n)
@@ -157,14 +157,18 @@ class ResultWriter:
         """The result file of these rows, written at the end of the open batch object ``fd``:
         rendered from the shape's template straight into the object, else through HDF5 at ``scratch()``
         and copied in. (offset, size) of the member."""
-        key = (data.shape, data.dtype.str, np.asarray(first).dtype.str, np.asarray(n).dtype.str)
-        template = self.templates.get(key)
+        template = self.templates.get(_kind(data, first, n))
         if template:
             self.rendered += 1
             return pack.append(fd, template.parts(data, first, n))
         path = scratch()
         self.write(path, data, first, n)
         return pack.append_file(fd, path)
+
+
+def _kind(data: np.ndarray, first: Any, n: Any) -> tuple[Any, ...]:
+    """What a template is for: the rows' shape and dtype, the two attribute values' dtypes."""
+    return data.shape, data.dtype.str, np.asarray(first).dtype.str, np.asarray(n).dtype.str
 
 
 def merge_partial(partial: Path, recovered: dict[int, Path], out: Path) -> Path | None:

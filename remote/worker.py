@@ -3,8 +3,9 @@
 The compute child appends each subproblem's result file to the batch's object (:mod:`mcc.work.pack`);
 the object is sealed and moved to its key in the bucket before the ack, which carries the key; the
 queue records sub → key for the first winning ack only, so a subproblem computed twice is read from
-exactly one object and the combined file holds each point once. The entry runs in a compute child (:mod:`mcc.remote.compute`) that this process forks once and
-again only after a crash; this process holds the leases and heartbeats. A point that raises or
+exactly one object and the combined file holds each point once. The entry runs in a compute child
+(:mod:`mcc.remote.compute`) that this process forks once and again only after a crash; this process
+holds the leases and heartbeats. A point that raises or
 crashes fails only itself: the subproblem is acked with the rows of its other points
 (``Queue.ack_partial``, its result in an object of its own) and the failed point goes on as a
 one-point subproblem of its own; the other claimed subproblems are computed as if nothing happened.
@@ -14,10 +15,10 @@ from __future__ import annotations
 
 import os
 import signal
-import uuid
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Callable
 

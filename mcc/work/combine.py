@@ -70,11 +70,6 @@ class StreamCombiner:
         self.chunks: list[Any] = []
         self.objects = _Objects()
 
-    @property
-    def files(self) -> int:
-        """Result files added so far."""
-        return len(self.rows_per_file)
-
     def add(self, files: Sequence[Source], chunks: Sequence[Any] | None = None) -> None:
         """Append the rows of ``files``, in order (``chunks``: their ``(first_point, n_points)`` or point
         arrays, given when ``indexed``)."""
@@ -117,7 +112,7 @@ class StreamCombiner:
                 rows_per_file.append(writer.rows - before)
                 counts_per_file.append(None)
                 continue
-            fid, keep = _open(source, raw, self.small, self.large)
+            fid, close = _open(source, raw, self.small, self.large)
             try:
                 counts = _row_counts(fid)
                 dset = h5d.open(fid, b"data")
@@ -130,10 +125,7 @@ class StreamCombiner:
                 finally:
                     dset.close()
             finally:
-                if keep is None:
-                    fid.close()
-                else:
-                    keep.close()
+                close()
             rows_per_file.append(writer.rows - before)
             counts_per_file.append(counts)
 
@@ -200,7 +192,8 @@ class _Objects:
 
     def whole_of(self, member: Member) -> bytes:
         """The bytes of ``member``'s object if it is read whole (b"" if it is too large for that)."""
-        self.read(member) if member.path != self.path else None
+        if member.path != self.path:
+            self.read(member)
         return self.whole
 
     def read(self, member: Member) -> bytes:
@@ -252,29 +245,26 @@ class _Window(io.RawIOBase):
         super().close()
 
 
-def _open(source: Source, raw: bytes | None, small: h5p.PropFAID, large: h5p.PropFAID) -> tuple[h5f.FileID, Any]:
-    """HDF5's handle on a result file (and what must stay alive while it is open)."""
+def _open(source: Source, raw: bytes | None, small: h5p.PropFAID,
+          large: h5p.PropFAID) -> tuple[h5f.FileID, Callable[[], None]]:
+    """HDF5's handle on a result file, and what closes it (a large member: the file and its window)."""
     if not isinstance(source, Member):
-        return h5f.open(os.fsencode(str(source)), h5f.ACC_RDONLY, fapl=small if raw is not None else large), None
+        fid = h5f.open(os.fsencode(str(source)), h5f.ACC_RDONLY, fapl=small if raw is not None else large)
+        return fid, fid.close
     if raw is not None:  # a small member: HDF5 reads it from the bytes already in memory
         fapl = h5p.create(h5p.FILE_ACCESS)
         fapl.set_fapl_core(64 * 1024, False)
         fapl.set_file_image(raw)
-        return h5f.open(b"member", h5f.ACC_RDONLY, fapl=fapl), None
-    handle = _WindowFile(source)
-    return handle.file.id, handle
+        fid = h5f.open(b"member", h5f.ACC_RDONLY, fapl=fapl)
+        return fid, fid.close
+    window = _Window(source)
+    handle = h5py.File(window, "r")
 
+    def close() -> None:
+        handle.close()
+        window.close()
 
-class _WindowFile:
-    """A large member opened by HDF5 through a :class:`_Window`; ``close`` closes both."""
-
-    def __init__(self, member: Member) -> None:
-        self.window = _Window(member)
-        self.file = h5py.File(self.window, "r")
-
-    def close(self) -> None:
-        self.file.close()
-        self.window.close()
+    return handle.id, close
 
 
 def _row_counts(fid: h5f.FileID) -> np.ndarray | None:

@@ -13,6 +13,7 @@ small subproblem (bench B1/c1); with one object per batch that cost is paid once
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import struct
@@ -90,7 +91,7 @@ def append_file(fd: int, path: Path) -> tuple[int, int]:
             try:
                 n = os.copy_file_range(src, fd, size - copied, copied)
             except OSError as exc:
-                if exc.errno not in (18, 38, 95):  # EXDEV, ENOSYS, EOPNOTSUPP
+                if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP):
                     raise
                 n = os.write(fd, os.pread(src, min(size - copied, 1 << 22), copied))
             if n == 0:
