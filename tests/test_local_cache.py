@@ -8,7 +8,7 @@ import redis
 
 from mcc.providers.base import TAG_LEDGER
 from mcc.providers.local import processes
-from mcc.providers.local.cache import config_quote, new_password, start_redis
+from mcc.providers.local.cache import answers_ping, config_quote, free_port, new_password, start_redis
 
 ODD = "sp ace 'single' \"double\" back\\slash ünïcødé"
 
@@ -29,6 +29,20 @@ def test_redis_server_starts_in_an_odd_folder(tmp_path: Path) -> None:
         assert client.config_get("dir")["dir"] == str(workdir)
     finally:
         processes.terminate(proc, grace=2)
+
+
+def test_start_up_ping_needs_the_password_and_a_server(tmp_path: Path) -> None:
+    """The raw-protocol PING that decides a started server is ready: true only for AUTH with its password."""
+    password = new_password()
+    proc, port = start_redis(password, tmp_path / "redis", {TAG_LEDGER: f"test-cache-{uuid.uuid4().hex[:12]}"})
+    try:
+        assert answers_ping("127.0.0.1", port, password)
+        assert not answers_ping("127.0.0.1", port, "wrong-" + password)
+        assert redis.Redis(port=port, password=password, socket_timeout=5).ping()
+    finally:
+        processes.terminate(proc, grace=2)
+    assert not answers_ping("127.0.0.1", port, password)  # gone: refused, not an exception
+    assert not answers_ping("127.0.0.1", free_port(), password)
 
 
 def test_redis_with_die_with_parent_goes_when_its_parent_is_killed(tmp_path: Path) -> None:
