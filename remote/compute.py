@@ -37,6 +37,7 @@ import numpy as np
 from mcc.project.folder import rows_from_result
 from mcc.remote.results import ResultWriter, add_row_counts, mark_partial, rows_in, stack_rows, write_partial
 from mcc.work import pack
+from mcc.work.points_file import PointsFile
 
 STDERR_TAIL = 20_000
 FLUSH_SECONDS = 1.0  # the child sends its finished rows to the parent at most this often
@@ -127,7 +128,7 @@ def oom_kills() -> int | None:
 class ComputeChild:
     """The parent's handle on its compute child (``run`` is called from the worker's main thread)."""
 
-    def __init__(self, spec: Any, points: np.ndarray, fn: Callable[[Any], Any] | None, workdir: Path,
+    def __init__(self, spec: Any, points: PointsFile, fn: Callable[[Any], Any] | None, workdir: Path,
                  writer: ResultWriter, stop: threading.Event) -> None:
         self.spec, self.points, self.fn, self.workdir = spec, points, fn, workdir
         self.writer, self.stop = writer, stop

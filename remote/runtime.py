@@ -16,9 +16,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import redis
 
+from mcc.work.points_file import PointsFile
 from mcc.work.queue import Queue
 from mcc.work.runspec import POINTS, SPEC, RunSpec
 from mcc.work.stores import Store, open_store
@@ -32,14 +32,14 @@ class Runtime:
     queue: Queue
     workdir: Path
 
-    def points(self) -> np.ndarray:
+    def points(self) -> PointsFile:
+        """The run's points, read a chunk at a time (:class:`PointsFile`), never a copy of them all."""
         local = self.store.local_path(POINTS)
-        if local is not None:
-            return np.load(local, allow_pickle=False)
-        target = self.workdir / "points.npy"
-        if not self.store.get_file(POINTS, target):
-            raise RuntimeError(f"the bucket {self.store.url} has no {POINTS}")
-        return np.load(target, allow_pickle=False)
+        if local is None:
+            local = self.workdir / "points.npy"
+            if not self.store.get_file(POINTS, local):
+                raise RuntimeError(f"the bucket {self.store.url} has no {POINTS}")
+        return PointsFile(local)
 
 
 def connect(role: str) -> Runtime:
