@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
-import h5py
 import numpy as np
 
 from mcc import __version__
@@ -61,6 +60,8 @@ def file_attrs(run_id: str, spec: Mapping[str, Any], settings: Mapping[str, Any]
 
 
 def is_hdf5(path: Path) -> bool:
+    import h5py  # here, not at the top: `mcc run` holds the points before it needs h5py (12 MB resident)
+
     return h5py.is_hdf5(str(path))
 
 
@@ -71,6 +72,8 @@ def describe(path: Path, attrs: Mapping[str, Any], missing: Mapping[int, str]) -
     """
     if not is_hdf5(path):
         return False
+    import h5py
+
     with h5py.File(path, "a") as fh:
         for key, value in attrs.items():
             fh.attrs[key] = np.array(value, dtype=h5py.string_dtype()) if isinstance(value, list) else value
