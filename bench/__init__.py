@@ -30,6 +30,7 @@ BENCHMARKS: dict[str, str] = {
     "B9": "b9_slurm",
     "B10": "b10_estimate",
     "B11": "b11_whole",
+    "B12": "b12_memory",
 }
 
 

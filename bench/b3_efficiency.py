@@ -49,15 +49,16 @@ class CpuSampler(threading.Thread):
     The tree is the command's descendants and every process whose environment has ``MCC_HOME=home``:
     the local fleet starts its workers in sessions of their own, reparented away from the manager."""
 
-    def __init__(self, root_pid: int, home: Path | None = None) -> None:
+    def __init__(self, root_pid: int, home: Path | None = None, every: float = 0.2) -> None:
         super().__init__(daemon=True)
-        self.root = root_pid
+        self.root, self.every = root_pid, every
         self.marker = None if home is None else f"MCC_HOME={home}".encode()
         self.samples: list[tuple[float, dict[str, float]]] = []
+        self.peak_kb: dict[str, int] = {}  # role -> the largest peak RSS (VmHWM) one of its processes reached
         self.done = threading.Event()
 
     def run(self) -> None:
-        while not self.done.wait(0.2):
+        while not self.done.wait(self.every):
             self.samples.append((time.time(), self._sample()))
 
     def stop(self) -> None:
@@ -88,6 +89,7 @@ class CpuSampler(threading.Thread):
         for pid in tree:
             role = _role(pid, self.root)
             out[f"{role}:{pid}"] = cpu.get(pid, 0.0)
+            self.peak_kb[role] = max(self.peak_kb.get(role, 0), _peak_kb(pid))
         return out
 
     def _marked(self, pid: int) -> bool:
@@ -115,6 +117,17 @@ class CpuSampler(threading.Thread):
         return roles
 
 
+def _peak_kb(pid: int) -> int:
+    """The process's peak resident set (VmHWM, KiB) so far; 0 if it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 def _role(pid: int, root: int) -> str:
     if pid == root:
         return "mcc run"
@@ -133,17 +146,20 @@ SPIN_20MS = SPIN_ENTRY.format(ms=SECONDS_PER_POINT * 1000, seconds=SECONDS_PER_P
 
 
 def mcc_run(ctx: Context, n: int, entry: str = SPIN_20MS, rows_per_point: int = 1,
-            chunk: int | None = None, repeat: int = 0) -> dict[str, Any]:
+            chunk: int | None = None, repeat: int = 0, points_py: str = POINTS_PY,
+            sample_every: float = 0.2) -> dict[str, Any]:
     """A whole ``mcc run`` of ``n`` points of ``entry`` (its source; each point gives ``rows_per_point``
     rows whose first column is the point's number), 2 workers, ``chunk`` points per subproblem
-    (None: automatic); cached per invocation (``repeat``: a further measurement of the same run)."""
-    key = ("mcc-run", n, entry, rows_per_point, chunk, repeat)
+    (None: automatic); cached per invocation (``repeat``: a further measurement of the same run).
+    ``points_py``: the project's points.py (``{n}`` is the number of points); ``sample_every``: seconds
+    between the samples of CPU and peak memory (``peak_mb`` per role)."""
+    key = ("mcc-run", n, entry, rows_per_point, chunk, repeat, points_py)
     if key in ctx.cache:
         return ctx.cache[key]
     with tempdir("b3") as root:
         project = root / "project"
         project.mkdir()
-        (project / "points.py").write_text(POINTS_PY.format(n=n))
+        (project / "points.py").write_text(points_py.format(n=n))
         (project / "entry.py").write_text(entry)
         (project / "mcc.toml").write_text("workers = 2\n" + (f"chunk_size = {chunk}\n" if chunk else ""))
         home = root / "home"
@@ -153,7 +169,7 @@ def mcc_run(ctx: Context, n: int, entry: str = SPIN_20MS, rows_per_point: int = 
         proc = subprocess.Popen([sys.executable, "-m", "mcc.cli", "run", str(project), "--json"], env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
                                 start_new_session=True)
-        sampler = CpuSampler(proc.pid, home)
+        sampler = CpuSampler(proc.pid, home, sample_every)
         sampler.start()
         try:
             stdout, stderr = proc.communicate(timeout=max(600, n * SECONDS_PER_POINT * 5))
@@ -185,6 +201,7 @@ def mcc_run(ctx: Context, n: int, entry: str = SPIN_20MS, rows_per_point: int = 
         "cpu_in_window_s": sampler.between(min(claims), max(acks)),
         "combined_as_they_came": int(combined_at_end.group(1)) if combined_at_end else None,
         "combined_at_end": int(combined_at_end.group(2)) if combined_at_end else None,
+        "peak_mb": {role: kb / 1024 for role, kb in sampler.peak_kb.items()},
     }
     first: dict[str, float] = {}
     last: dict[str, float] = {}
