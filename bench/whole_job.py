@@ -17,7 +17,8 @@ import numpy as np
 from bench import workloads
 
 WORKERS = 2
-FUNCTIONS: dict[str, Callable[[list[float]], Any]] = {"big": workloads.big_rows, "20ms": workloads.spin_20ms}
+FUNCTIONS: dict[str, Callable[[list[float]], Any]] = {"big": workloads.big_rows, "20ms": workloads.spin_20ms,
+                                                      "w1": workloads.noop}
 
 
 def job(tool: str, workload: str, n: int, out: str) -> None:
