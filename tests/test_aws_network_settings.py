@@ -70,3 +70,23 @@ def test_permissions_boundary_defaults_to_mccs_and_may_be_turned_off() -> None:
     assert aws_settings({}).permissions_boundary == "mcc-boundary"
     assert aws_settings({"permissions_boundary": ""}).permissions_boundary == ""
     assert aws_settings({"permissions_boundary": "team-mcc-boundary"}).permissions_boundary == "team-mcc-boundary"
+
+
+KEY = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+
+
+def test_a_customer_kms_key_reaches_every_root_volume_and_a_bad_one_is_named() -> None:
+    """`ebs_kms_key` (issue 15 §4): the launch template's, the builder's and a template-less launch's root
+    volume are encrypted with it; without it with the account's aws/ebs key (Encrypted, no KmsKeyId)."""
+    assert aws_settings({"ebs_kms_key": KEY}).ebs_kms_key == KEY
+    assert aws_settings({}).ebs_kms_key is None
+    with pytest.raises(ConfigError, match="`ebs_kms_key` must be a KMS key ARN"):
+        aws_settings({"ebs_kms_key": "alias/my-key"})
+    base = {"image_id": "ami-1", "instance_type": "t3.micro", "instance_profile_arn": "arn:p", "security_group_id": "sg-1",
+            "root_device": "/dev/xvda", "root_size": 8}
+    for mappings in (template_data({**base, "kms_key_id": KEY}, {})["BlockDeviceMappings"],
+                     launch_overrides({**base, "kms_key_id": KEY})["BlockDeviceMappings"]):
+        assert mappings == [{"DeviceName": "/dev/xvda",
+                             "Ebs": {"Encrypted": True, "DeleteOnTermination": True, "VolumeSize": 8, "KmsKeyId": KEY}}]
+    default = template_data(base, {})["BlockDeviceMappings"][0]["Ebs"]
+    assert default["Encrypted"] is True and "KmsKeyId" not in default

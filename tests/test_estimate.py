@@ -95,6 +95,23 @@ def test_estimate_local_json_reproduces_from_the_sample(make_project, mcc_home: 
     assert any("s per point" in a for a in doc["assumptions"])
 
 
+def test_estimate_from_python_is_the_commands_document(make_project, mcc_home: Path, monkeypatch) -> None:
+    """`mcc.estimate(dir)` gives what `mcc run dir --estimate --json` prints, and records nothing either."""
+    import mcc
+
+    project = make_project(40, body="time.sleep(0.01)", toml="workers = 2\nchunk_size = 5\n")
+    monkeypatch.setenv("MCC_HOME", str(mcc_home))
+    doc = mcc.estimate(project)
+    assert not (mcc_home / "ledger.db").exists()
+    command = mcc_json("run", str(project), "--estimate", home=mcc_home)
+    assert set(doc) == set(command)
+    for key in ("backend", "points", "subproblems", "chunk_size", "workers"):
+        assert doc[key] == command[key], key
+    assert doc["sample"]["indices"] == command["sample"]["indices"] == [0, 10, 20, 29, 39]
+    assert [c["instance_type"] for c in doc["candidates"]] == ["local"]
+    assert mcc.estimate(project, workers=4, chunk_size=10)["subproblems"] == 4
+
+
 def test_estimate_table_output(make_project, mcc_home: Path) -> None:
     project = make_project(12, toml="chunk_size = 3\n")
     proc = mcc("run", str(project), "--estimate", home=mcc_home)
