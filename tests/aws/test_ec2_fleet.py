@@ -74,3 +74,42 @@ def test_a_new_manager_forgets_a_recorded_worker_that_ec2_does_not_list(aws_ctx:
     successor.known[ghost] = "running"  # from here on, only the heartbeat checks would catch it
     assert successor.query_workers() == {alive[0]: True, ghost: True}
     successor.terminate_all("test over")
+
+
+def test_a_zone_without_capacity_moves_the_batch_to_the_next_subnet(aws_ctx: AwsContext, client,  # noqa: F811
+                                                                     tmp_path: Path) -> None:
+    """`subnets` (issue 11 §3): the first subnet's zone answers InsufficientInstanceCapacity, so the same
+    batch goes to the same type in the next subnet, in one more call; the records say where each worker is;
+    the refused option cools down while the next batch goes straight to the subnet that had capacity."""
+    ec2 = aws_ctx.client("ec2")
+    subnets = [s["SubnetId"] for s in ec2.describe_subnets(
+        Filters=[{"Name": "default-for-az", "Values": ["true"]}])["Subnets"]][:2]
+    assert len(subnets) == 2
+    fleet = _fleet(aws_ctx, client, tmp_path)
+    fleet.subnets = list(subnets)  # as `subnets = [...]` in [aws] gives the fleet
+    asked: list[str | None] = []
+
+    def no_capacity_in_the_first(params: dict[str, Any], **_: Any) -> Any:
+        # the harness's fault, at the client: EC2's answer when a zone has no capacity for the type
+        subnet = params["body"].get("SubnetId")  # the request as serialized for EC2's query protocol
+        asked.append(subnet)
+        if subnet == subnets[0]:
+            return (type("R", (), {"status_code": 500})(),
+                    {"Error": {"Code": "InsufficientInstanceCapacity", "Message": "no t3.micro capacity in this zone"},
+                     "ResponseMetadata": {"HTTPStatusCode": 500}})
+        return None
+
+    ec2.meta.events.register("before-call.ec2.RunInstances", no_capacity_in_the_first)
+    try:
+        ids = fleet.launch_workers(2)
+        again = fleet.launch_workers(1)
+    finally:
+        ec2.meta.events.unregister("before-call.ec2.RunInstances", no_capacity_in_the_first)
+    assert asked == [subnets[0], subnets[1], subnets[1]], asked
+    assert len(ids) == 2 and len(again) == 1
+    for iid in ids + again:
+        record = get_json(fleet.rt.store, instance_key(iid))
+        assert record["subnet_id"] == subnets[1] and record["instance_type"] == "t3.micro", record
+        placed = ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]
+        assert placed["SubnetId"] == subnets[1]
+    fleet.terminate_all("test over")
