@@ -78,3 +78,22 @@ def test_terminate_all_ends_every_group_a_sigterm_ignorer_by_sigkill(tmp_path) -
     finally:
         for proc in procs:
             processes.terminate(proc, grace=0)
+
+
+def test_a_spawned_process_is_found_by_its_tags_as_soon_as_spawn_returns() -> None:
+    """Right after exec the kernel shows an empty /proc/<pid>/environ for a moment (about 1 spawn in 10
+    under load before spawn waited for the tags): a sweep or a find-before-create then missed the process."""
+    import uuid
+
+    from mcc.providers.local import processes
+
+    ledger = f"test-spawn-{uuid.uuid4().hex[:12]}"
+    spawned = []
+    try:
+        for i in range(40):
+            proc = processes.spawn([sys.executable, "-c", "import time; time.sleep(60)"],
+                                   tags={"mcc:ledger": ledger, "mcc:entity": f"e{i}"})
+            spawned.append(proc)
+            assert processes.find_tagged({"mcc:ledger": ledger, "mcc:entity": f"e{i}"}) == [proc], i
+    finally:
+        processes.terminate_all(spawned, grace=2)

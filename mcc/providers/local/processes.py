@@ -207,7 +207,20 @@ def spawn(
     start = start_ticks(child.pid)
     if start is None:
         raise OSError(f"{argv[0]} exited immediately; see {log_path}")
+    _await_tags(child.pid, tag_env(tags))
     return ProcessId(child.pid, start)
+
+
+def _await_tags(pid: int, wanted: dict[str, str], timeout: float = 5.0) -> None:
+    """Return once ``wanted`` reads back from /proc/<pid>/environ. Popen returns as the exec happens, and for
+    a moment after it the kernel shows an empty environment (seen in ~1 of 10 spawns under load): a sweep
+    then would not know the process. Waiting here makes every spawned process findable by its tags."""
+    deadline = time.monotonic() + timeout
+    while wanted and time.monotonic() < deadline:
+        env = environ_of(pid)
+        if all(env.get(k) == v for k, v in wanted.items()) or start_ticks(pid) is None:
+            return
+        time.sleep(0.001)
 
 
 def _die_with_parent() -> None:
