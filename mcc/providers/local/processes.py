@@ -100,8 +100,7 @@ def find_tagged(match: dict[str, str]) -> list[ProcessId]:
         pid = int(entry.name)
         if pid == os.getpid():
             continue
-        env = environ_of(pid)
-        if env and all(env.get(k) == v for k, v in wanted.items()):
+        if _carries(pid, wanted):
             ident = identify(pid)
             if ident is not None:
                 found.append(ident)
@@ -217,10 +216,15 @@ def _await_tags(pid: int, wanted: dict[str, str], timeout: float = 5.0) -> None:
     then would not know the process. Waiting here makes every spawned process findable by its tags."""
     deadline = time.monotonic() + timeout
     while wanted and time.monotonic() < deadline:
-        env = environ_of(pid)
-        if all(env.get(k) == v for k, v in wanted.items()) or start_ticks(pid) is None:
+        if _carries(pid, wanted) or start_ticks(pid) is None:
             return
         time.sleep(0.001)
+
+
+def _carries(pid: int, wanted: dict[str, str]) -> bool:
+    """True when the process's tag environment holds every one of ``wanted`` (env names → values)."""
+    env = environ_of(pid)
+    return bool(env) and all(env.get(k) == v for k, v in wanted.items())
 
 
 def _die_with_parent() -> None:
