@@ -69,8 +69,8 @@ class Killer:
         if (self.pid is None or self.fired.is_set() or phase != self.phase or call.access_key != self.key
                 or (call.service, call.action) != self.target):
             return False
+        self.fired.set()  # before the kill: the test reads it as soon as the killed process is reaped
         os.kill(self.pid, signal.SIGKILL)
-        self.fired.set()
         return True  # the connection closes with the process: before = never sent, after = never heard
 
 
